@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Install Detectron2 v0.6 into the running Python, without a compiler toolchain for its CUDA/C++ ops.
+
+Detectron2 is not on PyPI under its own name. Where upstream is reachable, install it as its docs say; this
+script keeps any detectron2 that already imports. Otherwise it installs PyPI's ``pb1-detectron2`` 0.6 sdist
+(upstream v0.6 byte for byte except the package name, but missing the C++ sources of ``detectron2/_C``):
+
+1. download the sdist from the package index and check its sha256;
+2. build no extension and give ``detectron2._C`` a pure-Python stand-in that raises a clear error when one of
+   the few ops needing it (rotated boxes, deformable conv, the fast COCO evaluator) is called; ROIAlign and
+   NMS come from torchvision;
+3. adapt v0.6 to today's setuptools (no ``pkg_resources``), NumPy (no ``np.int``/``np.float``/``np.bool``/
+   ``np.str``) and Pillow (no ``Image.LINEAR``); default COCOEvaluator to pycocotools;
+4. keep the sdist's top-level ``tools`` package out, so that it cannot shadow a project's own ``tools/``;
+5. ``pip install --no-build-isolation`` the patched tree.
+
+Every patch asserts the text it replaces, so a different tarball fails loudly instead of half-working.
+Usage: ``python tools/install_detectron2.py [--sdist FILE] [--force]``.
+"""
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+PACKAGE, VERSION = "pb1-detectron2", "0.6"
+SDIST = f"{PACKAGE}-{VERSION}.tar.gz"
+SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+DEFAULT_INDEX = "https://pypi.org/simple"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "houghcl"
+
+IMPORT_CHECK = (
+    "import detectron2, detectron2.layers, detectron2.modeling, detectron2.evaluation;"
+    "from detectron2 import model_zoo;"
+    "model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_C4_1x.yaml');"
+    "print(detectron2.__version__, detectron2.__file__)"
+)
+
+C_STANDIN = '''"""Stand-in for detectron2's compiled ops, which this installation does not build.
+
+ROIAlign and NMS come from torchvision. Rotated boxes, deformable convolution and the fast COCO evaluator
+need the compiled module: install detectron2 from source (its INSTALL.md) to use them.
+"""
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError(
+            f"detectron2._C.{name} is not available: this detectron2 was installed without its compiled ops "
+            "(rotated boxes, deformable conv, fast COCO eval). Install detectron2 from source to use them."
+        )
+
+    return unavailable
+'''
+
+NUMPY_ALIAS = re.compile(r"\bnp\.(int|float|bool|str)\b(?!_)")
+NUMPY_FILES = [
+    "detectron2/data/build.py",
+    "detectron2/data/datasets/pascal_voc.py",
+    "detectron2/evaluation/pascal_voc_evaluation.py",
+    "detectron2/evaluation/sem_seg_evaluation.py",
+    "detectron2/structures/masks.py",
+    "detectron2/utils/visualizer.py",
+    "detectron2/utils/video_visualizer.py",
+]
+
+# (file, old text, new text, expected number of occurrences)
+PATCHES = [
+    ("setup.py", "ext_modules=get_extensions(),", "ext_modules=[],", 1),
+    ("setup.py", 'cmdclass={"build_ext": torch.utils.cpp_extension.BuildExtension},', "", 1),
+    ("setup.py", 'find_packages(exclude=("configs", "tests*"))',
+     'find_packages(exclude=("configs", "tests*", "tools", "tools.*"))', 1),
+    ("setup.py", 'package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
+     'package_data={"detectron2.model_zoo": ["configs/*.yaml", "configs/**/*.yaml", "configs/**/*.py"]},', 1),
+    ("setup.py", '"black==21.4b2",', '"black",', 1),
+    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1),
+    ("detectron2/model_zoo/model_zoo.py",
+     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", os.path.join("configs", config_path)\n    )',
+     'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)', 1),
+    ("detectron2/evaluation/coco_evaluation.py", "use_fast_impl=True,", "use_fast_impl=False,", 2),
+    ("detectron2/data/transforms/transform.py", "interp=Image.LINEAR", "interp=Image.BILINEAR", 1),
+]
+
+
+class InstallError(RuntimeError):
+    pass
+
+
+def step(message):
+    print(f"[install_detectron2] {message}", flush=True)
+
+
+def existing_detectron2():
+    """Version and path of an importable, working detectron2 in this Python, or None."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def index_urls():
+    urls = [os.environ.get("PIP_INDEX_URL")]
+    result = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                            capture_output=True, text=True)
+    urls.append(result.stdout.strip() if result.returncode == 0 else None)
+    urls.append(DEFAULT_INDEX)
+    return [u.rstrip("/") for u in dict.fromkeys(urls) if u and u.startswith("http")]
+
+
+def download_sdist(destination):
+    """Find the sdist on a package index's simple page and download it (pip download cannot: the sdist's
+    metadata declares a direct URL dependency, which pip refuses for a PyPI distribution)."""
+    errors = []
+    for index in index_urls():
+        page_url = f"{index}/{PACKAGE}/"
+        try:
+            with urllib.request.urlopen(page_url, timeout=60) as response:
+                page = response.read().decode("utf-8", "replace")
+            links = [href for href in re.findall(r'href="([^"]+)"', page) if SDIST in href]
+            if not links:
+                raise InstallError(f"{SDIST} is not listed on {page_url}")
+            url = urllib.parse.urljoin(page_url, links[0].split("#")[0])
+            step(f"downloading {url}")
+            tmp = destination.with_suffix(".part")
+            with urllib.request.urlopen(url, timeout=300) as response, open(tmp, "wb") as f:
+                shutil.copyfileobj(response, f)
+            os.replace(tmp, destination)
+            return
+        except (OSError, InstallError) as e:
+            errors.append(f"{page_url}: {e}")
+    raise InstallError("could not download the detectron2 sdist:\n  " + "\n  ".join(errors))
+
+
+def fetch_sdist(sdist):
+    if sdist is None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        sdist = CACHE / SDIST
+        if not sdist.exists():
+            download_sdist(sdist)
+    sdist = Path(sdist)
+    if not sdist.is_file():
+        raise InstallError(f"{sdist}: no such file")
+    actual = sha256_of(sdist)
+    if actual != SHA256:
+        raise InstallError(f"{sdist}: sha256 {actual} does not match the expected {SHA256}")
+    step(f"sdist {sdist} verified (sha256 {SHA256[:12]}...)")
+    return sdist
+
+
+def replace_exactly(path, old, new, count):
+    text = path.read_text()
+    found = text.count(old)
+    if found != count:
+        raise InstallError(f"patch target not found as expected in {path}: {old!r} occurs {found} times, "
+                           f"expected {count}. Is this the pb1-detectron2 0.6 tarball?")
+    path.write_text(text.replace(old, new))
+
+
+def patch_tree(root):
+    for relpath, old, new, count in PATCHES:
+        replace_exactly(root / relpath, old, new, count)
+    for relpath in NUMPY_FILES:
+        path = root / relpath
+        text, n = NUMPY_ALIAS.subn(lambda m: m.group(1), path.read_text())
+        if n == 0:
+            raise InstallError(f"patch target not found in {path}: no removed NumPy alias (np.int, ...) to fix")
+        path.write_text(text)
+    c_module = root / "detectron2" / "_C.py"
+    if c_module.exists():
+        raise InstallError(f"{c_module} already exists: unexpected tarball content")
+    c_module.write_text(C_STANDIN)
+    step(f"patched {len(PATCHES)} places, NumPy aliases in {len(NUMPY_FILES)} files, added the _C stand-in")
+
+
+def install(sdist):
+    with tempfile.TemporaryDirectory(prefix="detectron2-") as tmp:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        root = Path(tmp) / f"{PACKAGE}-{VERSION}"
+        patch_tree(root)
+        step("pip install --no-build-isolation (pure Python, no compiled ops)")
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", str(root)])
+        if result.returncode != 0:
+            raise InstallError(f"pip install of the patched tree failed (exit {result.returncode})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sdist", help=f"a local copy of {SDIST} (otherwise downloaded and cached in {CACHE})")
+    parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 already imports")
+    args = parser.parse_args(argv)
+    try:
+        import torch  # noqa: F401  (setup.py of detectron2 imports it)
+    except ImportError:
+        print("[install_detectron2] error: torch must be installed first (setup.py of detectron2 imports it)",
+              file=sys.stderr)
+        return 1
+    found = None if args.force else existing_detectron2()
+    if found:
+        step(f"detectron2 already works here, kept: {found}")
+        return 0
+    try:
+        install(fetch_sdist(args.sdist))
+    except InstallError as e:
+        print(f"[install_detectron2] error: {e}", file=sys.stderr)
+        return 1
+    found = existing_detectron2()
+    if not found:
+        print("[install_detectron2] error: detectron2 was installed but does not import", file=sys.stderr)
+        return 1
+    step(f"installed: {found}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
