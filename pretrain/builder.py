@@ -1,0 +1,170 @@
+"""The whole model: MoCo-v2, DenseCL, PixPro-style and HoughCL differ only in LOSS_LAMBDA and MATCHER.
+
+A query encoder and its momentum copy (the key encoder), each a torchvision ResNet with a global head and a
+dense head; two queues of negatives. The dense loss pulls each query location towards ONE key location
+chosen by the matcher, which looks at the backbone C5 features of both views (as DenseCL does).
+"""
+import copy
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from . import distributed as du
+from . import matching
+from .geometry import matching_hits, threshold_positives, true_partners
+
+
+class Encoder(nn.Module):
+    """ResNet trunk (torchvision names, no ``fc``) + global MLP head + dense 1x1-conv head."""
+
+    def __init__(self, depth: int, dim: int = 128, hidden: int = 0, dense: bool = True):
+        super().__init__()
+        self.backbone = torchvision.models.__dict__[f"resnet{depth}"](weights=None)
+        width = self.backbone.fc.in_features
+        self.backbone.fc = nn.Identity()  # the state_dict of .backbone is a plain ResNet's without fc
+        hidden = hidden or width
+        self.global_head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.dense_head = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(hidden, dim, 1)) if dense else None
+
+    def c5(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+    def forward(self, x: torch.Tensor):
+        """Returns C5 ``[N, W, S, S]``, the global vector ``[N, D]``, the dense map ``[N, D, S, S]`` and its
+        average-pooled vector ``[N, D]`` (pooled before normalisation), all normalised; dense ones None
+        without a dense head."""
+        c5 = self.c5(x)
+        g = F.normalize(self.global_head(torch.flatten(F.adaptive_avg_pool2d(c5, 1), 1)), dim=1)
+        if self.dense_head is None:
+            return c5, g, None, None
+        d = self.dense_head(c5)
+        pooled = F.normalize(F.adaptive_avg_pool2d(d, 1).flatten(1), dim=1)
+        return c5, g, F.normalize(d, dim=1), pooled
+
+
+def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-row InfoNCE with the positive at index 0: ``positive [...]``, ``negatives [..., K]`` -> ``[...]``."""
+    logits = torch.cat([positive.unsqueeze(-1), negatives], dim=-1).float() / temperature
+    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
+
+
+class ContrastiveModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        m = cfg.MODEL
+        self.cfg = cfg
+        self.dense = m.LOSS_LAMBDA > 0
+        self.temperature, self.momentum = m.TEMPERATURE, m.MOMENTUM
+        self.encoder_q = Encoder(m.DEPTH, m.DIM, m.HIDDEN_DIM, dense=self.dense)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for p in self.encoder_k.parameters():
+            p.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(m.DIM, m.QUEUE_SIZE), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        if self.dense:
+            self.register_buffer("queue_dense", F.normalize(torch.randn(m.DIM, m.QUEUE_SIZE), dim=0))
+        self.hough_options = dict(space=m.HOUGH.SPACE, center=m.HOUGH.CENTER, vote=m.HOUGH.VOTE,
+                                  power=m.HOUGH.POWER, temperature=m.HOUGH.TEMPERATURE, sigma=m.HOUGH.SIGMA,
+                                  normalize_bins=m.HOUGH.NORMALIZE_BINS, scales=tuple(m.HOUGH.SCALES))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        k = list(self.encoder_k.parameters())
+        q = [p.detach() for p in self.encoder_q.parameters()]
+        torch._foreach_lerp_(k, q, 1.0 - self.momentum)  # k <- m k + (1 - m) q
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, dense_keys) -> None:
+        """Write the whole global batch of keys into the queues (wrapping around) and advance the pointer."""
+        keys = du.concat_all_gather(keys)
+        slots = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[1]
+        self.queue[:, slots] = keys.T.to(self.queue.dtype)
+        if dense_keys is not None:
+            self.queue_dense[:, slots] = du.concat_all_gather(dense_keys).T.to(self.queue_dense.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % self.queue.shape[1])
+
+    def shuffle_keys(self) -> bool:
+        # Shuffle-BN (MoCo): keys batch-normalised with other processes' images, so BN cannot leak which
+        # query goes with which key. Pointless in one process; replaced by SyncBN when that is chosen.
+        return du.world_size() > 1 and not self.cfg.MODEL.SYNC_BN
+
+    @torch.no_grad()
+    def encode_keys(self, im_k: torch.Tensor):
+        if not self.shuffle_keys():
+            return self.encoder_k(im_k)
+        gathered = du.concat_all_gather(im_k)
+        order = du.broadcast_(torch.randperm(gathered.shape[0], device=im_k.device))
+        mine = order.view(du.world_size(), -1)[du.rank()]
+        outputs = self.encoder_k(gathered[mine])
+        back = torch.argsort(order).view(du.world_size(), -1)[du.rank()]
+        return tuple(None if o is None else du.concat_all_gather(o)[back] for o in outputs)
+
+    def positives(self, c5_q, c5_k, batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The matcher's choice as ``(index [N, Lq] with -1 for none, or None; mask [N, Lq, Lk] or None)``."""
+        kind = self.cfg.MODEL.MATCHER
+        if kind == "argmax":
+            return matching.argmax_match(c5_q, c5_k), None
+        if kind == "hough":
+            return matching.hough_match(c5_q, c5_k, **self.hough_options), None
+        grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
+        geometry = (batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
+        if kind == "geometric":
+            return true_partners(*geometry), None
+        return None, threshold_positives(*geometry, ratio=self.cfg.MODEL.THRESHOLD)
+
+    def dense_loss(self, d_q, d_k, index, mask):
+        r, t = d_q.flatten(2), d_k.flatten(2)                       # [N, D, Lq], [N, D, Lk]
+        if index is not None:
+            positive = torch.gather(t, 2, index.clamp(min=0).unsqueeze(1).expand(-1, t.shape[1], -1))
+            l_pos = (r * positive).sum(dim=1)                          # [N, Lq]
+            valid = index >= 0
+        else:  # several positives (threshold): their logits are averaged
+            sim = torch.einsum("ndq,ndk->nqk", r, t)
+            l_pos = (sim * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            valid = mask.any(-1)
+        l_neg = torch.einsum("ndq,dk->nqk", r, self.queue_dense.clone().detach().to(r.dtype))
+        losses = info_nce(l_pos, l_neg, self.temperature)
+        count = valid.sum().clamp(min=1)
+        return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
+
+    @torch.no_grad()
+    def diagnostics(self, c5_q, c5_k, batch, index) -> Dict[str, torch.Tensor]:
+        grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
+        truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
+        kind = self.cfg.MODEL.MATCHER
+        picks = {
+            "argmax": index if kind == "argmax" else matching.argmax_match(c5_q, c5_k),
+            "hough": index if kind == "hough" else matching.hough_match(c5_q, c5_k, **self.hough_options),
+        }
+        out = {}
+        for name, pick in picks.items():
+            hits, counted = matching_hits(pick, truth, grid_k[1])
+            out[f"acc_{name}"] = hits.float() / counted.clamp(min=1).float()
+        return out
+
+    def forward(self, batch: Dict[str, torch.Tensor], lam: float) -> Dict[str, torch.Tensor]:
+        c5_q, g_q, d_q, _ = self.encoder_q(batch["view_q"])
+        with torch.no_grad():
+            self.momentum_update()
+            c5_k, g_k, d_k, pooled_k = self.encode_keys(batch["view_k"])
+        out = {}
+        l_pos = (g_q * g_k).sum(dim=1)
+        out["loss_global"] = info_nce(l_pos, g_q @ self.queue.clone().detach().to(g_q.dtype), self.temperature).mean()
+        out["pos_sim_global"] = l_pos.detach().mean()
+        index = None
+        if self.dense:
+            index, mask = self.positives(c5_q.detach(), c5_k, batch)
+            out["loss_dense"], out["pos_sim_dense"] = self.dense_loss(d_q, d_k, index, mask)
+            out["total_loss"] = (1 - lam) * out["loss_global"] + lam * out["loss_dense"]
+        else:
+            out["total_loss"] = out["loss_global"]
+        if self.cfg.MODEL.DIAGNOSTICS:
+            out.update(self.diagnostics(c5_q.detach(), c5_k, batch, index))
+        self.enqueue(g_k, pooled_k)
+        return out

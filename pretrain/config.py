@@ -1,0 +1,113 @@
+"""Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
+from fvcore.common.config import CfgNode as CN
+
+_C = CN()
+_C.SEED = 0
+_C.OUTPUT_DIR = "output/pretrain"
+
+_C.DATA = CN()
+# A folder tree of images (searched recursively), a COCO-style image folder, or a text file listing paths.
+_C.DATA.ROOT = ""
+
+_C.INPUT = CN()
+_C.INPUT.SIZE = 224
+_C.INPUT.CROP_SCALE = (0.2, 1.0)
+_C.INPUT.MEAN = (0.485, 0.456, 0.406)
+_C.INPUT.STD = (0.229, 0.224, 0.225)
+
+_C.MODEL = CN()
+_C.MODEL.DEPTH = 50
+_C.MODEL.DIM = 128
+_C.MODEL.HIDDEN_DIM = 0  # 0: the backbone's output width (2048 for ResNet-50, as MoCo-v2 and DenseCL)
+_C.MODEL.QUEUE_SIZE = 65536
+_C.MODEL.MOMENTUM = 0.999
+_C.MODEL.TEMPERATURE = 0.2
+_C.MODEL.LOSS_LAMBDA = 0.5  # 0: MoCo-v2 (no dense branch at all)
+_C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then LOSS_LAMBDA
+_C.MODEL.MATCHER = "hough"  # argmax (DenseCL) | hough (HoughCL) | threshold (PixPro-style) | geometric (oracle)
+_C.MODEL.THRESHOLD = 0.7  # threshold matcher: fraction of the larger cell diagonal
+_C.MODEL.SYNC_BN = False  # SyncBatchNorm in both encoders under DDP (otherwise shuffle-BN for the keys)
+_C.MODEL.DIAGNOSTICS = True  # matching accuracy of argmax and Hough on the same features, every step
+
+_C.MODEL.HOUGH = CN()
+_C.MODEL.HOUGH.SPACE = "similarity"  # translation | similarity (scales x horizontal flip)
+_C.MODEL.HOUGH.CENTER = True
+_C.MODEL.HOUGH.VOTE = "power"  # power | softmax | softmax2 | cosine
+_C.MODEL.HOUGH.POWER = 3.0
+_C.MODEL.HOUGH.TEMPERATURE = 0.05
+_C.MODEL.HOUGH.SIGMA = 1.0
+_C.MODEL.HOUGH.NORMALIZE_BINS = False
+_C.MODEL.HOUGH.SCALES = (0.5, 0.7071, 1.0, 1.4142, 2.0)
+
+_C.SOLVER = CN()
+_C.SOLVER.BATCH_SIZE = 32  # per process
+_C.SOLVER.BASE_LR = 0.03  # for a global batch of 256; scaled linearly
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.EPOCHS = 200
+_C.SOLVER.MAX_ITER = 0  # > 0 overrides EPOCHS
+_C.SOLVER.WARMUP_ITERS = 0
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+_C.SOLVER.LOG_PERIOD = 20
+_C.SOLVER.AMP = "auto"  # auto (bf16 on GPUs that have it, else fp16) | bf16 | fp16 | off; always off on CPU
+_C.SOLVER.CHANNELS_LAST = True  # on GPU
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 8
+
+_C.DEVICE = "auto"  # auto | cpu | cuda
+
+
+def get_cfg() -> CN:
+    """A fresh copy of the defaults."""
+    return _C.clone()
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and the key."""
+
+
+def load_config(config_file: str = "", opts=()) -> CN:
+    """Defaults <- file (with ``_BASE_``) <- ``KEY VALUE`` overrides, then validated and frozen."""
+    cfg = get_cfg()
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"{config_file}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{config_file}: cannot read config file ({e.strerror or e})") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"command-line override: {e}") from None
+    validate(cfg)
+    cfg.freeze()
+    return cfg
+
+
+CHOICES = {
+    "MODEL.MATCHER": ("argmax", "hough", "threshold", "geometric"),
+    "MODEL.HOUGH.SPACE": ("translation", "similarity"),
+    "MODEL.HOUGH.VOTE": ("power", "softmax", "softmax2", "cosine"),
+    "MODEL.DEPTH": (18, 34, 50, 101),
+    "SOLVER.AMP": ("auto", "bf16", "fp16", "off"),
+    "DEVICE": ("auto", "cpu", "cuda"),
+}
+
+
+def validate(cfg: CN) -> None:
+    for key, allowed in CHOICES.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r} is not one of {allowed}")
+    if not 0.0 <= cfg.MODEL.LOSS_LAMBDA <= 1.0:
+        raise ConfigError(f"MODEL.LOSS_LAMBDA = {cfg.MODEL.LOSS_LAMBDA} must lie in [0, 1]")
+    for key in ("SOLVER.BATCH_SIZE", "MODEL.QUEUE_SIZE", "INPUT.SIZE", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.LOG_PERIOD"):
+        section, name = key.split(".")
+        if cfg[section][name] <= 0:
+            raise ConfigError(f"{key} = {cfg[section][name]} must be positive")
+    if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
+        raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")

@@ -1,0 +1,135 @@
+"""Training mechanics: schedules, one optimisation step, the loader for an epoch, and the metrics log."""
+import contextlib
+import json
+import math
+import os
+from typing import Dict, Iterator, List
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data import EpochSampler
+
+
+def learning_rate(cfg, iteration: int, max_iter: int, base_lr: float) -> float:
+    """Linear warm-up (optional), then cosine decay to 0 at ``max_iter``."""
+    warmup = cfg.SOLVER.WARMUP_ITERS
+    if iteration < warmup:
+        return base_lr * (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(1, max_iter - warmup)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def loss_lambda(cfg, iteration: int) -> float:
+    return 0.0 if iteration < cfg.MODEL.LAMBDA_WARMUP_ITERS else float(cfg.MODEL.LOSS_LAMBDA)
+
+
+def amp_dtype(cfg, device: torch.device):
+    """Mixed precision on GPU (bf16 where supported, else fp16); None (full precision) on CPU."""
+    mode = cfg.SOLVER.AMP
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast_context(dtype):
+    """A context factory for the forward pass, and a GradScaler where fp16 needs one."""
+    if dtype is None:
+        return contextlib.nullcontext, None
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def epoch_loader(cfg, dataset, epoch: int, start_batch: int, world: int, rank: int) -> DataLoader:
+    """Batches of ``epoch`` for this process, starting after ``start_batch`` batches already consumed."""
+    sampler = EpochSampler(dataset, world, rank, seed=cfg.SEED, epoch=epoch,
+                           start=start_batch * cfg.SOLVER.BATCH_SIZE)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE, sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=False,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def batches(cfg, dataset, start_iter: int, iters_per_epoch: int, world: int, rank: int) -> Iterator[Dict]:
+    """Endless batches from ``start_iter`` on, epoch after epoch, each epoch in its own seeded order."""
+    epoch, done = divmod(start_iter, iters_per_epoch)
+    while True:
+        yield from epoch_loader(cfg, dataset, epoch, done, world, rank)
+        epoch, done = epoch + 1, 0
+
+
+def to_device(batch: Dict, device: torch.device, channels_last: bool) -> Dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def train_step(model, batch, optimizer, scaler, autocast, lam: float) -> Dict[str, torch.Tensor]:
+    """Forward, backward, optimizer step. Returns the model's named losses and diagnostics (on device)."""
+    with autocast():
+        out = model(batch, lam)
+    loss = out["total_loss"]
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return out
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON row per logged iteration) and TensorBoard events beside it.
+
+    On resume, rows beyond the resumed iteration and a torn last line (a kill during a write) are dropped,
+    so that the log never holds an iteration twice.
+    """
+
+    def __init__(self, output_dir: str, resume_iter: int = 0):
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        rows = [r for r in read_metrics(self.path) if r.get("iteration", -1) < resume_iter] if resume_iter else []
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self.file = open(self.path, "a")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(output_dir, "tb"), purge_step=resume_iter or None)
+        except ImportError:
+            pass
+
+    def write(self, row: Dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["iteration"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: str) -> List[Dict]:
+    """Rows of a metrics.jsonl; a torn (partially written) line is ignored."""
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows

@@ -1,0 +1,212 @@
+"""``tools/pretrain.py``: set up (config, processes, data, model), then train with checkpoints and logs."""
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from . import distributed as du
+from .builder import ContrastiveModel
+from .checkpoint import CheckpointError, atomic_torch_save, atomic_write, load_latest, save_checkpoint
+from .config import ConfigError, load_config
+from .data import DataError, TwoViewDataset
+from .engine import (MetricsLog, amp_dtype, autocast_context, batches, learning_rate, loss_lambda, to_device,
+                     train_step)
+from .transforms import TwoViewTransform
+
+logger = logging.getLogger("pretrain")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="HoughCL / DenseCL / MoCo-v2 / PixPro-style pretraining")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML config (may use _BASE_)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser.parse_args(argv)
+
+
+def setup_logging(output_dir: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter(f"[%(asctime)s r{du.rank()}] %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if du.is_main_process():
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "log.txt")))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if not du.is_main_process():
+        root.setLevel(logging.WARNING)
+
+
+class StopRequest:
+    """SIGTERM / SIGUSR1 (SLURM preemption or time limit): finish the iteration, checkpoint, exit."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        self.signal = signum
+
+    def requested(self) -> bool:
+        flag = torch.tensor(float(self.signal is not None))
+        return bool(du.all_reduce_mean(flag) > 0) if du.world_size() > 1 else self.signal is not None
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_backbone(cfg, model) -> str:
+    """``OUTPUT_DIR/backbone.pth``: the query encoder as a plain torchvision ResNet state_dict, no ``fc``."""
+    path = os.path.join(cfg.OUTPUT_DIR, "backbone.pth")
+    state = {k: v.detach().cpu() for k, v in model.encoder_q.backbone.state_dict().items()}
+    atomic_torch_save(state, path)
+    return path
+
+
+def train(cfg, resume: bool, device: torch.device) -> int:
+    world, rank = du.world_size(), du.rank()
+    torch.manual_seed(cfg.SEED + rank)
+    transform = TwoViewTransform(cfg.INPUT.SIZE, cfg.INPUT.CROP_SCALE, cfg.INPUT.MEAN, cfg.INPUT.STD)
+    dataset = TwoViewDataset(cfg.DATA.ROOT, transform, seed=cfg.SEED)
+    global_batch = cfg.SOLVER.BATCH_SIZE * world
+    iters_per_epoch = len(dataset) // global_batch
+    if iters_per_epoch == 0:
+        raise DataError(f"DATA.ROOT {cfg.DATA.ROOT!r}: {len(dataset)} readable images, fewer than one global "
+                        f"batch of {global_batch}")
+    max_iter = cfg.SOLVER.MAX_ITER if cfg.SOLVER.MAX_ITER > 0 else cfg.SOLVER.EPOCHS * iters_per_epoch
+    lr = cfg.SOLVER.BASE_LR * global_batch / 256
+    logger.info("%d images, %d iterations per epoch, %d iterations", len(dataset), iters_per_epoch, max_iter)
+    logger.info("lr = BASE_LR %.4g x global batch %d / 256 = %.4g", cfg.SOLVER.BASE_LR, global_batch, lr)
+
+    torch.manual_seed(cfg.SEED)  # identical initial weights and queues in every process
+    model = ContrastiveModel(cfg).to(device)
+    if cfg.MODEL.SYNC_BN and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    channels_last = device.type == "cuda" and cfg.SOLVER.CHANNELS_LAST
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    dtype = amp_dtype(cfg, device)
+    autocast, scaler = autocast_context(dtype)
+    logger.info("method: %s, ResNet-%d, device %s, mixed precision %s, world size %d", describe(cfg),
+                cfg.MODEL.DEPTH, device, dtype or "off", world)
+
+    start_iter = 0
+    if resume:
+        found = load_latest(cfg.OUTPUT_DIR)
+        if found is None:
+            logger.info("--resume: no checkpoint in %s, starting from scratch", cfg.OUTPUT_DIR)
+        else:
+            path, state = found
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            start_iter = int(state["iteration"])
+            logger.info("resumed from %s at iteration %d", path, start_iter)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+
+    log = MetricsLog(cfg.OUTPUT_DIR, start_iter) if du.is_main_process() else None
+    stop = StopRequest()
+
+    def checkpoint(iteration):
+        if du.is_main_process():
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else {}, "iteration": iteration,
+                     "rng": rng_state(), "cfg": cfg.dump()}
+            path = save_checkpoint(cfg.OUTPUT_DIR, iteration, state)
+            logger.info("checkpoint %s", path)
+        du.barrier()
+
+    data = batches(cfg, dataset, start_iter, iters_per_epoch, world, rank)
+    ddp.train()
+    started, tic = time.time(), time.time()
+    for iteration in range(start_iter, max_iter):
+        batch = to_device(next(data), device, channels_last)
+        data_time = time.time() - tic
+        lr_now = learning_rate(cfg, iteration, max_iter, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        lam = loss_lambda(cfg, iteration)
+        out = train_step(ddp, batch, optimizer, scaler, autocast, lam)
+        done = iteration + 1
+        if not torch.isfinite(out["total_loss"]).item():
+            raise FloatingPointError(f"non-finite total_loss at iteration {done} "
+                                     f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint in "
+                                     f"{cfg.OUTPUT_DIR} is the last good state")
+        step_time = time.time() - tic
+        if log is not None and (done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1):
+            row = {"iteration": done, **{k: float(du.all_reduce_mean(v.detach())) for k, v in out.items()},
+                   "lr": lr_now, "lambda": lam, "time": step_time, "data_time": data_time}
+            log.write(row)
+            eta = (time.time() - started) / (done - start_iter) * (max_iter - done)
+            logger.info("iter %d/%d  total_loss %.4f  %s  lr %.4g  time %.3fs  data %.3fs  eta %s", done, max_iter,
+                        row["total_loss"], "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"),
+                        lr_now, step_time, data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
+        if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
+            checkpoint(done)
+        if stop.requested():
+            checkpoint(done)
+            logger.info("stopped by signal %s at iteration %d; continue with --resume", stop.signal, done)
+            if log is not None:
+                log.close()
+            return 128 + (stop.signal or signal.SIGTERM)
+        tic = time.time()
+
+    checkpoint(max_iter)
+    if du.is_main_process():
+        logger.info("backbone: %s", export_backbone(cfg, model))
+        log.close()
+    return 0
+
+
+def describe(cfg) -> str:
+    if cfg.MODEL.LOSS_LAMBDA == 0:
+        return "MoCo-v2"
+    names = {"argmax": "DenseCL", "hough": f"HoughCL ({cfg.MODEL.HOUGH.SPACE})", "threshold": "PixPro-style",
+             "geometric": "geometric oracle"}
+    return f"{names[cfg.MODEL.MATCHER]}, lambda {cfg.MODEL.LOSS_LAMBDA}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = du.init_distributed_mode(cfg.DEVICE)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logging(cfg.OUTPUT_DIR)
+    if du.is_main_process():
+        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump().encode()))
+    logger.info("config %s, output %s", args.config_file, cfg.OUTPUT_DIR)
+    try:
+        return train(cfg, args.resume, device)
+    except (DataError, CheckpointError, FloatingPointError) as e:
+        logger.error("error: %s", e)
+        return 1
+    finally:
+        if du.is_distributed():
+            torch.distributed.destroy_process_group()
