@@ -137,7 +137,7 @@ class ContrastiveModel(nn.Module):
     def diagnostics(self, c5_q, c5_k, batch, index) -> Dict[str, torch.Tensor]:
         grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
         truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
-        kind = self.cfg.MODEL.MATCHER
+        kind = self.cfg.MODEL.MATCHER if index is not None else None  # reuse the matcher's own pick
         picks = {
             "argmax": index if kind == "argmax" else matching.argmax_match(c5_q, c5_k),
             "hough": index if kind == "hough" else matching.hough_match(c5_q, c5_k, **self.hough_options),

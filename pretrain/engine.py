@@ -96,7 +96,7 @@ class MetricsLog:
 
     def __init__(self, output_dir: str, resume_iter: int = 0):
         self.path = os.path.join(output_dir, "metrics.jsonl")
-        rows = [r for r in read_metrics(self.path) if r.get("iteration", -1) < resume_iter] if resume_iter else []
+        rows = [r for r in read_metrics(self.path) if r.get("iteration", -1) <= resume_iter] if resume_iter else []
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         self.file = open(self.path, "a")

@@ -1,0 +1,39 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
+
+
+def write_images(folder, count=12, seed=0):
+    """Smooth random colour fields (not white noise, so that features have structure), various sizes."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        h, w = 72 + 4 * (i % 5), 96 - 4 * (i % 3)
+        small = rng.random((6, 8, 3)) * 255
+        img = Image.fromarray(small.astype("uint8")).resize((w, h), Image.BICUBIC)
+        path = os.path.join(folder, f"img_{i:02d}.{'jpg' if i % 2 else 'png'}")
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("images"))
+    write_images(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_cfg(image_folder, tmp_path):
+    from pretrain.config import load_config
+    return load_config(os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml"),
+                       ["DATA.ROOT", image_folder, "OUTPUT_DIR", str(tmp_path / "out")])

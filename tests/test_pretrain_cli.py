@@ -1,0 +1,134 @@
+"""tools/pretrain.py end to end on CPU: every matcher, exact resume, bad configs and bad images."""
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+import torchvision
+
+from pretrain.engine import read_metrics
+from pretrain.main import main
+
+from .conftest import PYTHON, ROOT, TOOLS, write_images
+
+TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")
+
+
+def run_cli(*args, check=True):
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "pretrain.py"), "--config-file", TINY, *map(str, args)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("matcher", ["argmax", "hough", "threshold"])
+def test_cli_each_matcher(image_folder, tmp_path, matcher):
+    out = tmp_path / matcher
+    run_cli("DATA.ROOT", image_folder, "MODEL.MATCHER", matcher, "SOLVER.MAX_ITER", 3, "OUTPUT_DIR", out)
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        for key in ("total_loss", "loss_global", "loss_dense", "lr", "lambda", "acc_argmax", "acc_hough", "time",
+                    "data_time"):
+            assert math.isfinite(row[key]), key
+    state = torch.load(out / "backbone.pth", weights_only=True)
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(state, strict=False)
+    assert missing == ["fc.weight", "fc.bias"] and unexpected == []
+    assert (out / "config.yaml").exists() and (out / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert any(p.name.startswith("events") for p in (out / "tb").iterdir())
+
+
+@pytest.mark.slow
+def test_resume_reproduces_uninterrupted_run(image_folder, tmp_path):
+    common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.MAX_ITER", "5",
+              "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "7"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main(common + ["OUTPUT_DIR", str(full)]) == 0
+    # A run that ended after its checkpoint at iteration 4 (its later rows torn/lost), then resumed.
+    resumed.mkdir()
+    shutil.copy(full / "model_0000004.pth", resumed)
+    (resumed / "last_checkpoint").write_text("model_0000004.pth")
+    rows = read_metrics(full / "metrics.jsonl")
+    with open(resumed / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[:4])
+        f.write('{"iteration": 5, "total_lo')  # a torn last line
+    assert main(["--resume"] + common + ["OUTPUT_DIR", str(resumed)]) == 0
+    again = read_metrics(resumed / "metrics.jsonl")
+    assert [r["iteration"] for r in again] == [1, 2, 3, 4, 5]
+    assert again[4]["total_loss"] == rows[4]["total_loss"]
+    assert again[4]["loss_dense"] == rows[4]["loss_dense"]
+    a = torch.load(full / "backbone.pth", weights_only=True)
+    b = torch.load(resumed / "backbone.pth", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_errors_name_the_key(image_folder, tmp_path, capsys):
+    assert main(["--config-file", TINY, "MODEL.NOT_A_KEY", "1"]) == 2
+    assert "MODEL.NOT_A_KEY" in capsys.readouterr().err
+    assert main(["--config-file", TINY, "SOLVER.MAX_ITER", "many"]) == 2
+    assert "SOLVER.MAX_ITER" in capsys.readouterr().err
+    assert main(["--config-file", TINY, "MODEL.MATCHER", "nearest"]) == 2
+    assert "MODEL.MATCHER" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  DEPHT: 18\n")
+    assert main(["--config-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "DEPHT" in err
+    assert main(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def broken_files(folder):
+    """One good image and the four kinds of bad file a crawl leaves behind."""
+    os.makedirs(folder, exist_ok=True)
+    good = write_images(os.path.join(folder, "good"), count=2)
+    with open(good[1], "rb") as src, open(os.path.join(folder, "truncated.jpg"), "wb") as dst:
+        dst.write(src.read()[:300])  # a cut-off download: valid header, no end marker
+    os.unlink(good[1])
+    open(os.path.join(folder, "empty.png"), "wb").close()
+    with open(os.path.join(folder, "text.jpg"), "w") as f:
+        f.write("this is not an image\n")
+    os.makedirs(os.path.join(folder, "x.png"))
+
+
+def test_unreadable_files_are_skipped_with_warnings(tmp_path, caplog):
+    from pretrain.data import TwoViewDataset
+    from pretrain.transforms import TwoViewTransform
+    folder = tmp_path / "mixed"
+    broken_files(str(folder))
+    write_images(str(folder / "more"), count=3)
+    with caplog.at_level("WARNING"):
+        dataset = TwoViewDataset(str(folder), TwoViewTransform(64))
+    assert len(dataset) == 4
+    text = caplog.text
+    for name in ("truncated.jpg", "empty.png", "text.jpg", "x.png"):
+        assert name in text
+    assert "skipped 4 of 8 files" in text
+
+
+def test_no_readable_image_stops_before_work(tmp_path):
+    folder = tmp_path / "broken"
+    broken_files(str(folder))
+    shutil.rmtree(folder / "good")
+    result = run_cli("DATA.ROOT", folder, "OUTPUT_DIR", tmp_path / "out", check=False)
+    assert result.returncode != 0
+    assert "none of the 4 files is a readable image" in result.stdout + result.stderr
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("DATA.ROOT", empty, "OUTPUT_DIR", tmp_path / "out2", check=False)
+    assert result.returncode != 0 and "no image files found" in result.stdout + result.stderr
+
+
+def test_list_file_source(image_folder, tmp_path):
+    from pretrain.data import list_images
+    names = sorted(os.listdir(image_folder))[:3]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# three images\n" + "\n".join(os.path.join(image_folder, n) for n in names) + "\n")
+    assert list_images(str(listing)) == [os.path.join(image_folder, n) for n in names]
+    assert len(list_images(f"{listing}{os.pathsep}{image_folder}")) == 3 + 12
