@@ -11,6 +11,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 POINTER = "last_checkpoint"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
@@ -27,6 +29,7 @@ def atomic_write(path: str, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
         dir_fd = os.open(folder, os.O_RDONLY)
         try:

@@ -1,0 +1,94 @@
+"""Checks that stop a fine-tuning from quietly starting on the wrong weights or input settings.
+
+Detectron2 only WARNS about keys missing from MODEL.WEIGHTS: a broken conversion trains from random weights
+without an error. Here every ResNet parameter of the model must come from the file.
+"""
+import json
+import logging
+import os
+import re
+from typing import List
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling.backbone import ResNet
+
+logger = logging.getLogger(__name__)
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+def resnet_prefixes(model) -> List[str]:
+    """Where the pretrained ResNet lives in a Detectron2 model: the backbone (C4), its ``bottom_up`` (FPN),
+    and the res5 blocks that the C4 ROI head runs (not the extra norm after them)."""
+    prefixes = []
+    for name, module in model.named_modules():
+        if isinstance(module, ResNet):
+            prefixes.append(f"{name}.")
+    if hasattr(getattr(model, "roi_heads", None), "res5"):
+        prefixes.append("roi_heads.res5.")
+    return prefixes
+
+
+def resnet_parameter_names(model) -> List[str]:
+    prefixes = resnet_prefixes(model)
+    names = []
+    for name in model.state_dict():
+        if name.endswith("num_batches_tracked") or not name.startswith(tuple(prefixes)):
+            continue
+        if name.startswith("roi_heads.res5.") and not re.match(r"roi_heads\.res5\.\d+\.", name):
+            continue  # the extra norm after res5 is new, not pretrained
+        names.append(name)
+    return names
+
+
+class CoverageCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that remembers which model keys the file did not provide."""
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        self.missing = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+        return incompatible
+
+
+def load_and_check_coverage(model, weights: str, allow_partial: bool = False) -> List[str]:
+    """Load ``weights`` into ``model``; raise WeightsError listing every ResNet parameter the file did not
+    provide (unless ``allow_partial``). Returns the names of the ResNet parameters that were loaded."""
+    checkpointer = CoverageCheckpointer(model)
+    checkpointer.load(weights)
+    wanted = resnet_parameter_names(model)
+    missing = [n for n in wanted if n in checkpointer.missing]
+    if missing:
+        message = (f"{weights}: {len(missing)} of {len(wanted)} backbone parameters were not loaded and would "
+                   f"train from random initialisation: {missing[:30]}{' ...' if len(missing) > 30 else ''}")
+        if not allow_partial:
+            raise WeightsError(message + " (pass --allow-partial to train anyway)")
+        logger.warning(message)
+    else:
+        logger.info("%s: all %d backbone parameters loaded", weights, len(wanted))
+    return [n for n in wanted if n not in missing]
+
+
+def check_sidecar(cfg, weights: str) -> None:
+    """If the converter's sidecar JSON sits beside MODEL.WEIGHTS, the config's input settings must agree."""
+    sidecar = weights + ".json"
+    if not os.path.exists(sidecar):
+        return
+    with open(sidecar) as f:
+        settings = json.load(f).get("input_settings", {})
+    problems = []
+    for key, expected in settings.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        actual = list(node) if isinstance(node, (tuple, list)) else node
+        if isinstance(expected, list):
+            same = len(actual) == len(expected) and all(abs(a - b) < 1e-3 for a, b in zip(actual, expected))
+        else:
+            same = actual == expected
+        if not same:
+            problems.append(f"{key} is {actual!r}, the weights need {expected!r}")
+    if problems:
+        raise WeightsError(f"{weights}: the config disagrees with {sidecar}: " + "; ".join(problems))
+    logger.info("input settings agree with %s", sidecar)
