@@ -49,6 +49,18 @@ need the compiled module: install detectron2 from source (its INSTALL.md) to use
 """
 
 
+def get_compiler_version():
+    return "none: detectron2._C is a pure-Python stand-in (compiled ops not built)"
+
+
+def get_cuda_version():
+    return "none: compiled ops not built"
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

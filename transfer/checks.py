@@ -55,9 +55,9 @@ class CoverageCheckpointer(DetectionCheckpointer):
 def load_and_check_coverage(model, weights: str, allow_partial: bool = False) -> List[str]:
     """Load ``weights`` into ``model``; raise WeightsError listing every ResNet parameter the file did not
     provide (unless ``allow_partial``). Returns the names of the ResNet parameters that were loaded."""
-    checkpointer = CoverageCheckpointer(model)
+    checkpointer = CoverageCheckpointer(model)  # unwraps DistributedDataParallel
     checkpointer.load(weights)
-    wanted = resnet_parameter_names(model)
+    wanted = resnet_parameter_names(checkpointer.model)
     missing = [n for n in wanted if n in checkpointer.missing]
     if missing:
         message = (f"{weights}: {len(missing)} of {len(wanted)} backbone parameters were not loaded and would "
