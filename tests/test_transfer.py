@@ -1,0 +1,170 @@
+"""transfer/ + tools/train_net.py + tools/collect_results.py + tools/submit.py on CPU."""
+import json
+import os
+import pickle
+import statistics
+import subprocess
+
+import pytest
+import torch
+import torchvision
+
+from .conftest import PYTHON, ROOT, TOOLS
+from .synthetic import write_coco, write_voc
+
+pytest.importorskip("detectron2")
+
+from detectron2.modeling import build_model  # noqa: E402
+
+from transfer import setup_cfg  # noqa: E402
+from transfer.checks import resnet_parameter_names  # noqa: E402
+
+CONFIGS = os.path.join(ROOT, "configs", "transfer")
+
+
+def tool(name, *args, env=None, timeout=900):
+    return subprocess.run([PYTHON, os.path.join(TOOLS, name), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A torchvision ResNet-50 converted by tools/convert.py (with its sidecar), and a copy missing res4."""
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50().state_dict(), folder / "r50.pth")
+    result = tool("convert.py", folder / "r50.pth", folder / "r50.pkl")
+    assert result.returncode == 0, result.stderr
+    with open(folder / "r50.pkl", "rb") as f:
+        data = pickle.load(f)
+    data["model"] = {k: v for k, v in data["model"].items() if not k.startswith("res4.")}
+    with open(folder / "no_res4.pkl", "wb") as f:
+        pickle.dump(data, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d2datasets")
+    write_voc(str(root), classes=("person", "car", "dog"), train=4, test=3)
+    return root
+
+
+@pytest.mark.parametrize("config,head", [("voc_R_50_C4_24k.yaml", "Res5ROIHeadsExtraNorm"),
+                                         ("coco_R_50_FPN_1x.yaml", "StandardROIHeads")])
+def test_protocol_configs_build_on_cpu(config, head):
+    cfg = setup_cfg(os.path.join(CONFIGS, config), ["MODEL.DEVICE", "cpu"])
+    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.NORM == "SyncBN"
+    assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.120, 57.375] and cfg.TEST.PRECISE_BN.ENABLED
+    model = build_model(cfg)
+    assert type(model.roi_heads).__name__ == head
+    names = resnet_parameter_names(model)
+    assert len(names) == 265  # the whole torchvision ResNet-50 minus fc, BN buffers included
+    if head == "Res5ROIHeadsExtraNorm":
+        assert hasattr(model.roi_heads.res5, "norm") and not any(".res5.norm." in n for n in names)
+    else:
+        assert cfg.MODEL.ROI_BOX_HEAD.NUM_CONV == 4 and cfg.MODEL.ROI_BOX_HEAD.NUM_FC == 1 and cfg.MODEL.MASK_ON
+
+
+def test_voc_protocol_values():
+    cfg = setup_cfg(os.path.join(CONFIGS, "voc_R_50_C4_24k.yaml"))
+    assert cfg.DATASETS.TRAIN == ("voc_2007_trainval", "voc_2012_trainval") and cfg.DATASETS.TEST == ("voc_2007_test",)
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS) == (24000, (18000, 22000), 100)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.02)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(range(480, 801, 32)) and cfg.INPUT.MIN_SIZE_TEST == 800
+    assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST) == (6000, 1000)
+
+
+@pytest.mark.slow
+def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
+    out = tmp_path / "houghcl"
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--num-gpus", 1, "--seeds", 2, "MODEL.WEIGHTS", converted / "r50.pkl", "SOLVER.MAX_ITER", 2,
+                  "OUTPUT_DIR", out, env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (out / "seed_0" / "log.txt").read_text()
+    assert "all 265 backbone parameters loaded" in log and "input settings agree" in log
+    assert "norm layers actually used: RESNETS BN" in log
+    aps = []
+    for k in range(2):
+        data = json.loads((out / f"seed_{k}" / "final_results.json").read_text())
+        assert data["seed"] == k
+        bbox = data["results"]["bbox"]
+        assert {"AP", "AP50", "AP75"} <= set(bbox)
+        aps.append(bbox["AP50"])
+    result = tool("collect_results.py", out, "--out", tmp_path / "table")
+    assert result.returncode == 0, result.stderr
+    csv_text = (tmp_path / "table.csv").read_text().splitlines()
+    assert csv_text[0].startswith("model,n,bbox/AP mean,bbox/AP std")
+    row = csv_text[1].split(",")
+    assert row[:2] == ["houghcl", "2"]
+    header = csv_text[0].split(",")
+    assert float(row[header.index("bbox/AP50 mean")]) == pytest.approx(statistics.mean(aps), abs=1e-4)
+    assert float(row[header.index("bbox/AP50 std")]) == pytest.approx(statistics.stdev(aps), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_missing_stage_stops_before_training(converted, voc_root, tmp_path):
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--num-gpus", 1, "MODEL.WEIGHTS", converted / "no_res4.pkl", "SOLVER.MAX_ITER", 2,
+                  "MODEL.RESNETS.NORM", "SyncBN", "OUTPUT_DIR", tmp_path / "run",
+                  env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 1
+    assert "MODEL.RESNETS.NORM SyncBN -> BN (world size 1" in result.stdout + result.stderr
+    assert "95 of 265 backbone parameters were not loaded" in result.stderr
+    assert "backbone.res4.0.conv1.weight" in result.stderr and "--allow-partial" in result.stderr
+    assert not (tmp_path / "run" / "model_final.pth").exists()
+    metrics = tmp_path / "run" / "metrics.json"
+    assert not metrics.exists() or metrics.read_text() == ""  # not one iteration ran
+
+
+@pytest.mark.slow
+def test_sidecar_disagreement_stops(converted, voc_root, tmp_path):
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--num-gpus", 1, "MODEL.WEIGHTS", converted / "r50.pkl", "INPUT.FORMAT", "BGR",
+                  "OUTPUT_DIR", tmp_path / "run", env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 1
+    assert "INPUT.FORMAT is 'BGR', the weights need 'RGB'" in result.stderr
+
+
+@pytest.mark.slow
+def test_coco_json_mask_rcnn(converted, tmp_path):
+    json_file, images = write_coco(str(tmp_path / "coco"))
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/coco_R_50_FPN_cpu.yaml"),
+                  "--num-gpus", 1, "--coco", "shapes", json_file, images, "DATASETS.TRAIN", "('shapes',)",
+                  "DATASETS.TEST", "('shapes',)", "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.WEIGHTS",
+                  converted / "r50.pkl", "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path / "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "final_results.json").read_text())["results"]
+    assert {"bbox", "segm"} <= set(results) and "AP" in results["segm"]
+
+
+def test_collect_results_on_written_metrics(tmp_path):
+    values = {"random": [10.0, 12.0, 14.0], "houghcl": [20.0, 21.0]}
+    for model, aps in values.items():
+        for k, ap in enumerate(aps):
+            folder = tmp_path / model / f"seed_{k}"
+            folder.mkdir(parents=True)
+            results = {"bbox": {"AP": ap, "AP50": ap + 20, "AP75": ap - 5},
+                       "segm": {"AP": ap - 2, "AP50": ap + 18, "AP75": ap - 7}}
+            (folder / "final_results.json").write_text(json.dumps({"results": results}))
+    result = tool("collect_results.py", tmp_path / "random", tmp_path / "houghcl", "--out", tmp_path / "t")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "t.md").read_text()
+    assert "| random | 3 | 12.00 ± 2.00 | 32.00 ± 2.00 | 7.00 ± 2.00 | 10.00 ± 2.00 |" in md
+    assert "| houghcl | 2 | 20.50 ± 0.71 |" in md
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    result = tool("collect_results.py", empty)
+    assert result.returncode == 1 and "no final_results.json" in result.stderr
+
+
+@pytest.mark.slow
+def test_submit_through_local_executor(image_folder, tmp_path):
+    result = tool("submit.py", "pretrain", "--cluster", "local", "--wait", "--folder", tmp_path / "jobs" / "%j",
+                  "--config-file", os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml"), "DATA.ROOT",
+                  image_folder, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitted job" in result.stdout and "completed" in result.stdout
+    assert (tmp_path / "run" / "backbone.pth").exists()
