@@ -14,6 +14,7 @@ import torchvision
 
 from . import distributed as du
 from . import matching
+from .config import hough_options
 from .geometry import matching_hits, threshold_positives, true_partners
 
 
@@ -69,9 +70,7 @@ class ContrastiveModel(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         if self.dense:
             self.register_buffer("queue_dense", F.normalize(torch.randn(m.DIM, m.QUEUE_SIZE), dim=0))
-        self.hough_options = dict(space=m.HOUGH.SPACE, center=m.HOUGH.CENTER, vote=m.HOUGH.VOTE,
-                                  power=m.HOUGH.POWER, temperature=m.HOUGH.TEMPERATURE, sigma=m.HOUGH.SIGMA,
-                                  normalize_bins=m.HOUGH.NORMALIZE_BINS, scales=tuple(m.HOUGH.SCALES))
+        self.hough_options = hough_options(m.HOUGH)
 
     @torch.no_grad()
     def momentum_update(self) -> None:

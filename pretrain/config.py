@@ -111,3 +111,10 @@ def validate(cfg: CN) -> None:
             raise ConfigError(f"{key} = {cfg[section][name]} must be positive")
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
         raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")
+
+
+def hough_options(hough: CN) -> dict:
+    """MODEL.HOUGH as keyword arguments of pretrain.matching.hough_match."""
+    return dict(space=hough.SPACE, center=hough.CENTER, vote=hough.VOTE, power=hough.POWER,
+                temperature=hough.TEMPERATURE, sigma=hough.SIGMA, normalize_bins=hough.NORMALIZE_BINS,
+                scales=tuple(hough.SCALES))
