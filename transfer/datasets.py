@@ -35,6 +35,7 @@ def register_voc(name: str, dirname: str, split: str, classes: Optional[Sequence
             raise FileNotFoundError(f"{dirname}: not a VOC layout, {sub} is missing")
     classes = list(classes) if classes else voc_class_names(dirname, split)
     register_pascal_voc(name, dirname, split, year, classes)
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # Detectron2 sets it only for its builtin names
     logger.info("registered %s: VOC layout %s split %s, classes %s", name, dirname, split, classes)
 
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""`make demo`: the whole toolkit on real images on a CPU, in about a quarter of an hour.
+
+fetch real data -> pretrain HoughCL and DenseCL (ResNet-18) -> convert with --verify -> matching accuracy and a
+correspondence picture -> fine-tune Faster R-CNN R18-FPN on the tree tiles from random init, HoughCL and DenseCL
+-> evaluate on the held-out test tiles -> print the tables. Everything lands in output/demo/. A rerun skips the
+steps whose results exist (``--force`` redoes them).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import _bootstrap  # noqa: F401  isort:skip
+from pretrain.engine import read_metrics  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join("output", "demo")
+PYTHON = sys.executable
+TREES = ["--voc", "trees_train", "datasets/trees", "train", "--voc", "trees_test", "datasets/trees", "test"]
+METHODS = {"houghcl": ["MODEL.MATCHER", "hough"], "densecl": ["MODEL.MATCHER", "argmax"]}
+
+
+class Step:
+    def __init__(self, total):
+        self.number, self.total, self.started = 0, total, time.time()
+
+    def run(self, title, command, done_when=None, force=False):
+        self.number += 1
+        elapsed = time.strftime("%M:%S", time.gmtime(time.time() - self.started))
+        if done_when and os.path.exists(done_when) and not force:
+            print(f"\n[{self.number}/{self.total} {elapsed}] {title}: already done ({done_when})", flush=True)
+            return
+        print(f"\n[{self.number}/{self.total} {elapsed}] {title}\n  $ {' '.join(command)}", flush=True)
+        result = subprocess.run(command, cwd=ROOT)
+        if result.returncode != 0:
+            sys.exit(f"make demo: step {self.number} ({title}) failed with exit status {result.returncode}")
+
+
+def tool(name, *args):
+    return [PYTHON, os.path.join("tools", name), *map(str, args)]
+
+
+def plot_pretraining(out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for method in METHODS:
+        rows = read_metrics(os.path.join(out, f"pretrain_{method}", "metrics.jsonl"))
+        its = [r["iteration"] for r in rows]
+        axes[0].plot(its, [r["total_loss"] for r in rows], label=method)
+        for key, style in (("acc_argmax", "--"), ("acc_hough", "-")):
+            axes[1].plot(its, [r[key] for r in rows], style, label=f"{method}: {key[4:]}")
+    axes[0].set(title="pretraining loss", xlabel="iteration")
+    axes[1].set(title="matching accuracy during pretraining (C5)", xlabel="iteration")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, "pretraining.png")
+    fig.savefig(path, dpi=100)
+    print(f"  wrote {path}")
+
+
+def matching_table(out):
+    lines = ["| backbone | argmax | Hough translation | Hough similarity | oracle |", "|---|---|---|---|---|"]
+    for name in ("random", "houghcl", "densecl"):
+        path = os.path.join(out, f"matching_{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                r = json.load(f)
+            lines.append(f"| {name} | {r['argmax']:.3f} | {r['hough_translation']:.3f} | "
+                         f"{r['hough_similarity']:.3f} | {r['geometric']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.add_argument("--pretrain-iters", type=int, default=120)
+    parser.add_argument("--finetune-iters", type=int, default=150)
+    args = parser.parse_args(argv)
+    os.makedirs(OUT, exist_ok=True)
+    step = Step(total=4 + 3 * len(METHODS) + 1 + len(METHODS) + 1)
+    step.run("fetch real images and the tree detection set", tool("fetch_data.py"))
+    step.run("matching accuracy at random initialisation", tool(
+        "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--out",
+        f"{OUT}/matching_random.json", "MODEL.DEPTH", 18), f"{OUT}/matching_random.json", args.force)
+    for method, opts in METHODS.items():
+        run_dir = f"{OUT}/pretrain_{method}"
+        step.run(f"pretrain {method} (ResNet-18, {args.pretrain_iters} iterations)", tool(
+            "pretrain.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume", *opts,
+            "SOLVER.MAX_ITER", args.pretrain_iters, "OUTPUT_DIR", run_dir), f"{run_dir}/backbone.pth", args.force)
+        step.run(f"convert {method} to Detectron2 and verify", tool(
+            "convert.py", f"{run_dir}/backbone.pth", f"{OUT}/{method}_r18.pkl", "--verify"),
+            f"{OUT}/{method}_r18.pkl", args.force)
+        step.run(f"matching accuracy with the {method} backbone", tool(
+            "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--weights",
+            f"{run_dir}/backbone.pth", "--out", f"{OUT}/matching_{method}.json", "MODEL.DEPTH", 18),
+            f"{OUT}/matching_{method}.json", args.force)
+    step.run("correspondence picture (argmax vs Hough, HoughCL backbone)", tool(
+        "visualize_matches.py", "--images", "datasets/photos", "--weights", f"{OUT}/pretrain_houghcl/backbone.pth",
+        "--out", f"{OUT}/matches.png", "--seed", 3), f"{OUT}/matches.png", args.force)
+    for name, weights in [("random_init", "")] + [(m, f"{OUT}/{m}_r18.pkl") for m in METHODS]:
+        run_dir = f"{OUT}/trees_{name}"
+        step.run(f"fine-tune Faster R-CNN R18-FPN on the trees from {name} ({args.finetune_iters} iterations)",
+                 tool("train_net.py", "--config-file", "configs/transfer/tiny/trees_R_18_FPN_cpu.yaml", *TREES,
+                      "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", args.finetune_iters, "SOLVER.STEPS",
+                      f"({int(args.finetune_iters * 0.8)},)", "SEED", 0, "OUTPUT_DIR", run_dir),
+                 f"{run_dir}/final_results.json", args.force)
+    step.run("collect the detection results", tool(
+        "collect_results.py", *[f"{OUT}/trees_{n}" for n in ["random_init", *METHODS]], "--out", f"{OUT}/table"))
+    plot_pretraining(OUT)
+    print("\nMatching accuracy (64 view pairs of the photos, ResNet-18 layer3, within one cell of the truth):")
+    print(matching_table(OUT))
+    with open(f"{OUT}/table.md") as f:
+        print(f"\nTree detection on the held-out test tiles (bbox AP, one seed; see docs/results.md for several):\n"
+              f"{f.read()}")
+    print(f"All outputs under {OUT}/ (tables, metrics, pretraining.png, matches.png). "
+          f"Total {time.strftime('%M:%S', time.gmtime(time.time() - step.started))}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Draw the positive pairs that argmax and Hough matching choose between two views (cf. the paper's Figure 1).
+
+    tools/visualize_matches.py --images datasets/photos --weights backbone.pth --out output/matches.png
+
+Top row: DenseCL's argmax; bottom row: Hough matching; each with the two views side by side and the most
+confident query cells joined to their chosen key cell. Green: within one cell of the true partner (known from
+the views' geometry); red: wrong; query cells without a true partner are not drawn.
+"""
+import argparse
+import os
+import sys
+
+import torch
+from PIL import Image, ImageDraw
+
+import _bootstrap  # noqa: F401  isort:skip
+from pretrain import matching  # noqa: E402
+from pretrain.config import hough_options, load_config  # noqa: E402
+from pretrain.data import list_images, readable_images  # noqa: E402
+from pretrain.geometry import true_partners  # noqa: E402
+from pretrain.study import build_backbone, features, view_pairs  # noqa: E402
+
+GAP, LABEL = 8, 18
+
+
+def to_image(view, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    x = view * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8"))
+
+
+def cell_centre(index, grid, size, x_offset, y_offset):
+    h, w = grid
+    return (x_offset + (index % w + 0.5) * size / w, y_offset + (index // w + 0.5) * size / h)
+
+
+def draw(views, rows, grid_q, grid_k, truth, size, top):
+    """``rows``: [(label, picks [Lq], confidence [Lq])]. Returns the picture."""
+    width, height = 2 * size + GAP, len(rows) * (size + LABEL)
+    canvas = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(canvas)
+    q_img, k_img = to_image(views[0]), to_image(views[1])
+    for r, (label, picks, confidence) in enumerate(rows):
+        y = r * (size + LABEL) + LABEL
+        canvas.paste(q_img, (0, y))
+        canvas.paste(k_img, (size + GAP, y))
+        valid = truth >= 0
+        order = [i for i in confidence.argsort(descending=True).tolist() if valid[i]][:top]
+        correct = 0
+        for i in order:
+            j, t = int(picks[i]), int(truth[i])
+            ok = max(abs(j // grid_k[1] - t // grid_k[1]), abs(j % grid_k[1] - t % grid_k[1])) <= 1
+            correct += ok
+            a = cell_centre(i, grid_q, size, 0, y)
+            b = cell_centre(j, grid_k, size, size + GAP, y)
+            pen.line([a, b], fill=(40, 200, 60) if ok else (230, 40, 40), width=2)
+            pen.ellipse([a[0] - 2, a[1] - 2, a[0] + 2, a[1] + 2], fill="yellow")
+        pen.text((4, y - LABEL + 3), f"{label}: {correct}/{len(order)} of the most confident matches correct",
+                 fill="black")
+    return canvas
+
+
+@torch.no_grad()
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", required=True)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--depth", type=int, default=18)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--layer", default="layer3", choices=("layer3", "layer4"))
+    parser.add_argument("--seed", type=int, default=0, help="which view pair")
+    parser.add_argument("--top", type=int, default=30, help="how many matches to draw per row")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    paths = readable_images(list_images(args.images))
+    if not paths:
+        print(f"error: {args.images}: no readable image", file=sys.stderr)
+        return 1
+    batch = next(view_pairs(paths, 1, args.seed, args.size))
+    model = build_backbone(args.depth, args.weights)
+    fq, fk = features(model, batch["view_q"], args.layer), features(model, batch["view_k"], args.layer)
+    grid_q, grid_k = tuple(fq.shape[-2:]), tuple(fk.shape[-2:])
+    truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)[0]
+    options = hough_options(load_config().MODEL.HOUGH)
+    sim = matching.similarity(fq, fk)
+    conf = matching.hough_confidence(matching.similarity(fq, fk, center=options.pop("center")), grid_q, grid_k,
+                                     **options)
+    rows = [("argmax (DenseCL)", sim[0].argmax(1), sim[0].max(1).values),
+            (f"Hough, {options['space']} (HoughCL)", conf[0].argmax(1), conf[0].max(1).values)]
+    picture = draw((batch["view_q"][0], batch["view_k"][0]), rows, grid_q, grid_k, truth, args.size, args.top)
+    tmp = args.out + ".tmp.png"
+    picture.save(tmp)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out} ({picture.width}x{picture.height})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
