@@ -133,7 +133,7 @@ class ContrastiveModel(nn.Module):
         return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
 
     @torch.no_grad()
-    def diagnostics(self, c5_q, c5_k, batch, index) -> Dict[str, torch.Tensor]:
+    def matching_diagnostics(self, c5_q, c5_k, batch, index) -> Dict[str, torch.Tensor]:
         grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
         truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
         kind = self.cfg.MODEL.MATCHER if index is not None else None  # reuse the matcher's own pick
@@ -147,7 +147,9 @@ class ContrastiveModel(nn.Module):
             out[f"acc_{name}"] = hits.float() / counted.clamp(min=1).float()
         return out
 
-    def forward(self, batch: Dict[str, torch.Tensor], lam: float) -> Dict[str, torch.Tensor]:
+    def forward(self, batch: Dict[str, torch.Tensor], lam: float, diagnostics: bool = False):
+        """Named losses (``total_loss`` is the one to minimise) and, when ``diagnostics`` (and MODEL.DIAGNOSTICS)
+        are on, the matching accuracy of argmax and of Hough on this batch's C5 features."""
         c5_q, g_q, d_q, _ = self.encoder_q(batch["view_q"])
         with torch.no_grad():
             self.momentum_update()
@@ -163,7 +165,7 @@ class ContrastiveModel(nn.Module):
             out["total_loss"] = (1 - lam) * out["loss_global"] + lam * out["loss_dense"]
         else:
             out["total_loss"] = out["loss_global"]
-        if self.cfg.MODEL.DIAGNOSTICS:
-            out.update(self.diagnostics(c5_q.detach(), c5_k, batch, index))
+        if diagnostics and self.cfg.MODEL.DIAGNOSTICS:
+            out.update(self.matching_diagnostics(c5_q.detach(), c5_k, batch, index))
         self.enqueue(g_k, pooled_k)
         return out

@@ -27,7 +27,7 @@ _C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then L
 _C.MODEL.MATCHER = "hough"  # argmax (DenseCL) | hough (HoughCL) | threshold (PixPro-style) | geometric (oracle)
 _C.MODEL.THRESHOLD = 0.7  # threshold matcher: fraction of the larger cell diagonal
 _C.MODEL.SYNC_BN = False  # SyncBatchNorm in both encoders under DDP (otherwise shuffle-BN for the keys)
-_C.MODEL.DIAGNOSTICS = True  # matching accuracy of argmax and Hough on the same features, every step
+_C.MODEL.DIAGNOSTICS = True  # matching accuracy of argmax and Hough on the same features, at logged steps
 
 _C.MODEL.HOUGH = CN()
 _C.MODEL.HOUGH.SPACE = "similarity"  # translation | similarity (scales x horizontal flip)

@@ -71,10 +71,10 @@ def to_device(batch: Dict, device: torch.device, channels_last: bool) -> Dict:
     return out
 
 
-def train_step(model, batch, optimizer, scaler, autocast, lam: float) -> Dict[str, torch.Tensor]:
+def train_step(model, batch, optimizer, scaler, autocast, lam: float, diagnostics: bool = False) -> Dict:
     """Forward, backward, optimizer step. Returns the model's named losses and diagnostics (on device)."""
     with autocast():
-        out = model(batch, lam)
+        out = model(batch, lam, diagnostics)
     loss = out["total_loss"]
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

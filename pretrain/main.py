@@ -13,8 +13,7 @@ from .builder import ContrastiveModel
 from .checkpoint import CheckpointError, atomic_torch_save, atomic_write, load_latest, save_checkpoint
 from .config import ConfigError, load_config
 from .data import DataError, TwoViewDataset
-from .engine import (MetricsLog, amp_dtype, autocast_context, batches, learning_rate, loss_lambda, to_device,
-                     train_step)
+from .engine import MetricsLog, amp_dtype, autocast_context, batches, learning_rate, loss_lambda, to_device, train_step
 from .transforms import TwoViewTransform
 
 logger = logging.getLogger("pretrain")
@@ -149,21 +148,25 @@ def train(cfg, resume: bool, device: torch.device) -> int:
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         lam = loss_lambda(cfg, iteration)
-        out = train_step(ddp, batch, optimizer, scaler, autocast, lam)
         done = iteration + 1
-        if not torch.isfinite(out["total_loss"]).item():
+        log_now = done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1
+        out = train_step(ddp, batch, optimizer, scaler, autocast, lam, diagnostics=log_now)
+        # Every process decides together, or one would stop while the others wait in a collective.
+        if du.all_reduce_mean(torch.isfinite(out["total_loss"].detach()).float()).item() < 1:
             raise FloatingPointError(f"non-finite total_loss at iteration {done} "
                                      f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint in "
                                      f"{cfg.OUTPUT_DIR} is the last good state")
         step_time = time.time() - tic
-        if log is not None and (done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1):
+        if log_now:
+            # Every process joins the reduction; only the main one writes.
             row = {"iteration": done, **{k: float(du.all_reduce_mean(v.detach())) for k, v in out.items()},
                    "lr": lr_now, "lambda": lam, "time": step_time, "data_time": data_time}
-            log.write(row)
-            eta = (time.time() - started) / (done - start_iter) * (max_iter - done)
-            logger.info("iter %d/%d  total_loss %.4f  %s  lr %.4g  time %.3fs  data %.3fs  eta %s", done, max_iter,
-                        row["total_loss"], "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"),
-                        lr_now, step_time, data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
+            if log is not None:
+                log.write(row)
+                eta = (time.time() - started) / (done - start_iter) * (max_iter - done)
+                logger.info("iter %d/%d  total_loss %.4f  %s  lr %.4g  time %.3fs  data %.3fs  eta %s", done, max_iter,
+                            row["total_loss"], "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"),
+                            lr_now, step_time, data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
         if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
             checkpoint(done)
         if stop.requested():

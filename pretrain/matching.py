@@ -19,7 +19,7 @@ which random resized crops and flips produce between the two views of an image.
 """
 import functools
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

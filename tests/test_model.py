@@ -40,7 +40,7 @@ def test_one_step(image_folder, matcher):
             p.add_(0.01 * torch.randn_like(p))
     q_before = [p.clone() for p in model.encoder_q.parameters()]
     k_before = [p.clone() for p in model.encoder_k.parameters()]
-    out = model(batch, lam=0.5)
+    out = model(batch, lam=0.5, diagnostics=True)
     for name in ("total_loss", "loss_global", "loss_dense", "acc_argmax", "acc_hough", "pos_sim_dense"):
         assert torch.isfinite(out[name]), name
     torch.testing.assert_close(out["total_loss"], 0.5 * out["loss_global"] + 0.5 * out["loss_dense"])

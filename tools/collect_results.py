@@ -106,6 +106,7 @@ def main(argv=None):
     print(markdown, end="")
     if args.out:
         import _bootstrap  # noqa: F401
+
         from pretrain.checkpoint import atomic_write
         atomic_write(args.out + ".md", lambda f: f.write(markdown.encode()))
         atomic_write(args.out + ".csv", lambda f: f.write(to_csv(rows).encode()))

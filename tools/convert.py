@@ -149,8 +149,8 @@ def check_against_table(tensors, depth, path):
     if extra:
         problems.append(f"{len(extra)} unexpected backbone keys: {extra[:20]}")
     if wrong:
-        problems.append("wrong shapes: " + ", ".join(f"{k} {tuple(tensors[k].shape)} != {table[k]}"
-                                                      for k in wrong[:20]))
+        shapes = [f"{k} {tuple(tensors[k].shape)} != {table[k]}" for k in wrong[:20]]
+        problems.append("wrong shapes: " + ", ".join(shapes))
     if problems:
         raise ConversionError(f"{path}: " + "; ".join(problems))
 
@@ -205,13 +205,17 @@ def convert(args):
                "prefix": prefix, "encoder": args.encoder, "depth": depth, "format": args.to,
                "num_tensors": len(tensors), "input_settings": INPUT_SETTINGS}
     if args.to == "torchvision":
-        def write(f):
-            torch.save(dict(tensors), f)
+        payload = dict(tensors)
     else:
         model = {k: v.numpy() for k, v in rename_all(tensors).items()}
         payload = {"model": model, "__author__": "houghcl-toolkit", "matching_heuristics": True}
-        def write(f):
+
+    def write(f):
+        if args.to == "torchvision":
+            torch.save(payload, f)
+        else:
             pickle.dump(payload, f)
+
     sidecar_bytes = (json.dumps(sidecar, indent=2) + "\n").encode()
     atomic_write(args.output, write)
     try:

@@ -43,12 +43,12 @@ def tool(name, *args):
     return [PYTHON, os.path.join("tools", name), *map(str, args)]
 
 
-def plot_pretraining(out):
+def plot_pretraining(out, methods):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for method in METHODS:
+    for method in methods:
         rows = read_metrics(os.path.join(out, f"pretrain_{method}", "metrics.jsonl"))
         its = [r["iteration"] for r in rows]
         axes[0].plot(its, [r["total_loss"] for r in rows], label=method)
@@ -64,9 +64,9 @@ def plot_pretraining(out):
     print(f"  wrote {path}")
 
 
-def matching_table(out):
+def matching_table(out, methods):
     lines = ["| backbone | argmax | Hough translation | Hough similarity | oracle |", "|---|---|---|---|---|"]
-    for name in ("random", "houghcl", "densecl"):
+    for name in ("random", *methods):
         path = os.path.join(out, f"matching_{name}.json")
         if os.path.exists(path):
             with open(path) as f:
@@ -76,49 +76,80 @@ def matching_table(out):
     return "\n".join(lines)
 
 
+def matching_over_training(step, out, methods, iterations, force):
+    """Matching accuracy of argmax and Hough on the backbone at several points of each pretraining run."""
+    rows = ["| pretraining | iteration | layer | argmax | Hough translation | Hough similarity |",
+            "|---|---|---|---|---|---|"]
+    for method in methods:
+        for it in iterations:
+            weights = f"{out}/pretrain_{method}/model_{it:07d}.pth" if it else None
+            for layer in ("layer3", "layer4"):
+                path = f"{out}/matching_{method}_{it}_{layer}.json"
+                step.run(f"matching accuracy: {method} at iteration {it}, {layer}", tool(
+                    "eval_matching.py", "--images", "datasets/photos", "--pairs", 96, "--layer", layer, "--out",
+                    path, *(["--weights", weights] if weights else []), "MODEL.DEPTH", 18), path, force)
+                with open(path) as f:
+                    r = json.load(f)
+                rows.append(f"| {method} | {it} | {layer} | {r['argmax']:.3f} | {r['hough_translation']:.3f} | "
+                            f"{r['hough_similarity']:.3f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="redo every step")
     parser.add_argument("--pretrain-iters", type=int, default=120)
     parser.add_argument("--finetune-iters", type=int, default=150)
+    parser.add_argument("--study", action="store_true",
+                        help="docs/results.md: add MoCo-v2, 3 fine-tuning seeds per model, and matching accuracy "
+                             "over the course of pretraining (output/study/, about an hour)")
     args = parser.parse_args(argv)
-    os.makedirs(OUT, exist_ok=True)
-    step = Step(total=4 + 3 * len(METHODS) + 1 + len(METHODS) + 1)
+    out = os.path.join("output", "study") if args.study else OUT
+    methods = dict(METHODS, mocov2=["MODEL.LOSS_LAMBDA", 0.0]) if args.study else METHODS
+    seeds = 3 if args.study else 1
+    os.makedirs(out, exist_ok=True)
+    step = Step(total=4 + 3 * len(methods) + 1 + len(methods) + 1)
     step.run("fetch real images and the tree detection set", tool("fetch_data.py"))
     step.run("matching accuracy at random initialisation", tool(
         "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--out",
-        f"{OUT}/matching_random.json", "MODEL.DEPTH", 18), f"{OUT}/matching_random.json", args.force)
-    for method, opts in METHODS.items():
-        run_dir = f"{OUT}/pretrain_{method}"
+        f"{out}/matching_random.json", "MODEL.DEPTH", 18), f"{out}/matching_random.json", args.force)
+    for method, opts in methods.items():
+        run_dir = f"{out}/pretrain_{method}"
         step.run(f"pretrain {method} (ResNet-18, {args.pretrain_iters} iterations)", tool(
             "pretrain.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume", *opts,
             "SOLVER.MAX_ITER", args.pretrain_iters, "OUTPUT_DIR", run_dir), f"{run_dir}/backbone.pth", args.force)
         step.run(f"convert {method} to Detectron2 and verify", tool(
-            "convert.py", f"{run_dir}/backbone.pth", f"{OUT}/{method}_r18.pkl", "--verify"),
-            f"{OUT}/{method}_r18.pkl", args.force)
+            "convert.py", f"{run_dir}/backbone.pth", f"{out}/{method}_r18.pkl", "--verify"),
+            f"{out}/{method}_r18.pkl", args.force)
         step.run(f"matching accuracy with the {method} backbone", tool(
             "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--weights",
-            f"{run_dir}/backbone.pth", "--out", f"{OUT}/matching_{method}.json", "MODEL.DEPTH", 18),
-            f"{OUT}/matching_{method}.json", args.force)
+            f"{run_dir}/backbone.pth", "--out", f"{out}/matching_{method}.json", "MODEL.DEPTH", 18),
+            f"{out}/matching_{method}.json", args.force)
     step.run("correspondence picture (argmax vs Hough, HoughCL backbone)", tool(
-        "visualize_matches.py", "--images", "datasets/photos", "--weights", f"{OUT}/pretrain_houghcl/backbone.pth",
-        "--out", f"{OUT}/matches.png", "--seed", 3), f"{OUT}/matches.png", args.force)
-    for name, weights in [("random_init", "")] + [(m, f"{OUT}/{m}_r18.pkl") for m in METHODS]:
-        run_dir = f"{OUT}/trees_{name}"
-        step.run(f"fine-tune Faster R-CNN R18-FPN on the trees from {name} ({args.finetune_iters} iterations)",
+        "visualize_matches.py", "--images", "datasets/photos", "--weights", f"{out}/pretrain_houghcl/backbone.pth",
+        "--out", f"{out}/matches.png", "--seed", 3), f"{out}/matches.png", args.force)
+    for name, weights in [("random_init", "")] + [(m, f"{out}/{m}_r18.pkl") for m in methods]:
+        run_dir = f"{out}/trees_{name}"
+        done = f"{run_dir}/seed_{seeds - 1}/final_results.json" if seeds > 1 else f"{run_dir}/final_results.json"
+        step.run(f"fine-tune Faster R-CNN R18-FPN on the trees from {name} ({args.finetune_iters} iterations, "
+                 f"{seeds} seed(s))",
                  tool("train_net.py", "--config-file", "configs/transfer/tiny/trees_R_18_FPN_cpu.yaml", *TREES,
-                      "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", args.finetune_iters, "SOLVER.STEPS",
-                      f"({int(args.finetune_iters * 0.8)},)", "SEED", 0, "OUTPUT_DIR", run_dir),
-                 f"{run_dir}/final_results.json", args.force)
+                      "--seeds", seeds, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", args.finetune_iters,
+                      "SOLVER.STEPS", f"({int(args.finetune_iters * 0.8)},)", "OUTPUT_DIR", run_dir), done, args.force)
     step.run("collect the detection results", tool(
-        "collect_results.py", *[f"{OUT}/trees_{n}" for n in ["random_init", *METHODS]], "--out", f"{OUT}/table"))
-    plot_pretraining(OUT)
+        "collect_results.py", *[f"{out}/trees_{n}" for n in ["random_init", *methods]], "--out", f"{out}/table"))
+    plot_pretraining(out, methods)
     print("\nMatching accuracy (64 view pairs of the photos, ResNet-18 layer3, within one cell of the truth):")
-    print(matching_table(OUT))
-    with open(f"{OUT}/table.md") as f:
-        print(f"\nTree detection on the held-out test tiles (bbox AP, one seed; see docs/results.md for several):\n"
-              f"{f.read()}")
-    print(f"All outputs under {OUT}/ (tables, metrics, pretraining.png, matches.png). "
+    print(matching_table(out, methods))
+    if args.study:
+        checkpoints = [0] + list(range(40, args.pretrain_iters + 1, 40))
+        table = matching_over_training(step, out, [m for m in methods if m != "mocov2"], checkpoints, args.force)
+        with open(f"{out}/matching_over_training.md", "w") as f:
+            f.write(table + "\n")
+        print(f"\nMatching accuracy over the course of pretraining (96 view pairs):\n{table}")
+    with open(f"{out}/table.md") as f:
+        print(f"\nTree detection on the held-out test tiles (bbox AP, mean ± std over {seeds} seed(s)):\n{f.read()}")
+    print(f"All outputs under {out}/ (tables, metrics, pretraining.png, matches.png). "
           f"Total {time.strftime('%M:%S', time.gmtime(time.time() - step.started))}.")
     return 0
 

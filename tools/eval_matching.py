@@ -40,7 +40,7 @@ def main(argv=None):
         return 1
     print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
           f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
-    print(f"| matcher | all | same orientation | mirrored |\n|---|---|---|---|")
+    print("| matcher | all | same orientation | mirrored |\n|---|---|---|---|")
     for name in MATCHERS:
         parts = result["by_orientation"][name]
         cells = [f"{v:.3f}" if v is not None else "-" for v in (parts["same_orientation"], parts["mirrored"])]

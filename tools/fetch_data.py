@@ -230,7 +230,8 @@ def write_pretrain_list(root, manifest):
     photos = sorted(glob.glob(os.path.join(root, "photos", "*", "*")))
     annotated = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(root, ANNOTATED, "*.xml"))}
     photos += sorted(p for p in glob.glob(os.path.join(root, UNANNOTATED_PHOTOS, "*"))
-                     if p.lower().endswith((".png", ".jpg")) and os.path.splitext(os.path.basename(p))[0] not in annotated)
+                     if p.lower().endswith((".png", ".jpg"))
+                     and os.path.splitext(os.path.basename(p))[0] not in annotated)
     tiles = [os.path.join(root, "trees", "JPEGImages", m["tile"] + ".jpg") for m in manifest if m["split"] == "train"]
     with open(os.path.join(root, "pretrain_images.txt"), "w") as f:
         f.write("\n".join(os.path.relpath(p, root) for p in photos + tiles) + "\n")

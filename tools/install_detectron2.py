@@ -96,7 +96,8 @@ PATCHES = [
     ("setup.py", '"black==21.4b2",', '"black",', 1),
     ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "", 1),
     ("detectron2/model_zoo/model_zoo.py",
-     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", os.path.join("configs", config_path)\n    )',
+     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+     'os.path.join("configs", config_path)\n    )',
      'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)', 1),
     ("detectron2/evaluation/coco_evaluation.py", "use_fast_impl=True,", "use_fast_impl=False,", 2),
     ("detectron2/data/transforms/transform.py", "interp=Image.LINEAR", "interp=Image.BILINEAR", 1),

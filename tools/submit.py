@@ -74,6 +74,7 @@ def output_dir_of(args):
     if "OUTPUT_DIR" in opts[:-1]:
         return opts[opts.index("OUTPUT_DIR") + 1]
     import _bootstrap  # noqa: F401
+
     from transfer import setup_cfg
     return setup_cfg(args.config_file).OUTPUT_DIR
 
@@ -105,7 +106,7 @@ def main(argv=None):
         gpus = ["--num-gpus", str(args.gpus_per_node if args.cluster != "local" else 1)]
         out = output_dir_of(args)
         commands = [ResumableCommand("finetune", gpus + base + ["SEED", str(k), "OUTPUT_DIR",
-                                                                  os.path.join(out, f"seed_{k}")])
+                                                                os.path.join(out, f"seed_{k}")])
                     for k in range(args.seeds)]
     else:
         commands = [ResumableCommand("pretrain", base)]

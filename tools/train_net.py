@@ -16,12 +16,13 @@ import os
 import sys
 
 import _bootstrap  # noqa: F401  isort:skip
-import transfer  # noqa: E402  (registers the extra-norm ROI head)
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import transfer  # noqa: E402  (registers the extra-norm ROI head)
 from pretrain.checkpoint import atomic_write  # noqa: E402
 from transfer.checks import WeightsError, check_sidecar, load_and_check_coverage  # noqa: E402
 from transfer.datasets import build_evaluator, missing_builtin, register_from_args  # noqa: E402

@@ -1,0 +1,293 @@
+#!/usr/bin/env python
+"""Speed, measured as ratios within one run: the pretraining step, the matchers, the data pipeline.
+
+    tools/benchmark.py step --depth 18 --size 224 --batch 8 --json out.json
+    tools/benchmark.py match --json match.json
+    tools/benchmark.py data --images datasets/photos --json data.json
+
+Variants are interleaved (warm-up, then repetitions in turn) so that drifts of the machine hit all of them;
+each reports the median and the spread (min, max). Targets (goals, not tests): HoughCL/DenseCL step <= 1.01
+(R50) / 1.02 (R18), HoughCL/floor <= 1.10, Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+import _bootstrap  # noqa: F401  isort:skip
+from pretrain import matching  # noqa: E402
+from pretrain.builder import ContrastiveModel  # noqa: E402
+from pretrain.config import get_cfg, hough_options  # noqa: E402
+from pretrain.engine import amp_dtype, autocast_context, train_step  # noqa: E402
+
+STEP_VARIANTS = {
+    "mocov2": ["MODEL.LOSS_LAMBDA", 0.0],
+    "densecl": ["MODEL.MATCHER", "argmax"],
+    "houghcl": ["MODEL.MATCHER", "hough", "MODEL.HOUGH.SPACE", "translation"],
+    "houghcl_similarity": ["MODEL.MATCHER", "hough", "MODEL.HOUGH.SPACE", "similarity"],
+}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(functions, warmup, repeats, device):
+    """Median and spread of each function's time, run in turn."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
+            for name, t in times.items()}
+
+
+def step_cfg(args, opts):
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEPTH", args.depth, "INPUT.SIZE", args.size, "SOLVER.BATCH_SIZE", args.batch,
+                         "MODEL.QUEUE_SIZE", 4096, "SOLVER.AMP", "bf16" if args.amp else "off", *opts])
+    return cfg
+
+
+def random_batch(args, device, channels_last):
+    g = torch.Generator().manual_seed(0)
+    n, s = args.batch, args.size
+    views = [torch.randn(n, 3, s, s, generator=g) for _ in range(2)]
+    if channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    boxes = torch.tensor([[0.0, 0.0, 2.0 * s, 2.0 * s]]).repeat(n, 1)
+    batch = {"view_q": views[0], "view_k": views[1], "box_q": boxes, "box_k": boxes * 0.8,
+             "flip_q": torch.zeros(n, dtype=torch.bool), "flip_k": torch.arange(n) % 2 == 0}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def bench_step(args):
+    device = torch.device(args.device)
+    channels_last = device.type == "cuda"
+    batch = random_batch(args, device, channels_last)
+    functions = {}
+    for name, opts in STEP_VARIANTS.items():
+        cfg = step_cfg(args, opts)
+        torch.manual_seed(0)
+        model = ContrastiveModel(cfg).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+        autocast, scaler = autocast_context(amp_dtype(cfg, device))
+        functions[name] = (lambda m=model, o=optimizer, a=autocast, sc=scaler:
+                           train_step(m, batch, o, sc, a, 0.5))
+    # The floor: the backbone alone, forward+backward of the query view and forward of the key view.
+    backbone = ContrastiveModel(step_cfg(args, STEP_VARIANTS["mocov2"])).encoder_q.to(device)
+    key_backbone = ContrastiveModel(step_cfg(args, STEP_VARIANTS["mocov2"])).encoder_q.to(device)
+    if channels_last:
+        backbone, key_backbone = (m.to(memory_format=torch.channels_last) for m in (backbone, key_backbone))
+    autocast, _ = autocast_context(amp_dtype(step_cfg(args, []), device))
+    floor_opt = torch.optim.SGD(backbone.parameters(), lr=0.01, momentum=0.9)
+
+    def floor():
+        with autocast():
+            loss = backbone.c5(batch["view_q"]).float().mean()
+            with torch.no_grad():
+                key_backbone.c5(batch["view_k"])
+        floor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        floor_opt.step()
+
+    functions["floor"] = floor
+    timing = interleaved(functions, args.warmup, args.repeats, device)
+    step = {name: t["median"] for name, t in timing.items()}
+    ratios = {"houghcl/densecl": step["houghcl"] / step["densecl"],
+              "houghcl_similarity/densecl": step["houghcl_similarity"] / step["densecl"],
+              "houghcl/floor": step["houghcl"] / step["floor"],
+              "densecl/mocov2": step["densecl"] / step["mocov2"]}
+    images_per_s = {name: args.batch / t for name, t in step.items()}
+    return {"step": step, "ratios": ratios, "spread": timing, "images_per_s": images_per_s,
+            "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "device": str(device),
+                         "amp": args.amp}}
+
+
+def _peak_memory_child(queue, kind, grid, batch, channels, options):
+    """Runs in a forked process: the growth of its peak RSS while matching is the matcher's peak memory."""
+    torch.manual_seed(0)
+    fq, fk = torch.randn(batch, channels, grid, grid), torch.randn(batch, channels, grid, grid)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "argmax":
+        matching.argmax_match(fq, fk)
+    else:
+        matching.hough_match(fq, fk, space=kind, **options)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+
+
+def peak_memory(kind, grid, batch, channels, options, device):
+    if device.type == "cuda":
+        fq = torch.randn(batch, channels, grid, grid, device=device)
+        fk = torch.randn(batch, channels, grid, grid, device=device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        (matching.argmax_match(fq, fk) if kind == "argmax" else matching.hough_match(fq, fk, space=kind, **options))
+        return torch.cuda.max_memory_allocated() - base
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_peak_memory_child, args=(queue, kind, grid, batch, channels, options))
+    child.start()
+    value = queue.get()
+    child.join()
+    return value
+
+
+def bench_match(args):
+    device = torch.device(args.device)
+    options = hough_options(get_cfg().MODEL.HOUGH)
+    options.pop("space")
+    result = {}
+    for grid in args.grids:
+        fq = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
+        fk = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
+        functions = {"argmax": lambda: matching.argmax_match(fq, fk),
+                     "hough_translation": lambda: matching.hough_match(fq, fk, space="translation", **options),
+                     "hough_similarity": lambda: matching.hough_match(fq, fk, space="similarity", **options)}
+        timing = interleaved(functions, 1, args.match_repeats, device)
+        lq = grid * grid
+        result[str(grid)] = {
+            name: {"seconds": t["median"], "min": t["min"], "max": t["max"],
+                   "peak_bytes": peak_memory(name.replace("hough_", ""), grid, args.match_batch, args.channels,
+                                             options, device)}
+            for name, t in timing.items()}
+        result[str(grid)]["ratio_similarity/argmax"] = timing["hough_similarity"]["median"] / timing["argmax"]["median"]
+        result[str(grid)]["bytes_of_N_Lq_Lk_slices_tensor"] = args.match_batch * lq * lq * 10 * 4
+    return {"match": result, "settings": {"batch": args.match_batch, "channels": args.channels,
+                                          "device": str(device)}}
+
+
+def bench_data(args):
+    import torchvision.transforms as T
+    from PIL import Image, ImageFilter
+    from torch.utils.data import DataLoader, Dataset
+
+    from pretrain.data import EpochSampler, TwoViewDataset
+    from pretrain.transforms import TwoViewTransform
+
+    ours = TwoViewDataset(args.images, TwoViewTransform(args.size))
+
+    class Blur:
+        def __call__(self, img):
+            import random
+            return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))
+
+    plain_transform = T.Compose([
+        T.RandomResizedCrop(args.size, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+        T.RandomApply([Blur()], p=0.5), T.RandomHorizontalFlip(), T.ToTensor(),
+        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    class Plain(Dataset):  # MoCo-v2's TwoCropsTransform over an image list
+        def __len__(self):
+            return len(ours.paths)
+
+        def __getitem__(self, i):
+            with Image.open(ours.paths[i]) as img:
+                img = img.convert("RGB")
+            return plain_transform(img), plain_transform(img)
+
+    result = {}
+    for workers in args.workers:
+        loaders = {
+            "ours": lambda w=workers: DataLoader(ours, batch_size=args.data_batch, sampler=EpochSampler(
+                ours, 1, 0, seed=0), num_workers=w, drop_last=True),
+            "plain": lambda w=workers: DataLoader(Plain(), batch_size=args.data_batch, shuffle=True, num_workers=w,
+                                                  drop_last=True),
+        }
+
+        def consume(make):
+            count = 0
+            for batch in make():
+                count += len(batch["view_q"] if isinstance(batch, dict) else batch[0])
+            return count
+
+        times = {name: [] for name in loaders}
+        counts = {}
+        for _ in range(args.data_repeats):
+            for name, make in loaders.items():
+                start = time.perf_counter()
+                counts[name] = consume(make)
+                times[name].append(time.perf_counter() - start)
+        ips = {name: counts[name] / statistics.median(t) for name, t in times.items()}
+        result[f"workers_{workers}"] = {"images_per_s": ips, "ratio_ours/plain": ips["ours"] / ips["plain"]}
+    return {"data": result, "settings": {"images": len(ours), "size": args.size, "batch": args.data_batch}}
+
+
+def print_table(result):
+    if "step" in result:
+        s = result["settings"]
+        print(f"step: ResNet-{s['depth']}, {s['size']} px, batch {s['batch']}, {s['device']}"
+              f"{', bf16' if s['amp'] else ''}")
+        print("| variant | median s/step | min | max | images/s |\n|---|---|---|---|---|")
+        for name, t in result["spread"].items():
+            print(f"| {name} | {t['median']:.4f} | {t['min']:.4f} | {t['max']:.4f} | "
+                  f"{result['images_per_s'][name]:.1f} |")
+        for name, r in result["ratios"].items():
+            print(f"{name}: {r:.4f}")
+    if "match" in result:
+        print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
+        for grid, row in result["match"].items():
+            for name in ("argmax", "hough_translation", "hough_similarity"):
+                print(f"| {grid} | {name} | {row[name]['seconds']:.4f} | {row[name]['peak_bytes'] / 2 ** 20:.0f} |")
+            print(f"| {grid} | similarity/argmax | {row['ratio_similarity/argmax']:.2f} | "
+                  f"(a [N,Lq,Lk,slices] tensor: {row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} MiB) |")
+    if "data" in result:
+        for key, row in result["data"].items():
+            ips = row["images_per_s"]
+            print(f"data {key}: ours {ips['ours']:.1f} img/s, plain {ips['plain']:.1f} img/s, "
+                  f"ratio {row['ratio_ours/plain']:.3f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("step", "match", "data"))
+    parser.add_argument("--depth", type=int, default=18)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--grids", type=int, nargs="+", default=[7, 14, 28])
+    parser.add_argument("--match-batch", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=2048, help="feature width (C5 of ResNet-50: 2048)")
+    parser.add_argument("--match-repeats", type=int, default=10)
+    parser.add_argument("--images", default="datasets/photos")
+    parser.add_argument("--data-batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--data-repeats", type=int, default=3)
+    parser.add_argument("--json", help="write the result here")
+    args = parser.parse_args(argv)
+    result = {"step": bench_step, "match": bench_match, "data": bench_data}[args.part](args)
+    result["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
+                         "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    print_table(result)
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
