@@ -30,18 +30,29 @@ VOTES = ("power", "softmax", "softmax2", "cosine")
 DEFAULT_SCALES = tuple(2.0 ** (k / 2) for k in range(-2, 3))
 
 
-def _flatten_normalised(f: Tensor, center: bool) -> Tensor:
-    """``[N, C, H, W]`` -> ``[N, H*W, C]``, optionally centred per image, each location L2-normalised."""
-    f = f.flatten(2).float()
+def similarity(fq: Tensor, fk: Tensor, center: bool = False, eps: float = 1e-12) -> Tensor:
+    """Cosine similarity of every query cell with every key cell: ``[N, Lq, Lk]``.
+
+    With ``center``, each image's features first lose their mean over locations: ReLU features share a large
+    common component that makes every cosine high. Computed from ONE product of the raw features plus rank-1
+    corrections, so that no normalised or centred copy of the ``[N, C, L]`` feature maps is ever made:
+    (q - mq).(k - mk) = q.k - q.mk - mq.k + mq.mk, and |q - mq|^2 = |q|^2 - 2 q.mq + |mq|^2.
+    """
+    q, k = fq.flatten(2).float(), fk.flatten(2).float()               # [N, C, Lq], [N, C, Lk] (views if float)
+    dot = torch.bmm(q.transpose(1, 2), k)                              # [N, Lq, Lk]
+    q_sq = torch.linalg.vector_norm(q, dim=1).square()                # [N, Lq], a reduction: no [N, C, L] temp
+    k_sq = torch.linalg.vector_norm(k, dim=1).square()
     if center:
-        # ReLU features share a large common component that makes every cosine high; remove it per image.
-        f = f - f.mean(dim=2, keepdim=True)
-    return F.normalize(f, dim=1).transpose(1, 2)
-
-
-def similarity(fq: Tensor, fk: Tensor, center: bool = False) -> Tensor:
-    """Cosine similarity of every query cell with every key cell: ``[N, Lq, Lk]``."""
-    return torch.bmm(_flatten_normalised(fq, center), _flatten_normalised(fk, center).transpose(1, 2))
+        mq, mk = q.mean(2), k.mean(2)                                  # [N, C]
+        means = torch.stack([mq, mk], dim=1)                           # [N, 2, C]
+        q_m, k_m = torch.bmm(means, q), torch.bmm(means, k)            # [N, 2, Lq]: q.mq, q.mk; [N, 2, Lk]
+        mq_mk = (mq * mk).sum(1).view(-1, 1, 1)
+        dot = dot.sub_(q_m[:, 1].unsqueeze(2)).sub_(k_m[:, 0].unsqueeze(1)).add_(mq_mk)
+        q_sq = q_sq - 2 * q_m[:, 0] + (mq * mq).sum(1, keepdim=True)
+        k_sq = k_sq - 2 * k_m[:, 1] + (mk * mk).sum(1, keepdim=True)
+    inv_q = q_sq.clamp(min=eps).rsqrt()
+    inv_k = k_sq.clamp(min=eps).rsqrt()
+    return dot.mul_(inv_q.unsqueeze(2)).mul_(inv_k.unsqueeze(1))
 
 
 @torch.no_grad()
@@ -58,7 +69,7 @@ def votes(sim: Tensor, vote: str = "power", power: float = 3.0, temperature: flo
     ``cosine``: max(cos, 0) (unselective; kept as the naive baseline).
     """
     if vote == "power":
-        return sim.clamp(min=0).pow(power)
+        return sim.clamp(min=0).pow_(power)
     if vote == "cosine":
         return sim.clamp(min=0)
     if vote == "softmax":
@@ -101,24 +112,28 @@ def vote_bins(grid_q: Tuple[int, int], grid_k: Tuple[int, int], slices: Tuple[Tu
     return bins.to(device), bins_y, bins_x
 
 
-@functools.lru_cache(maxsize=16)
-def _gaussian_kernel(sigma: float, device: str) -> Tensor:
+@functools.lru_cache(maxsize=32)
+def _gaussian_matrix(size: int, sigma: float, device: str) -> Tensor:
+    """``[size, size]`` matrix of a 1-D Gaussian filter (truncated at 2.5 sigma, zero padding): filtering a grid
+    along an axis is one small matrix product, much faster than a one-channel convolution."""
     radius = max(1, int(math.ceil(2.5 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).to(device)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    offsets = torch.arange(size).view(-1, 1) - torch.arange(size).view(1, -1)   # out - in
+    inside = offsets.abs() <= radius
+    matrix = torch.where(inside, kernel[(offsets + radius).clamp(0, 2 * radius)], torch.zeros(()))
+    return matrix.float().to(device)
 
 
 def smooth(space: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian smoothing of ``[B, Y, X]`` Hough grids over their two translation axes."""
     if sigma <= 0:
         return space
-    k = _gaussian_kernel(float(sigma), str(space.device))
-    r = k.numel() // 2
-    x = space.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
-    return x.squeeze(1)
+    _, y, x = space.shape
+    gy = _gaussian_matrix(y, float(sigma), str(space.device))
+    gx = _gaussian_matrix(x, float(sigma), str(space.device))
+    return torch.matmul(gy, torch.matmul(space, gx.T))
 
 
 def hough_confidence(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, int],
@@ -141,10 +156,13 @@ def hough_confidence(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, in
         count = torch.zeros(s, by * bx, device=sim.device).scatter_add_(1, bins, torch.ones_like(bins, dtype=a.dtype))
         hough = hough / count.clamp(min=1).unsqueeze(0)
     hough = smooth(hough.view(n * s, by, bx), sigma).view(n, s, by * bx)
-    support = torch.zeros_like(a[:, 0])
-    for k in range(s):
-        support += hough[:, k].gather(1, bins[k].expand(n, lq * lk))
-    return (a[:, 0] * support).view(n, lq, lk)
+    # One slice at a time into two reused buffers: fresh [N, Lq*Lk] allocations per slice cost page faults.
+    support = hough[:, 0].gather(1, bins[0].expand(n, lq * lk))
+    if s > 1:
+        buffer = torch.empty_like(support)
+        for k in range(1, s):
+            support += torch.gather(hough[:, k], 1, bins[k].expand(n, lq * lk), out=buffer)
+    return support.mul_(a[:, 0]).view(n, lq, lk)
 
 
 @torch.no_grad()

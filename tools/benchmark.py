@@ -6,20 +6,22 @@
     tools/benchmark.py data --images datasets/photos --json data.json
 
 Variants are interleaved (warm-up, then repetitions in turn) so that drifts of the machine hit all of them;
-each reports the median and the spread (min, max). Targets (goals, not tests): HoughCL/DenseCL step <= 1.01
-(R50) / 1.02 (R18), HoughCL/floor <= 1.10, Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline.
+each reports the median and the spread (min, max); ratios are medians of same-round ratios. Targets (goals,
+not tests): HoughCL/DenseCL step <= 1.01 (R50) / 1.02 (R18), HoughCL/floor <= 1.10, Hough at grid 28 within
+2x argmax, data >= 1.0x the plain pipeline.
 """
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import _bootstrap  # noqa: F401  isort:skip
 from pretrain import matching  # noqa: E402
@@ -53,8 +55,13 @@ def interleaved(functions, warmup, repeats, device):
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
             for name, t in times.items()}
+
+
+def paired_ratio(timing, a, b):
+    """Median over rounds of a's time / b's time in the same round: drifts of the machine cancel out."""
+    return statistics.median(x / y for x, y in zip(timing[a]["times"], timing[b]["times"]))
 
 
 def step_cfg(args, opts):
@@ -111,43 +118,61 @@ def bench_step(args):
     functions["floor"] = floor
     timing = interleaved(functions, args.warmup, args.repeats, device)
     step = {name: t["median"] for name, t in timing.items()}
-    ratios = {"houghcl/densecl": step["houghcl"] / step["densecl"],
-              "houghcl_similarity/densecl": step["houghcl_similarity"] / step["densecl"],
-              "houghcl/floor": step["houghcl"] / step["floor"],
-              "densecl/mocov2": step["densecl"] / step["mocov2"]}
+    ratios = {"houghcl/densecl": paired_ratio(timing, "houghcl", "densecl"),
+              "houghcl_similarity/densecl": paired_ratio(timing, "houghcl_similarity", "densecl"),
+              "houghcl/floor": paired_ratio(timing, "houghcl", "floor"),
+              "densecl/mocov2": paired_ratio(timing, "densecl", "mocov2")}
     images_per_s = {name: args.batch / t for name, t in step.items()}
     return {"step": step, "ratios": ratios, "spread": timing, "images_per_s": images_per_s,
             "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "device": str(device),
                          "amp": args.amp}}
 
 
-def _peak_memory_child(queue, kind, grid, batch, channels, options):
-    """Runs in a forked process: the growth of its peak RSS while matching is the matcher's peak memory."""
-    torch.manual_seed(0)
-    fq, fk = torch.randn(batch, channels, grid, grid), torch.randn(batch, channels, grid, grid)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if kind == "argmax":
-        matching.argmax_match(fq, fk)
-    else:
-        matching.hough_match(fq, fk, space=kind, **options)
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storage alive at once among the tensors created inside this context (CPU or GPU),
+    counting each storage once however many views share it; storages of ``existing`` tensors do not count."""
+
+    def __init__(self, existing=()):
+        super().__init__()
+        self.live = {t.untyped_storage().data_ptr(): [0, 1 << 60] for t in existing}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+    def track(self, t):
+        ptr = t.untyped_storage().data_ptr()
+        entry = self.live.get(ptr)
+        if entry is None:
+            entry = self.live[ptr] = [t.untyped_storage().nbytes(), 0]
+            self.current += entry[0]
+            self.peak = max(self.peak, self.current)
+        entry[1] += 1
+        weakref.finalize(t, self.release, ptr)
+
+    def release(self, ptr):
+        entry = self.live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self.live[ptr]
 
 
-def peak_memory(kind, grid, batch, channels, options, device):
+def peak_memory(fn, inputs, device):
+    """Peak memory of one call of ``fn``: CUDA's allocator counter on GPU, live tensor bytes on CPU."""
+    fn()  # warm the index caches first: they are built once per shape, not per call
     if device.type == "cuda":
-        fq = torch.randn(batch, channels, grid, grid, device=device)
-        fk = torch.randn(batch, channels, grid, grid, device=device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        (matching.argmax_match(fq, fk) if kind == "argmax" else matching.hough_match(fq, fk, space=kind, **options))
+        fn()
         return torch.cuda.max_memory_allocated() - base
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_peak_memory_child, args=(queue, kind, grid, batch, channels, options))
-    child.start()
-    value = queue.get()
-    child.join()
-    return value
+    with LiveTensorBytes(existing=inputs) as tracker:
+        fn()
+    return tracker.peak
 
 
 def bench_match(args):
@@ -165,8 +190,7 @@ def bench_match(args):
         lq = grid * grid
         result[str(grid)] = {
             name: {"seconds": t["median"], "min": t["min"], "max": t["max"],
-                   "peak_bytes": peak_memory(name.replace("hough_", ""), grid, args.match_batch, args.channels,
-                                             options, device)}
+                   "peak_bytes": peak_memory(functions[name], (fq, fk), device)}
             for name, t in timing.items()}
         result[str(grid)]["ratio_similarity/argmax"] = timing["hough_similarity"]["median"] / timing["argmax"]["median"]
         result[str(grid)]["bytes_of_N_Lq_Lk_slices_tensor"] = args.match_batch * lq * lq * 10 * 4
