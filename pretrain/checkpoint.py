@@ -1,6 +1,7 @@
 """Checkpoints that survive kill -9: written to a temp file, fsynced, renamed; ``last_checkpoint`` names the
 newest, as in Detectron2. A damaged newest checkpoint falls back to the previous one, with a warning."""
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -40,6 +41,14 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

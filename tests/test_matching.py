@@ -40,19 +40,12 @@ def accuracy_on(pred, truth, mask, width):
     return matching_accuracy(pred[mask].view(1, -1), truth[mask].view(1, -1), width, tolerance=0).item()
 
 
-def test_hough_recovers_planted_shift_where_argmax_takes_decoys():
-    fq, fk, truth, decoyed = planted(shift=(1, 2))
+@pytest.mark.parametrize("space,shift,mirrored", [
+    ("translation", (1, 2), False), ("similarity", (1, 2), False), ("similarity", (1, -1), True)])
+def test_hough_recovers_planted_geometry_where_argmax_takes_decoys(space, shift, mirrored):
+    fq, fk, truth, decoyed = planted(shift=shift, mirrored=mirrored)
     argmax = matching.argmax_match(fq, fk)
-    hough = matching.hough_match(fq, fk, space="translation")
-    assert accuracy_on(argmax, truth, decoyed, 8) < 0.1
-    assert accuracy_on(hough, truth, decoyed, 8) > 0.9
-    assert accuracy_on(hough, truth, truth >= 0, 8) > 0.9
-
-
-def test_similarity_space_recovers_mirrored_shift():
-    fq, fk, truth, decoyed = planted(shift=(1, -1), mirrored=True)
-    argmax = matching.argmax_match(fq, fk)
-    hough = matching.hough_match(fq, fk, space="similarity")
+    hough = matching.hough_match(fq, fk, space=space)
     assert accuracy_on(argmax, truth, decoyed, 8) < 0.1
     assert accuracy_on(hough, truth, decoyed, 8) > 0.9
     assert accuracy_on(hough, truth, truth >= 0, 8) > 0.9

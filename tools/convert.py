@@ -10,7 +10,6 @@ the inferred depth; heads, queues, ``fc``, ``num_batches_tracked`` and the other
 purpose and reported. On any problem: a message naming the file and the keys, exit status 1, no output file.
 """
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -22,7 +21,7 @@ import torch
 import torchvision
 
 import _bootstrap  # noqa: F401  isort:skip
-from pretrain.checkpoint import atomic_write  # noqa: E402
+from pretrain.checkpoint import atomic_write, sha256_of  # noqa: E402
 
 # Where each project keeps the backbone in its checkpoints: (layout, query-encoder prefix, momentum prefix).
 # Most specific first; the first whose prefix holds a ResNet stem and first block wins.
@@ -179,14 +178,6 @@ def rename_all(tensors):
             raise ConversionError(f"two tensors map to {new!r}")
         renamed[new] = value
     return renamed
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def convert(args):

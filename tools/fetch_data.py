@@ -26,6 +26,9 @@ import tempfile
 import zipfile
 from xml.etree import ElementTree as ET
 
+import _bootstrap  # noqa: F401  isort:skip
+from pretrain.checkpoint import sha256_of  # noqa: E402
+
 SOURCES = [
     {"package": "foolbox", "version": "3.3.4",
      "sha256": "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
@@ -46,14 +49,6 @@ RECIPE = 1  # bump when the output layout changes, so that old trees are rebuilt
 
 class FetchError(RuntimeError):
     pass
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_wheel(source, cache, pip_args=()):
