@@ -24,7 +24,12 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML config (may use _BASE_)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # `... KEY VALUE --resume` is as common as `--resume KEY VALUE`: the flag is never a config key.
+    if "--resume" in args.opts:
+        args.opts = [o for o in args.opts if o != "--resume"]
+        args.resume = True
+    return args
 
 
 def setup_logging(output_dir: str) -> None:
