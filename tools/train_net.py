@@ -141,9 +141,13 @@ def run(args):
         return 0
     base = transfer.setup_cfg(args.config_file, args.opts)
     for k in range(args.seeds):
+        out = os.path.join(base.OUTPUT_DIR, f"seed_{k}")
+        if args.resume and os.path.exists(os.path.join(out, "final_results.json")):
+            print(f"seed {k}: already finished ({out}/final_results.json), skipped")
+            continue
         one = type(args)(**vars(args))
-        one.opts = list(args.opts) + ["SEED", str(k), "OUTPUT_DIR", os.path.join(base.OUTPUT_DIR, f"seed_{k}")]
-        logger.info("seed %d of %d -> %s", k + 1, args.seeds, os.path.join(base.OUTPUT_DIR, f"seed_{k}"))
+        one.opts = list(args.opts) + ["SEED", str(k), "OUTPUT_DIR", out]
+        print(f"seed {k} ({k + 1} of {args.seeds}) -> {out}", flush=True)
         launch_one(one)
     return 0
 
