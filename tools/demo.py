@@ -108,7 +108,10 @@ def main(argv=None):
     methods = dict(METHODS, mocov2=["MODEL.LOSS_LAMBDA", 0.0]) if args.study else METHODS
     seeds = 3 if args.study else 1
     os.makedirs(out, exist_ok=True)
-    step = Step(total=4 + 3 * len(methods) + 1 + len(methods) + 1)
+    checkpoints = [0] + list(range(40, args.pretrain_iters + 1, 40))
+    studied = [m for m in methods if m != "mocov2"]
+    extra = 2 * len(studied) * len(checkpoints) if args.study else 0
+    step = Step(total=3 + 3 * len(methods) + len(methods) + 1 + extra)
     step.run("fetch real images and the tree detection set", tool("fetch_data.py"))
     step.run("matching accuracy at random initialisation", tool(
         "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--out",
@@ -142,8 +145,7 @@ def main(argv=None):
     print("\nMatching accuracy (64 view pairs of the photos, ResNet-18 layer3, within one cell of the truth):")
     print(matching_table(out, methods))
     if args.study:
-        checkpoints = [0] + list(range(40, args.pretrain_iters + 1, 40))
-        table = matching_over_training(step, out, [m for m in methods if m != "mocov2"], checkpoints, args.force)
+        table = matching_over_training(step, out, studied, checkpoints, args.force)
         with open(f"{out}/matching_over_training.md", "w") as f:
             f.write(table + "\n")
         print(f"\nMatching accuracy over the course of pretraining (96 view pairs):\n{table}")
