@@ -111,7 +111,7 @@ def main(argv=None):
     checkpoints = [0] + list(range(40, args.pretrain_iters + 1, 40))
     studied = [m for m in methods if m != "mocov2"]
     extra = 2 * len(studied) * len(checkpoints) if args.study else 0
-    step = Step(total=3 + 3 * len(methods) + len(methods) + 1 + extra)
+    step = Step(total=5 + 4 * len(methods) + extra)
     step.run("fetch real images and the tree detection set", tool("fetch_data.py"))
     step.run("matching accuracy at random initialisation", tool(
         "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--layer", "layer3", "--out",
