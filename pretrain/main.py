@@ -87,7 +87,6 @@ def export_backbone(cfg, model) -> str:
 
 def train(cfg, resume: bool, device: torch.device) -> int:
     world, rank = du.world_size(), du.rank()
-    torch.manual_seed(cfg.SEED + rank)
     transform = TwoViewTransform(cfg.INPUT.SIZE, cfg.INPUT.CROP_SCALE, cfg.INPUT.MEAN, cfg.INPUT.STD)
     dataset = TwoViewDataset(cfg.DATA.ROOT, transform, seed=cfg.SEED)
     global_batch = cfg.SOLVER.BATCH_SIZE * world
