@@ -5,7 +5,7 @@ dense head; two queues of negatives. The dense loss pulls each query location to
 chosen by the matcher, which looks at the backbone C5 features of both views (as DenseCL does).
 """
 import copy
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -13,9 +13,15 @@ import torch.nn.functional as F
 import torchvision
 
 from . import distributed as du
-from . import matching
-from .config import hough_options
-from .geometry import matching_hits, threshold_positives, true_partners
+from .backbone import resnet_features
+from .geometry import matching_hits, true_partners
+from .matching import MATCHERS, METHODS, MatchOptions, Positives
+
+
+def full_precision(device: torch.device):
+    """Autocast off: matching, positives and contrastive logits are decided in fp32 whatever the backbone ran
+    in (a bf16 ``bmm`` flips a few percent of the positives and moves cosines by up to 0.06)."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 class Encoder(nn.Module):
@@ -32,26 +38,24 @@ class Encoder(nn.Module):
                                         nn.Conv2d(hidden, dim, 1)) if dense else None
 
     def c5(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        return resnet_features(self.backbone, x, "layer4")
 
     def forward(self, x: torch.Tensor):
         """Returns C5 ``[N, W, S, S]``, the global vector ``[N, D]``, the dense map ``[N, D, S, S]`` and its
         average-pooled vector ``[N, D]`` (pooled before normalisation), all normalised; dense ones None
-        without a dense head."""
+        without a dense head. The heads run in the ambient precision; their outputs are normalised in fp32."""
         c5 = self.c5(x)
-        g = F.normalize(self.global_head(torch.flatten(F.adaptive_avg_pool2d(c5, 1), 1)), dim=1)
+        g = F.normalize(self.global_head(torch.flatten(F.adaptive_avg_pool2d(c5, 1), 1)).float(), dim=1)
         if self.dense_head is None:
             return c5, g, None, None
-        d = self.dense_head(c5)
+        d = self.dense_head(c5).float()
         pooled = F.normalize(F.adaptive_avg_pool2d(d, 1).flatten(1), dim=1)
         return c5, g, F.normalize(d, dim=1), pooled
 
 
 def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-row InfoNCE with the positive at index 0: ``positive [...]``, ``negatives [..., K]`` -> ``[...]``."""
-    logits = torch.cat([positive.unsqueeze(-1), negatives], dim=-1).float() / temperature
+    logits = torch.cat([positive.unsqueeze(-1), negatives], dim=-1) / temperature
     return torch.logsumexp(logits, dim=-1) - logits[..., 0]
 
 
@@ -70,7 +74,8 @@ class ContrastiveModel(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         if self.dense:
             self.register_buffer("queue_dense", F.normalize(torch.randn(m.DIM, m.QUEUE_SIZE), dim=0))
-        self.hough_options = hough_options(m.HOUGH)
+        self.matcher = MATCHERS[m.MATCHER]
+        self.match_options = MatchOptions.from_cfg(m)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -104,68 +109,70 @@ class ContrastiveModel(nn.Module):
         back = torch.argsort(order).view(du.world_size(), -1)[du.rank()]
         return tuple(None if o is None else du.concat_all_gather(o)[back] for o in outputs)
 
-    def positives(self, c5_q, c5_k, batch) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The matcher's choice as ``(index [N, Lq] with -1 for none, or None; mask [N, Lq, Lk] or None)``."""
-        kind = self.cfg.MODEL.MATCHER
-        if kind == "argmax":
-            return matching.argmax_match(c5_q, c5_k), None
-        if kind == "hough":
-            return matching.hough_match(c5_q, c5_k, **self.hough_options), None
-        grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
-        geometry = (batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
-        if kind == "geometric":
-            return true_partners(*geometry), None
-        return None, threshold_positives(*geometry, ratio=self.cfg.MODEL.THRESHOLD)
-
-    def dense_loss(self, d_q, d_k, index, mask):
+    def dense_loss(self, d_q, d_k, positives: Positives):
+        """DenseCL's loss over the query cells that have a positive; fp32 inputs, called with autocast off."""
         r, t = d_q.flatten(2), d_k.flatten(2)                       # [N, D, Lq], [N, D, Lk]
-        if index is not None:
-            positive = torch.gather(t, 2, index.clamp(min=0).unsqueeze(1).expand(-1, t.shape[1], -1))
-            l_pos = (r * positive).sum(dim=1)                          # [N, Lq]
-            valid = index >= 0
+        if positives.index is not None:
+            index = positives.index.clamp(min=0).unsqueeze(1).expand(-1, t.shape[1], -1)
+            l_pos = (r * torch.gather(t, 2, index)).sum(dim=1)         # [N, Lq]
         else:  # several positives (threshold): their logits are averaged
-            sim = torch.einsum("ndq,ndk->nqk", r, t)
-            l_pos = (sim * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            valid = mask.any(-1)
-        l_neg = torch.einsum("ndq,dk->nqk", r, self.queue_dense.clone().detach().to(r.dtype))
+            mask = positives.mask
+            l_pos = (torch.einsum("ndq,ndk->nqk", r, t) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        valid = positives.valid()
+        l_neg = torch.einsum("ndq,dk->nqk", r, self.queue_dense.clone().detach())
         losses = info_nce(l_pos, l_neg, self.temperature)
         count = valid.sum().clamp(min=1)
         return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
 
     @torch.no_grad()
-    def matching_diagnostics(self, c5_q, c5_k, batch, index) -> Dict[str, torch.Tensor]:
-        grid_q, grid_k = tuple(c5_q.shape[-2:]), tuple(c5_k.shape[-2:])
-        truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
-        kind = self.cfg.MODEL.MATCHER if index is not None else None  # reuse the matcher's own pick
-        picks = {
-            "argmax": index if kind == "argmax" else matching.argmax_match(c5_q, c5_k),
-            "hough": index if kind == "hough" else matching.hough_match(c5_q, c5_k, **self.hough_options),
-        }
+    def matching_diagnostics(self, c5_q, c5_k, batch, positives: Positives) -> Dict[str, torch.Tensor]:
+        """Matching accuracy of argmax and Hough on these features (the matcher's own pick reused)."""
+        truth = true_partners(batch["box_q"], batch["flip_q"], tuple(c5_q.shape[-2:]), batch["box_k"],
+                              batch["flip_k"], tuple(c5_k.shape[-2:]))
         out = {}
-        for name, pick in picks.items():
-            hits, counted = matching_hits(pick, truth, grid_k[1])
+        for name in ("argmax", "hough"):
+            mine = name == self.cfg.MODEL.MATCHER and positives is not None
+            pick = positives.index if mine else MATCHERS[name](c5_q, c5_k, batch, self.match_options).index
+            hits, counted = matching_hits(pick, truth, c5_k.shape[-1])
             out[f"acc_{name}"] = hits.float() / counted.clamp(min=1).float()
         return out
 
     def forward(self, batch: Dict[str, torch.Tensor], lam: float, diagnostics: bool = False):
         """Named losses (``total_loss`` is the one to minimise) and, when ``diagnostics`` (and MODEL.DIAGNOSTICS)
-        are on, the matching accuracy of argmax and of Hough on this batch's C5 features."""
+        are on, the matching accuracy of argmax and of Hough on this batch's C5 features.
+
+        The encoders run in the ambient precision (autocast under AMP); everything after them in fp32."""
         c5_q, g_q, d_q, _ = self.encoder_q(batch["view_q"])
         with torch.no_grad():
             self.momentum_update()
             c5_k, g_k, d_k, pooled_k = self.encode_keys(batch["view_k"])
+        with full_precision(c5_q.device):
+            out = self.losses(c5_q.detach().float(), g_q, d_q, c5_k.float(), g_k, d_k, batch, lam, diagnostics)
+        self.enqueue(g_k, pooled_k)
+        return out
+
+    def losses(self, c5_q, g_q, d_q, c5_k, g_k, d_k, batch, lam: float, diagnostics: bool) -> Dict:
         out = {}
         l_pos = (g_q * g_k).sum(dim=1)
-        out["loss_global"] = info_nce(l_pos, g_q @ self.queue.clone().detach().to(g_q.dtype), self.temperature).mean()
+        out["loss_global"] = info_nce(l_pos, g_q @ self.queue.clone().detach(), self.temperature).mean()
         out["pos_sim_global"] = l_pos.detach().mean()
-        index = None
+        positives = None
         if self.dense:
-            index, mask = self.positives(c5_q.detach(), c5_k, batch)
-            out["loss_dense"], out["pos_sim_dense"] = self.dense_loss(d_q, d_k, index, mask)
+            positives = self.matcher(c5_q, c5_k, batch, self.match_options)
+            out["loss_dense"], out["pos_sim_dense"] = self.dense_loss(d_q, d_k, positives)
             out["total_loss"] = (1 - lam) * out["loss_global"] + lam * out["loss_dense"]
         else:
             out["total_loss"] = out["loss_global"]
         if diagnostics and self.cfg.MODEL.DIAGNOSTICS:
-            out.update(self.matching_diagnostics(c5_q.detach(), c5_k, batch, index))
-        self.enqueue(g_k, pooled_k)
+            out.update(self.matching_diagnostics(c5_q, c5_k, batch, positives))
         return out
+
+
+def describe(cfg) -> str:
+    """The method a config trains, in words."""
+    if cfg.MODEL.LOSS_LAMBDA == 0:
+        return "MoCo-v2"
+    method = METHODS[cfg.MODEL.MATCHER]
+    if cfg.MODEL.MATCHER == "hough":
+        method += f" ({cfg.MODEL.HOUGH.SPACE})"
+    return f"{method}, lambda {cfg.MODEL.LOSS_LAMBDA}"

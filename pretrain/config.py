@@ -1,6 +1,9 @@
 """Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
 from fvcore.common.config import CfgNode as CN
 
+from .backbone import IMAGENET_MEAN, IMAGENET_STD
+from .matching import DEFAULT_SCALES, MATCHERS, SPACES, VOTES
+
 _C = CN()
 _C.SEED = 0
 _C.OUTPUT_DIR = "output/pretrain"
@@ -12,8 +15,8 @@ _C.DATA.ROOT = ""
 _C.INPUT = CN()
 _C.INPUT.SIZE = 224
 _C.INPUT.CROP_SCALE = (0.2, 1.0)
-_C.INPUT.MEAN = (0.485, 0.456, 0.406)
-_C.INPUT.STD = (0.229, 0.224, 0.225)
+_C.INPUT.MEAN = IMAGENET_MEAN
+_C.INPUT.STD = IMAGENET_STD
 
 _C.MODEL = CN()
 _C.MODEL.DEPTH = 50
@@ -37,7 +40,7 @@ _C.MODEL.HOUGH.POWER = 3.0
 _C.MODEL.HOUGH.TEMPERATURE = 0.05
 _C.MODEL.HOUGH.SIGMA = 1.0
 _C.MODEL.HOUGH.NORMALIZE_BINS = False
-_C.MODEL.HOUGH.SCALES = (0.5, 0.7071, 1.0, 1.4142, 2.0)
+_C.MODEL.HOUGH.SCALES = DEFAULT_SCALES
 
 _C.SOLVER = CN()
 _C.SOLVER.BATCH_SIZE = 32  # per process
@@ -87,9 +90,9 @@ def load_config(config_file: str = "", opts=()) -> CN:
 
 
 CHOICES = {
-    "MODEL.MATCHER": ("argmax", "hough", "threshold", "geometric"),
-    "MODEL.HOUGH.SPACE": ("translation", "similarity"),
-    "MODEL.HOUGH.VOTE": ("power", "softmax", "softmax2", "cosine"),
+    "MODEL.MATCHER": tuple(MATCHERS),
+    "MODEL.HOUGH.SPACE": SPACES,
+    "MODEL.HOUGH.VOTE": VOTES,
     "MODEL.DEPTH": (18, 34, 50, 101),
     "SOLVER.AMP": ("auto", "bf16", "fp16", "off"),
     "DEVICE": ("auto", "cpu", "cuda"),
@@ -111,10 +114,3 @@ def validate(cfg: CN) -> None:
             raise ConfigError(f"{key} = {cfg[section][name]} must be positive")
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
         raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")
-
-
-def hough_options(hough: CN) -> dict:
-    """MODEL.HOUGH as keyword arguments of pretrain.matching.hough_match."""
-    return dict(space=hough.SPACE, center=hough.CENTER, vote=hough.VOTE, power=hough.POWER,
-                temperature=hough.TEMPERATURE, sigma=hough.SIGMA, normalize_bins=hough.NORMALIZE_BINS,
-                scales=tuple(hough.SCALES))

@@ -1,14 +1,19 @@
-"""Training mechanics: schedules, one optimisation step, the loader for an epoch, and the metrics log."""
+"""Training mechanics: schedules, the loader for an epoch, one optimisation step, the loop, the metrics log."""
 import contextlib
 import json
+import logging
 import math
 import os
-from typing import Dict, Iterator, List
+import time
+from typing import Callable, Dict, Iterator, List
 
 import torch
 from torch.utils.data import DataLoader
 
+from . import distributed as du
 from .data import EpochSampler
+
+logger = logging.getLogger("pretrain")
 
 
 def learning_rate(cfg, iteration: int, max_iter: int, base_lr: float) -> float:
@@ -87,6 +92,51 @@ def train_step(model, batch, optimizer, scaler, autocast, lam: float, diagnostic
     return out
 
 
+def train_loop(cfg, model, optimizer, data: Iterator[Dict], start_iter: int, max_iter: int, log, stop, *,
+               base_lr: float, device: torch.device, scaler=None, autocast=contextlib.nullcontext,
+               channels_last: bool = False, checkpoint: Callable[[int], None] = lambda iteration: None) -> int:
+    """Iterations ``start_iter`` .. ``max_iter`` - 1 over ``data``; returns the number of iterations done.
+
+    ``log`` is the main process's MetricsLog (None elsewhere); ``checkpoint(iteration)`` is called every
+    ``SOLVER.CHECKPOINT_PERIOD`` iterations and when ``stop.requested()`` ends the loop early (a signal): every
+    process checks together, so that none waits alone in a collective.
+    """
+    model.train()
+    started = tic = time.time()
+    for iteration in range(start_iter, max_iter):
+        batch = to_device(next(data), device, channels_last)
+        data_time = time.time() - tic
+        lr_now = learning_rate(cfg, iteration, max_iter, base_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        lam = loss_lambda(cfg, iteration)
+        done = iteration + 1
+        log_now = done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1
+        out = train_step(model, batch, optimizer, scaler, autocast, lam, diagnostics=log_now)
+        if du.all_reduce_mean(torch.isfinite(out["total_loss"].detach()).float()).item() < 1:
+            raise FloatingPointError(f"non-finite total_loss at iteration {done} "
+                                     f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint in "
+                                     f"{cfg.OUTPUT_DIR} is the last good state")
+        if log_now:
+            # Every process joins the reduction; only the main one writes.
+            row = {"iteration": done, **{k: float(du.all_reduce_mean(v.detach())) for k, v in out.items()},
+                   "lr": lr_now, "lambda": lam, "time": time.time() - tic, "data_time": data_time}
+            if log is not None:
+                log.write(row)
+                eta = (time.time() - started) / (done - start_iter) * (max_iter - done)
+                logger.info("iter %d/%d  total_loss %.4f  %s  lr %.4g  time %.3fs  data %.3fs  eta %s", done,
+                            max_iter, row["total_loss"],
+                            "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"), lr_now, row["time"],
+                            data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
+        if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
+            checkpoint(done)
+        if stop.requested():
+            checkpoint(done)
+            return done - start_iter
+        tic = time.time()
+    return max_iter - start_iter
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one JSON row per logged iteration) and TensorBoard events beside it.
 
@@ -133,3 +183,25 @@ def read_metrics(path: str) -> List[Dict]:
                 except json.JSONDecodeError:
                     continue
     return rows
+
+
+def plot_metrics(run_dirs: Dict[str, str], path: str) -> str:
+    """Loss and matching accuracy (argmax, Hough) over the iterations of several pretraining runs, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, run_dir in run_dirs.items():
+        rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        its = [r["iteration"] for r in rows]
+        axes[0].plot(its, [r["total_loss"] for r in rows], label=name)
+        for key, style in (("acc_argmax", "--"), ("acc_hough", "-")):
+            axes[1].plot(its, [r.get(key, float("nan")) for r in rows], style, label=f"{name}: {key[4:]}")
+    axes[0].set(title="pretraining loss", xlabel="iteration")
+    axes[1].set(title="matching accuracy during pretraining (C5)", xlabel="iteration")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,19 +1,19 @@
-"""``tools/pretrain.py``: set up (config, processes, data, model), then train with checkpoints and logs."""
+"""``tools/pretrain_net.py``: set up (config, processes, data, model, resume), then run ``engine.train_loop``."""
 import argparse
 import logging
 import os
 import signal
 import sys
-import time
 
 import torch
 
 from . import distributed as du
-from .builder import ContrastiveModel
-from .checkpoint import CheckpointError, atomic_torch_save, atomic_write, load_latest, save_checkpoint
+from .backbone import save_backbone
+from .builder import ContrastiveModel, describe
+from .checkpoint import CheckpointError, atomic_write, load_latest, save_checkpoint
 from .config import ConfigError, load_config
 from .data import DataError, TwoViewDataset
-from .engine import MetricsLog, amp_dtype, autocast_context, batches, learning_rate, loss_lambda, to_device, train_step
+from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
 from .transforms import TwoViewTransform
 
 logger = logging.getLogger("pretrain")
@@ -49,14 +49,20 @@ def setup_logging(output_dir: str) -> None:
 
 
 class StopRequest:
-    """SIGTERM / SIGUSR1 (SLURM preemption or time limit): finish the iteration, checkpoint, exit."""
+    """SIGTERM / SIGUSR1 (SLURM preemption or time limit) and Ctrl-C: finish the iteration, checkpoint, exit.
+    A second Ctrl-C stops at once."""
 
     def __init__(self):
         self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self.handle)
 
     def handle(self, signum, frame):
+        if signum == signal.SIGINT:
+            if self.signal == signal.SIGINT:
+                raise KeyboardInterrupt
+            print("\nCtrl-C: stopping after this iteration with a checkpoint (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
         self.signal = signum
 
     def requested(self) -> bool:
@@ -75,14 +81,6 @@ def set_rng_state(state) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def export_backbone(cfg, model) -> str:
-    """``OUTPUT_DIR/backbone.pth``: the query encoder as a plain torchvision ResNet state_dict, no ``fc``."""
-    path = os.path.join(cfg.OUTPUT_DIR, "backbone.pth")
-    state = {k: v.detach().cpu() for k, v in model.encoder_q.backbone.state_dict().items()}
-    atomic_torch_save(state, path)
-    return path
 
 
 def train(cfg, resume: bool, device: torch.device) -> int:
@@ -130,70 +128,33 @@ def train(cfg, resume: bool, device: torch.device) -> int:
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
 
-    log = MetricsLog(cfg.OUTPUT_DIR, start_iter) if du.is_main_process() else None
-    stop = StopRequest()
-
     def checkpoint(iteration):
         if du.is_main_process():
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else {}, "iteration": iteration,
                      "rng": rng_state(), "cfg": cfg.dump()}
-            path = save_checkpoint(cfg.OUTPUT_DIR, iteration, state)
-            logger.info("checkpoint %s", path)
+            logger.info("checkpoint %s", save_checkpoint(cfg.OUTPUT_DIR, iteration, state))
         du.barrier()
 
+    log = MetricsLog(cfg.OUTPUT_DIR, start_iter) if du.is_main_process() else None
+    stop = StopRequest()
     data = batches(cfg, dataset, start_iter, iters_per_epoch, world, rank)
-    ddp.train()
-    started, tic = time.time(), time.time()
-    for iteration in range(start_iter, max_iter):
-        batch = to_device(next(data), device, channels_last)
-        data_time = time.time() - tic
-        lr_now = learning_rate(cfg, iteration, max_iter, lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        lam = loss_lambda(cfg, iteration)
-        done = iteration + 1
-        log_now = done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1
-        out = train_step(ddp, batch, optimizer, scaler, autocast, lam, diagnostics=log_now)
-        # Every process decides together, or one would stop while the others wait in a collective.
-        if du.all_reduce_mean(torch.isfinite(out["total_loss"].detach()).float()).item() < 1:
-            raise FloatingPointError(f"non-finite total_loss at iteration {done} "
-                                     f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint in "
-                                     f"{cfg.OUTPUT_DIR} is the last good state")
-        step_time = time.time() - tic
-        if log_now:
-            # Every process joins the reduction; only the main one writes.
-            row = {"iteration": done, **{k: float(du.all_reduce_mean(v.detach())) for k, v in out.items()},
-                   "lr": lr_now, "lambda": lam, "time": step_time, "data_time": data_time}
-            if log is not None:
-                log.write(row)
-                eta = (time.time() - started) / (done - start_iter) * (max_iter - done)
-                logger.info("iter %d/%d  total_loss %.4f  %s  lr %.4g  time %.3fs  data %.3fs  eta %s", done, max_iter,
-                            row["total_loss"], "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"),
-                            lr_now, step_time, data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
-        if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
-            checkpoint(done)
-        if stop.requested():
-            checkpoint(done)
-            logger.info("stopped by signal %s at iteration %d; continue with --resume", stop.signal, done)
-            if log is not None:
-                log.close()
-            return 128 + (stop.signal or signal.SIGTERM)
-        tic = time.time()
-
+    try:
+        done = start_iter + train_loop(cfg, ddp, optimizer, data, start_iter, max_iter, log, stop, base_lr=lr,
+                                       device=device, scaler=scaler, autocast=autocast,
+                                       channels_last=channels_last, checkpoint=checkpoint)
+    finally:
+        if log is not None:
+            log.close()
+    if done < max_iter:
+        logger.info("stopped by signal %s at iteration %d; continue with the same command and --resume",
+                    stop.signal, done)
+        return 128 + stop.signal
     checkpoint(max_iter)
     if du.is_main_process():
-        logger.info("backbone: %s", export_backbone(cfg, model))
-        log.close()
+        path = save_backbone(model.encoder_q.backbone, os.path.join(cfg.OUTPUT_DIR, "backbone.pth"))
+        logger.info("backbone: %s", path)
     return 0
-
-
-def describe(cfg) -> str:
-    if cfg.MODEL.LOSS_LAMBDA == 0:
-        return "MoCo-v2"
-    names = {"argmax": "DenseCL", "hough": f"HoughCL ({cfg.MODEL.HOUGH.SPACE})", "threshold": "PixPro-style",
-             "geometric": "geometric oracle"}
-    return f"{names[cfg.MODEL.MATCHER]}, lambda {cfg.MODEL.LOSS_LAMBDA}"
 
 
 def main(argv=None) -> int:

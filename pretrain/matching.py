@@ -17,17 +17,38 @@ match votes for the translation ``t = c_k(j) - (f*s*u_i, s*v_i)`` in key cell un
 from the grid centre. "translation" is the single slice (1, +1); "similarity" adds scales and mirroring,
 which random resized crops and flips produce between the two views of an image.
 """
+import dataclasses
 import functools
 import math
-from typing import Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .geometry import threshold_positives, true_partners
 
 SPACES = ("translation", "similarity")
 VOTES = ("power", "softmax", "softmax2", "cosine")
 DEFAULT_SCALES = tuple(2.0 ** (k / 2) for k in range(-2, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class HoughOptions:
+    """How Hough matching votes (``MODEL.HOUGH`` of the pretraining config)."""
+    space: str = "similarity"
+    center: bool = True
+    vote: str = "power"
+    power: float = 3.0
+    temperature: float = 0.05
+    sigma: float = 1.0
+    normalize_bins: bool = False
+    scales: Tuple[float, ...] = DEFAULT_SCALES
+
+    @classmethod
+    def from_cfg(cls, node) -> "HoughOptions":
+        return cls(space=node.SPACE, center=node.CENTER, vote=node.VOTE, power=node.POWER,
+                   temperature=node.TEMPERATURE, sigma=node.SIGMA, normalize_bins=node.NORMALIZE_BINS,
+                   scales=tuple(node.SCALES))
 
 
 def similarity(fq: Tensor, fk: Tensor, center: bool = False, eps: float = 1e-12) -> Tensor:
@@ -137,25 +158,23 @@ def smooth(space: Tensor, sigma: float) -> Tensor:
 
 
 def hough_confidence(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, int],
-                     space: str = "similarity", vote: str = "power", power: float = 3.0,
-                     temperature: float = 0.05, sigma: float = 1.0, normalize_bins: bool = False,
-                     scales: Sequence[float] = DEFAULT_SCALES) -> Tensor:
+                     opts: HoughOptions = HoughOptions()) -> Tensor:
     """Probabilistic Hough matching confidence ``conf(i, j) = a(i, j) * sum_slices H(bin(i, j))``.
 
     ``sim`` is ``[N, Lq, Lk]``; returns the same shape. Never materialises ``[N, Lq, Lk, slices]``: votes are
     scattered into all slices in one call from a broadcast view, and read back one slice at a time.
     """
     n, lq, lk = sim.shape
-    a = votes(sim, vote, power, temperature).reshape(n, 1, lq * lk)
-    bins, by, bx = vote_bins(tuple(grid_q), tuple(grid_k), slices_for(space, tuple(scales)), str(sim.device))
+    a = votes(sim, opts.vote, opts.power, opts.temperature).reshape(n, 1, lq * lk)
+    bins, by, bx = vote_bins(tuple(grid_q), tuple(grid_k), slices_for(opts.space, opts.scales), str(sim.device))
     s = bins.shape[0]
     index = bins.unsqueeze(0).expand(n, s, lq * lk)
     hough = a.new_zeros(n, s, by * bx).scatter_add_(2, index, a.expand(n, s, lq * lk))
-    if normalize_bins:
+    if opts.normalize_bins:
         # A bin near zero offset collects many more candidate pairs than one at the border; count them.
         count = torch.zeros(s, by * bx, device=sim.device).scatter_add_(1, bins, torch.ones_like(bins, dtype=a.dtype))
         hough = hough / count.clamp(min=1).unsqueeze(0)
-    hough = smooth(hough.view(n * s, by, bx), sigma).view(n, s, by * bx)
+    hough = smooth(hough.view(n * s, by, bx), opts.sigma).view(n, s, by * bx)
     # One slice at a time into two reused buffers: fresh [N, Lq*Lk] allocations per slice cost page faults.
     support = hough[:, 0].gather(1, bins[0].expand(n, lq * lk))
     if s > 1:
@@ -166,26 +185,75 @@ def hough_confidence(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, in
 
 
 @torch.no_grad()
-def hough_match(fq: Tensor, fk: Tensor, space: str = "similarity", center: bool = True, vote: str = "power",
-                power: float = 3.0, temperature: float = 0.05, sigma: float = 1.0,
-                normalize_bins: bool = False, scales: Sequence[float] = DEFAULT_SCALES) -> Tensor:
-    """HoughCL: each query cell takes the key cell of highest Hough confidence. Returns ``[N, Lq]``.
+def hough_match(fq: Tensor, fk: Tensor, opts: HoughOptions = HoughOptions(), return_confidence: bool = False):
+    """HoughCL: each query cell takes the key cell of highest Hough confidence. Returns ``[N, Lq]``, and with
+    ``return_confidence`` also that confidence ``[N, Lq]``.
 
     Defaults (centred features, selective power-3 votes, similarity+flip space) follow the matching-accuracy
     measurements in docs/results.md: naive voting on raw ReLU cosines is worse than argmax.
     """
-    sim = similarity(fq, fk, center=center)
-    conf = hough_confidence(sim, fq.shape[-2:], fk.shape[-2:], space=space, vote=vote, power=power,
-                            temperature=temperature, sigma=sigma, normalize_bins=normalize_bins, scales=scales)
-    return conf.argmax(dim=2)
+    sim = similarity(fq, fk, center=opts.center)
+    best = hough_confidence(sim, fq.shape[-2:], fk.shape[-2:], opts).max(dim=2)
+    return (best.indices, best.values) if return_confidence else best.indices
 
 
-def index_to_mask(match: Tensor, num_keys: int) -> Tensor:
-    """``[N, Lq]`` key indices (-1 = none) -> ``[N, Lq, Lk]`` bool positives."""
-    mask = F.one_hot(match.clamp(min=0), num_keys).bool()
-    return mask & (match >= 0).unsqueeze(-1)
+class Positives(NamedTuple):
+    """A matcher's choice of positive key cells: ``index [N, Lq]`` (-1 for none), or ``mask [N, Lq, Lk]`` for
+    matchers that give several positives per query cell; the other field is None."""
+    index: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
+
+    def valid(self) -> Tensor:
+        """``[N, Lq]`` bool: the query cells that have a positive."""
+        return self.index >= 0 if self.index is not None else self.mask.any(-1)
 
 
-# The geometric matchers live with the geometry; exported here so that every matcher has one home.
-from .geometry import matching_accuracy, matching_hits, threshold_positives  # noqa: E402,F401
-from .geometry import true_partners as geometric_match  # noqa: E402,F401
+@dataclasses.dataclass(frozen=True)
+class MatchOptions:
+    """Everything the matchers read: the Hough options and PixPro's distance threshold (``MODEL.THRESHOLD``)."""
+    hough: HoughOptions = HoughOptions()
+    threshold: float = 0.7
+
+    @classmethod
+    def from_cfg(cls, model_node) -> "MatchOptions":
+        return cls(HoughOptions.from_cfg(model_node.HOUGH), float(model_node.THRESHOLD))
+
+
+# name -> (fq, fk, views, opts) -> Positives. ``views`` holds each view's crop box and flip (box_q, flip_q,
+# box_k, flip_k), which only the geometric matchers read. Config choices, the model, the docs and the tools
+# all read this table, so that a matcher added here is available everywhere.
+Matcher = Callable[[Tensor, Tensor, Dict[str, Tensor], MatchOptions], Positives]
+MATCHERS: Dict[str, Matcher] = {}
+METHODS: Dict[str, str] = {}  # matcher name -> the method it makes of the dense loss
+
+
+def register(name: str, method: str):
+    def add(fn: Matcher) -> Matcher:
+        MATCHERS[name], METHODS[name] = fn, method
+        return fn
+    return add
+
+
+def _geometry(fq: Tensor, fk: Tensor, views: Dict[str, Tensor]):
+    return (views["box_q"], views["flip_q"], tuple(fq.shape[-2:]), views["box_k"], views["flip_k"],
+            tuple(fk.shape[-2:]))
+
+
+@register("argmax", "DenseCL")
+def _argmax(fq, fk, views, opts):
+    return Positives(index=argmax_match(fq, fk))
+
+
+@register("hough", "HoughCL")
+def _hough(fq, fk, views, opts):
+    return Positives(index=hough_match(fq, fk, opts.hough))
+
+
+@register("threshold", "PixPro-style")
+def _threshold(fq, fk, views, opts):
+    return Positives(mask=threshold_positives(*_geometry(fq, fk, views), ratio=opts.threshold))
+
+
+@register("geometric", "geometric oracle")
+def _geometric(fq, fk, views, opts):
+    return Positives(index=true_partners(*_geometry(fq, fk, views)))

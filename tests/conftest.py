@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 
@@ -8,6 +9,15 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
 PYTHON = sys.executable
+
+
+def load_tool(name):
+    """A script of tools/ as a module, to call its main() in this process (interpreter start-up dominates a
+    subprocess); the scripts import only installed packages, so nothing about sys.path changes."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(TOOLS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_images(folder, count=12, seed=0):

@@ -17,17 +17,15 @@ import platform
 import statistics
 import sys
 import time
-import weakref
+from dataclasses import replace
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-import _bootstrap  # noqa: F401  isort:skip
-from pretrain import matching  # noqa: E402
-from pretrain.builder import ContrastiveModel  # noqa: E402
-from pretrain.config import get_cfg, hough_options  # noqa: E402
-from pretrain.engine import amp_dtype, autocast_context, train_step  # noqa: E402
+from pretrain import matching
+from pretrain.builder import ContrastiveModel
+from pretrain.config import get_cfg
+from pretrain.engine import amp_dtype, autocast_context, train_step
+from pretrain.timing import interleaved, paired_ratio, peak_memory
 
 STEP_VARIANTS = {
     "mocov2": ["MODEL.LOSS_LAMBDA", 0.0],
@@ -35,33 +33,6 @@ STEP_VARIANTS = {
     "houghcl": ["MODEL.MATCHER", "hough", "MODEL.HOUGH.SPACE", "translation"],
     "houghcl_similarity": ["MODEL.MATCHER", "hough", "MODEL.HOUGH.SPACE", "similarity"],
 }
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved(functions, warmup, repeats, device):
-    """Median and spread of each function's time, run in turn."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
-            for name, t in times.items()}
-
-
-def paired_ratio(timing, a, b):
-    """Median over rounds of a's time / b's time in the same round: drifts of the machine cancel out."""
-    return statistics.median(x / y for x, y in zip(timing[a]["times"], timing[b]["times"]))
 
 
 def step_cfg(args, opts):
@@ -128,64 +99,18 @@ def bench_step(args):
                          "amp": args.amp}}
 
 
-class LiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of tensor storage alive at once among the tensors created inside this context (CPU or GPU),
-    counting each storage once however many views share it; storages of ``existing`` tensors do not count."""
-
-    def __init__(self, existing=()):
-        super().__init__()
-        self.live = {t.untyped_storage().data_ptr(): [0, 1 << 60] for t in existing}
-        self.current = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.track(t)
-        return out
-
-    def track(self, t):
-        ptr = t.untyped_storage().data_ptr()
-        entry = self.live.get(ptr)
-        if entry is None:
-            entry = self.live[ptr] = [t.untyped_storage().nbytes(), 0]
-            self.current += entry[0]
-            self.peak = max(self.peak, self.current)
-        entry[1] += 1
-        weakref.finalize(t, self.release, ptr)
-
-    def release(self, ptr):
-        entry = self.live[ptr]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[ptr]
-
-
-def peak_memory(fn, inputs, device):
-    """Peak memory of one call of ``fn``: CUDA's allocator counter on GPU, live tensor bytes on CPU."""
-    fn()  # warm the index caches first: they are built once per shape, not per call
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        return torch.cuda.max_memory_allocated() - base
-    with LiveTensorBytes(existing=inputs) as tracker:
-        fn()
-    return tracker.peak
-
-
 def bench_match(args):
     device = torch.device(args.device)
-    options = hough_options(get_cfg().MODEL.HOUGH)
-    options.pop("space")
+    options = matching.MatchOptions.from_cfg(get_cfg().MODEL)
+    compared = {"argmax": ("argmax", options),
+                "hough_translation": ("hough", matching.MatchOptions(replace(options.hough, space="translation"))),
+                "hough_similarity": ("hough", matching.MatchOptions(replace(options.hough, space="similarity")))}
     result = {}
     for grid in args.grids:
         fq = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
         fk = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
-        functions = {"argmax": lambda: matching.argmax_match(fq, fk),
-                     "hough_translation": lambda: matching.hough_match(fq, fk, space="translation", **options),
-                     "hough_similarity": lambda: matching.hough_match(fq, fk, space="similarity", **options)}
+        functions = {name: (lambda m=matcher, o=opts: matching.MATCHERS[m](fq, fk, {}, o))
+                     for name, (matcher, opts) in compared.items()}
         timing = interleaved(functions, 1, args.match_repeats, device)
         lq = grid * grid
         result[str(grid)] = {

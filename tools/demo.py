@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
-import _bootstrap  # noqa: F401  isort:skip
-from pretrain.engine import read_metrics  # noqa: E402
+from pretrain.engine import plot_metrics
+from transfer.results import RESULTS_FILE, seed_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join("output", "demo")
@@ -41,27 +41,6 @@ class Step:
 
 def tool(name, *args):
     return [PYTHON, os.path.join("tools", name), *map(str, args)]
-
-
-def plot_pretraining(out, methods):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for method in methods:
-        rows = read_metrics(os.path.join(out, f"pretrain_{method}", "metrics.jsonl"))
-        its = [r["iteration"] for r in rows]
-        axes[0].plot(its, [r["total_loss"] for r in rows], label=method)
-        for key, style in (("acc_argmax", "--"), ("acc_hough", "-")):
-            axes[1].plot(its, [r[key] for r in rows], style, label=f"{method}: {key[4:]}")
-    axes[0].set(title="pretraining loss", xlabel="iteration")
-    axes[1].set(title="matching accuracy during pretraining (C5)", xlabel="iteration")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, "pretraining.png")
-    fig.savefig(path, dpi=100)
-    print(f"  wrote {path}")
 
 
 def matching_table(out, methods):
@@ -119,7 +98,7 @@ def main(argv=None):
     for method, opts in methods.items():
         run_dir = f"{out}/pretrain_{method}"
         step.run(f"pretrain {method} (ResNet-18, {args.pretrain_iters} iterations)", tool(
-            "pretrain.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume", *opts,
+            "pretrain_net.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume", *opts,
             "SOLVER.MAX_ITER", args.pretrain_iters, "OUTPUT_DIR", run_dir), f"{run_dir}/backbone.pth", args.force)
         step.run(f"convert {method} to Detectron2 and verify", tool(
             "convert.py", f"{run_dir}/backbone.pth", f"{out}/{method}_r18.pkl", "--verify"),
@@ -133,15 +112,16 @@ def main(argv=None):
         "--out", f"{out}/matches.png", "--seed", 3), f"{out}/matches.png", args.force)
     for name, weights in [("random_init", "")] + [(m, f"{out}/{m}_r18.pkl") for m in methods]:
         run_dir = f"{out}/trees_{name}"
-        done = f"{run_dir}/seed_{seeds - 1}/final_results.json" if seeds > 1 else f"{run_dir}/final_results.json"
+        done = os.path.join(seed_dir(run_dir, seeds - 1), RESULTS_FILE)
         step.run(f"fine-tune Faster R-CNN R18-FPN on the trees from {name} ({args.finetune_iters} iterations, "
                  f"{seeds} seed(s))",
                  tool("train_net.py", "--config-file", "configs/transfer/tiny/trees_R_18_FPN_cpu.yaml", *TREES,
                       "--seeds", seeds, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", args.finetune_iters,
                       "SOLVER.STEPS", f"({int(args.finetune_iters * 0.8)},)", "OUTPUT_DIR", run_dir), done, args.force)
     step.run("collect the detection results", tool(
-        "collect_results.py", *[f"{out}/trees_{n}" for n in ["random_init", *methods]], "--out", f"{out}/table"))
-    plot_pretraining(out, methods)
+        "collect_results.py", *[f"{out}/trees_{n}" for n in ["random_init", *methods]], "--names", "random_init",
+        *methods, "--baseline", "random_init", "--baseline", "densecl", "--out", f"{out}/table"))
+    print("  wrote", plot_metrics({m: f"{out}/pretrain_{m}" for m in methods}, os.path.join(out, "pretraining.png")))
     print("\nMatching accuracy (64 view pairs of the photos, ResNet-18 layer3, within one cell of the truth):")
     print(matching_table(out, methods))
     if args.study:
@@ -150,7 +130,8 @@ def main(argv=None):
             f.write(table + "\n")
         print(f"\nMatching accuracy over the course of pretraining (96 view pairs):\n{table}")
     with open(f"{out}/table.md") as f:
-        print(f"\nTree detection on the held-out test tiles (bbox AP, mean ± std over {seeds} seed(s)):\n{f.read()}")
+        print(f"\nTree detection on the held-out test tiles "
+              f"(bbox AP over {seeds} seed(s), seeds 0..{seeds - 1}):\n{f.read()}")
     print(f"All outputs under {out}/ (tables, metrics, pretraining.png, matches.png). "
           f"Total {time.strftime('%M:%S', time.gmtime(time.time() - step.started))}.")
     return 0

@@ -12,17 +12,19 @@ import argparse
 import json
 import sys
 
-import _bootstrap  # noqa: F401  isort:skip
-from pretrain.checkpoint import atomic_write  # noqa: E402
-from pretrain.config import ConfigError, hough_options, load_config  # noqa: E402
-from pretrain.study import MATCHERS, matching_study  # noqa: E402
+from pretrain.backbone import BackboneError
+from pretrain.checkpoint import atomic_write
+from pretrain.config import ConfigError, load_config
+from pretrain.matching import HoughOptions
+from pretrain.matching_eval import COMPARED, matching_study
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", required=True, help="a folder of images or a list file")
     parser.add_argument("--weights", help="backbone.pth or a pretraining checkpoint (default: random init)")
-    parser.add_argument("--depth", type=int, default=None, help="ResNet depth (default: MODEL.DEPTH of the config)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="ResNet depth (default: that of --weights; ResNet-18 at random init)")
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=224)
@@ -33,15 +35,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config_file, args.opts)
-        result = matching_study(args.images, args.weights, args.depth or cfg.MODEL.DEPTH, args.pairs, args.seed,
-                                args.size, args.layer, hough_options(cfg.MODEL.HOUGH))
-    except (ConfigError, ValueError, OSError) as e:
+        result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, args.layer,
+                                HoughOptions.from_cfg(cfg.MODEL.HOUGH))
+    except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
           f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
     print("| matcher | all | same orientation | mirrored |\n|---|---|---|---|")
-    for name in MATCHERS:
+    for name in COMPARED:
         parts = result["by_orientation"][name]
         cells = [f"{v:.3f}" if v is not None else "-" for v in (parts["same_orientation"], parts["mirrored"])]
         print(f"| {name} | {result[name]:.3f} | {cells[0]} | {cells[1]} |")

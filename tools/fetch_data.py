@@ -26,8 +26,7 @@ import tempfile
 import zipfile
 from xml.etree import ElementTree as ET
 
-import _bootstrap  # noqa: F401  isort:skip
-from pretrain.checkpoint import sha256_of  # noqa: E402
+from pretrain.checkpoint import sha256_of
 
 SOURCES = [
     {"package": "foolbox", "version": "3.3.4",

@@ -17,6 +17,9 @@ import sys
 
 import submitit
 
+from transfer.results import seed_dir
+from transfer.trainer import overrides_last
+
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -29,7 +32,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
     def command(self):
         if self.kind == "pretrain":
             # One SLURM task per GPU: pretrain/distributed.py reads the SLURM variables itself.
-            return [sys.executable, os.path.join(TOOLS, "pretrain.py"), "--resume"] + self.argv
+            return [sys.executable, os.path.join(TOOLS, "pretrain_net.py"), "--resume"] + self.argv
         # Detectron2: one task per node, launch() spawns a process per GPU.
         env = submitit.JobEnvironment()
         port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
@@ -60,9 +63,10 @@ def parse_args(argv=None):
     parser.add_argument("--timeout-min", type=int, default=72 * 60)
     parser.add_argument("--job-name", default=None)
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and report how they ended")
-    args, opts = parser.parse_known_args(argv)  # what is left: KEY VALUE overrides for the config
+    # What is left goes to the command: KEY VALUE overrides, and for finetune any train_net.py flag (--voc ...).
+    args, opts = parser.parse_known_args(argv)
     unknown = [o for o in opts if o.startswith("--")]
-    if unknown:
+    if unknown and args.kind == "pretrain":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.opts = opts
     return args
@@ -73,9 +77,7 @@ def output_dir_of(args):
     opts = list(args.opts)
     if "OUTPUT_DIR" in opts[:-1]:
         return opts[opts.index("OUTPUT_DIR") + 1]
-    import _bootstrap  # noqa: F401
-
-    from transfer import setup_cfg
+    from transfer.config import setup_cfg
     return setup_cfg(args.config_file).OUTPUT_DIR
 
 
@@ -101,12 +103,12 @@ def main(argv=None):
     if not os.path.exists(args.config_file):
         print(f"error: {args.config_file}: no such config file", file=sys.stderr)
         return 1
-    base = ["--config-file", args.config_file] + list(args.opts)
+    base = ["--config-file", args.config_file] + overrides_last(list(args.opts))
     if args.kind == "finetune":
         gpus = ["--num-gpus", str(args.gpus_per_node if args.cluster != "local" else 1)]
         out = output_dir_of(args)
         commands = [ResumableCommand("finetune", gpus + base + ["SEED", str(k), "OUTPUT_DIR",
-                                                                os.path.join(out, f"seed_{k}")])
+                                                                seed_dir(out, k)])
                     for k in range(args.seeds)]
     else:
         commands = [ResumableCommand("pretrain", base)]

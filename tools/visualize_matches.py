@@ -14,17 +14,17 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-import _bootstrap  # noqa: F401  isort:skip
-from pretrain import matching  # noqa: E402
-from pretrain.config import hough_options, load_config  # noqa: E402
-from pretrain.data import list_images, readable_images  # noqa: E402
-from pretrain.geometry import true_partners  # noqa: E402
-from pretrain.study import build_backbone, features, view_pairs  # noqa: E402
+from pretrain import matching
+from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, build_resnet, resnet_features
+from pretrain.config import load_config
+from pretrain.data import list_images, readable_images
+from pretrain.geometry import true_partners
+from pretrain.matching_eval import view_pairs
 
 GAP, LABEL = 8, 18
 
 
-def to_image(view, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+def to_image(view, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     x = view * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     return Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8"))
 
@@ -65,7 +65,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", required=True)
     parser.add_argument("--weights", default=None)
-    parser.add_argument("--depth", type=int, default=18)
+    parser.add_argument("--depth", type=int, default=None, help="default: that of --weights; 18 at random init")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--layer", default="layer3", choices=("layer3", "layer4"))
     parser.add_argument("--seed", type=int, default=0, help="which view pair")
@@ -77,16 +77,15 @@ def main(argv=None):
         print(f"error: {args.images}: no readable image", file=sys.stderr)
         return 1
     batch = next(view_pairs(paths, 1, args.seed, args.size))
-    model = build_backbone(args.depth, args.weights)
-    fq, fk = features(model, batch["view_q"], args.layer), features(model, batch["view_k"], args.layer)
+    model = build_resnet(args.depth, args.weights)
+    fq, fk = resnet_features(model, batch["view_q"], args.layer), resnet_features(model, batch["view_k"], args.layer)
     grid_q, grid_k = tuple(fq.shape[-2:]), tuple(fk.shape[-2:])
     truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)[0]
-    options = hough_options(load_config().MODEL.HOUGH)
-    sim = matching.similarity(fq, fk)
-    conf = matching.hough_confidence(matching.similarity(fq, fk, center=options.pop("center")), grid_q, grid_k,
-                                     **options)
-    rows = [("argmax (DenseCL)", sim[0].argmax(1), sim[0].max(1).values),
-            (f"Hough, {options['space']} (HoughCL)", conf[0].argmax(1), conf[0].max(1).values)]
+    options = matching.HoughOptions.from_cfg(load_config().MODEL.HOUGH)
+    best = matching.similarity(fq, fk).max(dim=2)
+    picks, confidence = matching.hough_match(fq, fk, options, return_confidence=True)
+    rows = [("argmax (DenseCL)", best.indices[0], best.values[0]),
+            (f"Hough, {options.space} (HoughCL)", picks[0], confidence[0])]
     picture = draw((batch["view_q"][0], batch["view_k"][0]), rows, grid_q, grid_k, truth, args.size, args.top)
     tmp = args.out + ".tmp.png"
     picture.save(tmp)

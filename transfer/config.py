@@ -1,6 +1,10 @@
 """Transfer config: Detectron2's defaults + this add-on's keys, then the file, then command-line overrides."""
+import os
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transfer")
 
 
 def add_transfer_config(cfg: CN) -> None:

@@ -1,18 +1,16 @@
 """tools/convert.py: exact renaming, every foreign layout, every failure case (non-zero exit, no file)."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
 import pickle
 import subprocess
-import sys
 
 import pytest
 import torch
 import torchvision
 
-from .conftest import PYTHON, ROOT, TOOLS
+from ..conftest import PYTHON, ROOT, TOOLS, load_tool
 
 
 def moco_reference_name(k):
@@ -41,18 +39,7 @@ def resnet_state(depth, seed=0):
     return model.state_dict()
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convert_tool", os.path.join(TOOLS, "convert.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, TOOLS)  # as when run as a script (its _bootstrap takes the folder off again)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = [p for p in sys.path if p != TOOLS]
-    return module
-
-
-CONVERT = load_tool()
+CONVERT = load_tool("convert")
 
 
 def convert(*args):

@@ -12,14 +12,14 @@ import torch
 from pretrain.checkpoint import CheckpointError, atomic_torch_save, load_latest
 from pretrain.engine import read_metrics
 
-from .conftest import PYTHON, ROOT, TOOLS, write_images
-from .test_pretrain_cli import broken_files
+from ..conftest import PYTHON, ROOT, TOOLS, write_images
+from .test_pretrain_net import broken_files
 
 TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")
 
 
 def command(image_folder, out, *extra):
-    return [PYTHON, os.path.join(TOOLS, "pretrain.py"), "--config-file", TINY, "DATA.ROOT", str(image_folder),
+    return [PYTHON, os.path.join(TOOLS, "pretrain_net.py"), "--config-file", TINY, "DATA.ROOT", str(image_folder),
             "MODEL.MATCHER", "hough", "SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "2",
             "DATALOADER.NUM_WORKERS", "0", "SEED", "7", "OUTPUT_DIR", str(out), *map(str, extra)]
 

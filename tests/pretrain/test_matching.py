@@ -45,7 +45,7 @@ def accuracy_on(pred, truth, mask, width):
 def test_hough_recovers_planted_geometry_where_argmax_takes_decoys(space, shift, mirrored):
     fq, fk, truth, decoyed = planted(shift=shift, mirrored=mirrored)
     argmax = matching.argmax_match(fq, fk)
-    hough = matching.hough_match(fq, fk, space=space)
+    hough = matching.hough_match(fq, fk, matching.HoughOptions(space=space))
     assert accuracy_on(argmax, truth, decoyed, 8) < 0.1
     assert accuracy_on(hough, truth, decoyed, 8) > 0.9
     assert accuracy_on(hough, truth, truth >= 0, 8) > 0.9
@@ -56,11 +56,12 @@ def test_result_shape_dtype_and_batch_independence():
     fq2, fk2, _, _ = planted(seed=2, mirrored=True)
     fq, fk = torch.cat([fq1, fq2]), torch.cat([fk1, fk2])
     for space in matching.SPACES:
-        both = matching.hough_match(fq, fk, space=space)
+        both = matching.hough_match(fq, fk, matching.HoughOptions(space=space))
         assert both.shape == (2, 64) and both.dtype == torch.long
-        assert torch.equal(both[1:], matching.hough_match(fq2, fk2, space=space))
+        assert torch.equal(both[1:], matching.hough_match(fq2, fk2, matching.HoughOptions(space=space)))
     # Non-square grids of different sizes and unnormalised inputs are accepted.
-    out = matching.hough_match(torch.randn(3, 16, 5, 7), 10 * torch.randn(3, 16, 6, 4), space="similarity")
+    out = matching.hough_match(torch.randn(3, 16, 5, 7), 10 * torch.randn(3, 16, 6, 4),
+                               matching.HoughOptions(space="similarity"))
     assert out.shape == (3, 35) and int(out.max()) < 24
 
 
@@ -128,7 +129,7 @@ def test_confidence_matches_brute_force(space, sigma):
     torch.manual_seed(0)
     grid_q, grid_k = (3, 4), (4, 3)
     sim = torch.rand(1, 12, 12) * 2 - 1
-    fast = matching.hough_confidence(sim, grid_q, grid_k, space=space, vote="power", sigma=sigma)
+    fast = matching.hough_confidence(sim, grid_q, grid_k, matching.HoughOptions(space=space, vote="power", sigma=sigma))
     slow = brute_force_confidence(sim[0], grid_q, grid_k, matching.slices_for(space), sigma)
     torch.testing.assert_close(fast[0].double(), slow, rtol=1e-5, atol=1e-6)
 
@@ -170,7 +171,10 @@ def test_oracle_is_perfect_and_accuracy_counts_tolerance():
     truth = true_partners(boxes_q, flips_q, (7, 7), boxes_k, flips_k, (7, 7))
     assert (truth >= 0).any()
     assert matching_accuracy(truth, truth, 7).item() == 1.0
-    assert torch.equal(matching.geometric_match(boxes_q, flips_q, (7, 7), boxes_k, flips_k, (7, 7)), truth)
+    views = {"box_q": boxes_q, "flip_q": flips_q, "box_k": boxes_k, "flip_k": flips_k}
+    grid = torch.zeros(2, 1, 7, 7)
+    oracle = matching.MATCHERS["geometric"](grid, grid, views, matching.MatchOptions())
+    assert oracle.mask is None and torch.equal(oracle.index, truth)
     pred = torch.tensor([[0, 8, 3]])
     labels = torch.tensor([[1, 16, -1]])  # cell 0 vs 1: one column off; 8 vs 16: one row off; third: no partner
     assert matching_accuracy(pred, labels, 8, tolerance=1).item() == 1.0

@@ -1,4 +1,4 @@
-"""tools/pretrain.py end to end on CPU: every matcher, exact resume, bad configs and bad images."""
+"""tools/pretrain_net.py end to end on CPU: every matcher, exact resume, bad configs and bad images."""
 import json
 import math
 import os
@@ -12,13 +12,13 @@ import torchvision
 from pretrain.engine import read_metrics
 from pretrain.main import main
 
-from .conftest import PYTHON, ROOT, TOOLS, write_images
+from ..conftest import PYTHON, ROOT, TOOLS, write_images
 
 TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")
 
 
 def run_cli(*args, check=True):
-    result = subprocess.run([PYTHON, os.path.join(TOOLS, "pretrain.py"), "--config-file", TINY, *map(str, args)],
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "pretrain_net.py"), "--config-file", TINY, *map(str, args)],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,10 +1,8 @@
 """fetch_data on a local fake package, the tiling split, eval_matching and the correspondence picture."""
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from xml.etree import ElementTree as ET
 
@@ -12,19 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import PYTHON, ROOT, TOOLS, write_images
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, TOOLS)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = [p for p in sys.path if p != TOOLS]
-    return module
-
+from ..conftest import PYTHON, ROOT, TOOLS, load_tool, write_images
 
 fetch_data = load_tool("fetch_data")
 

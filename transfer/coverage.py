@@ -1,22 +1,18 @@
-"""Checks that stop a fine-tuning from quietly starting on the wrong weights or input settings.
+"""The coverage check that stops a fine-tuning from quietly starting on partly random weights.
 
 Detectron2 only WARNS about keys missing from MODEL.WEIGHTS: a broken conversion trains from random weights
 without an error. Here every ResNet parameter of the model must come from the file.
 """
-import json
 import logging
-import os
 import re
 from typing import List
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone import ResNet
 
+from .weights import WeightsError
+
 logger = logging.getLogger(__name__)
-
-
-class WeightsError(RuntimeError):
-    pass
 
 
 def resnet_prefixes(model) -> List[str]:
@@ -68,27 +64,3 @@ def load_and_check_coverage(model, weights: str, allow_partial: bool = False) ->
     else:
         logger.info("%s: all %d backbone parameters loaded", weights, len(wanted))
     return [n for n in wanted if n not in missing]
-
-
-def check_sidecar(cfg, weights: str) -> None:
-    """If the converter's sidecar JSON sits beside MODEL.WEIGHTS, the config's input settings must agree."""
-    sidecar = weights + ".json"
-    if not os.path.exists(sidecar):
-        return
-    with open(sidecar) as f:
-        settings = json.load(f).get("input_settings", {})
-    problems = []
-    for key, expected in settings.items():
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        actual = list(node) if isinstance(node, (tuple, list)) else node
-        if isinstance(expected, list):
-            same = len(actual) == len(expected) and all(abs(a - b) < 1e-3 for a, b in zip(actual, expected))
-        else:
-            same = actual == expected
-        if not same:
-            problems.append(f"{key} is {actual!r}, the weights need {expected!r}")
-    if problems:
-        raise WeightsError(f"{weights}: the config disagrees with {sidecar}: " + "; ".join(problems))
-    logger.info("input settings agree with %s", sidecar)

@@ -9,15 +9,15 @@ import pytest
 import torch
 import torchvision
 
-from .conftest import PYTHON, ROOT, TOOLS
-from .synthetic import write_coco, write_voc
+from ..conftest import PYTHON, ROOT, TOOLS
+from ..synthetic import write_coco, write_voc
 
 pytest.importorskip("detectron2")
 
 from detectron2.modeling import build_model  # noqa: E402
 
 from transfer import setup_cfg  # noqa: E402
-from transfer.checks import resnet_parameter_names  # noqa: E402
+from transfer.coverage import resnet_parameter_names  # noqa: E402
 
 CONFIGS = os.path.join(ROOT, "configs", "transfer")
 
@@ -96,9 +96,9 @@ def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
     result = tool("collect_results.py", out, "--out", tmp_path / "table")
     assert result.returncode == 0, result.stderr
     csv_text = (tmp_path / "table.csv").read_text().splitlines()
-    assert csv_text[0].startswith("model,n,bbox/AP mean,bbox/AP std")
+    assert csv_text[0].startswith("model,n,seeds,bbox/AP mean,bbox/AP std")
     row = csv_text[1].split(",")
-    assert row[:2] == ["houghcl", "2"]
+    assert row[:3] == ["houghcl", "2", "0 1"]
     header = csv_text[0].split(",")
     assert float(row[header.index("bbox/AP50 mean")]) == pytest.approx(statistics.mean(aps), abs=1e-4)
     assert float(row[header.index("bbox/AP50 std")]) == pytest.approx(statistics.stdev(aps), abs=1e-4)
@@ -152,8 +152,8 @@ def test_collect_results_on_written_metrics(tmp_path):
     result = tool("collect_results.py", tmp_path / "random", tmp_path / "houghcl", "--out", tmp_path / "t")
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "t.md").read_text()
-    assert "| random | 3 | 12.00 ± 2.00 | 32.00 ± 2.00 | 7.00 ± 2.00 | 10.00 ± 2.00 |" in md
-    assert "| houghcl | 2 | 20.50 ± 0.71 |" in md
+    assert "| random | 3 | 0,1,2 | 12.00 ± 2.00 | 32.00 ± 2.00 | 7.00 ± 2.00 | 10.00 ± 2.00 |" in md
+    assert "| houghcl | 2 | 0,1 | 20.50 ± 0.71 |" in md
     empty = tmp_path / "nothing"
     empty.mkdir()
     result = tool("collect_results.py", empty)

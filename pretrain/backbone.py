@@ -1,0 +1,206 @@
+"""ResNet weights as they arrive from any project, and the one ResNet forward of the toolkit.
+
+``read_checkpoint`` opens a file strictly (a PyTorch checkpoint or safetensors); ``extract_resnet`` finds the
+backbone inside whatever layout the project used, checks every key and shape against the ResNet table of its
+inferred architecture and says what it dropped; ``build_resnet`` and ``resnet_features`` run it.
+"""
+import dataclasses
+import os
+import pickle
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torchvision
+
+from .checkpoint import atomic_torch_save
+
+# The normalisation of torchvision ResNets, which every self-supervised recipe here trains with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+# Where each project keeps the backbone in its checkpoints: (layout, query-encoder prefix, momentum prefix).
+# Most specific first; the first whose prefix holds a ResNet stem and first block wins.
+LAYOUTS = [
+    ("houghcl", "encoder_q.backbone.", "encoder_k.backbone."),
+    ("moco", "module.encoder_q.", "module.encoder_k."),
+    ("moco", "encoder_q.", "encoder_k."),
+    ("mocov3", "module.base_encoder.", "module.momentum_encoder."),
+    ("mocov3", "base_encoder.", "momentum_encoder."),
+    ("pixpro", "module.encoder.", "module.encoder_k."),
+    ("solo-learn", "backbone.", "momentum_backbone."),  # also DenseCL/OpenSelfSup and mmselfsup
+    ("torchvision", "", None),
+]
+BLOCKS = {(2, 2, 2, 2, "basic"): 18, (3, 4, 6, 3, "basic"): 34, (3, 4, 6, 3, "bottleneck"): 50,
+          (3, 4, 23, 3, "bottleneck"): 101, (3, 8, 36, 3, "bottleneck"): 152}
+
+
+class BackboneError(Exception):
+    """A file or state that holds no usable ResNet; the message names the file and the keys."""
+
+
+@dataclasses.dataclass
+class ResNetWeights:
+    """A ResNet's tensors under torchvision names (no ``fc``), and how they were found."""
+    tensors: "OrderedDict[str, torch.Tensor]"
+    depth: int
+    layout: str
+    prefix: str
+    encoder: str
+    dropped: List[str]
+    source_dtype: str
+
+
+def read_checkpoint(path: str, unsafe: bool = False):
+    """The object stored in ``path``: torch.load (weights only unless ``unsafe``); a clear error otherwise."""
+    if not os.path.exists(path):
+        raise BackboneError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise BackboneError(f"{path}: is a directory, not a checkpoint")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise BackboneError(f"{path}: not a readable PyTorch checkpoint (starts with {magic!r})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except pickle.UnpicklingError as e:
+        if not unsafe and "Weights only load failed" in str(e):
+            raise BackboneError(f"{path}: holds Python objects beyond tensors; if you trust the file, rerun "
+                                "with --unsafe-load") from None
+        raise BackboneError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise BackboneError(f"{path}: not a readable PyTorch checkpoint; truncated or damaged "
+                            f"({e.__class__.__name__}: {detail})") from None
+
+
+def state_dict_of(obj, path: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint: ``state_dict`` (MoCo, DenseCL), ``model`` (PixPro, ours), or
+    the object itself."""
+    if not isinstance(obj, dict):
+        raise BackboneError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors")
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise BackboneError(f"{path}: no tensors found (top-level keys: {sorted(obj)[:10]})")
+    return tensors
+
+
+def detect_layout(state, encoder: str, path: str, forced_prefix: Optional[str] = None):
+    if forced_prefix is not None:
+        return "given", forced_prefix
+    for name, query, momentum in LAYOUTS:
+        prefix = query if encoder == "query" else momentum
+        if prefix is None:
+            continue
+        if f"{prefix}conv1.weight" in state and any(k.startswith(f"{prefix}layer1.0.") for k in state):
+            return name, prefix
+    sample = ", ".join(sorted(state)[:8])
+    raise BackboneError(f"{path}: unknown layout: no ResNet with a {encoder} encoder found (expected e.g. "
+                        f"'conv1.weight' under one of the prefixes {[p for _, p, _ in LAYOUTS if p]}); "
+                        f"first keys: {sample}. Use --prefix to name it.")
+
+
+def split_backbone(state, prefix: str):
+    """ResNet tensors under ``prefix`` (prefix removed), and the keys dropped on purpose."""
+    kept, dropped = OrderedDict(), []
+    for key, value in state.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name is None or name.startswith("fc.") or name.endswith("num_batches_tracked"):
+            dropped.append(key)
+        else:
+            kept[name] = value
+    return kept, dropped
+
+
+def infer_depth(tensors, path: str) -> int:
+    counts = []
+    for stage in range(1, 5):
+        blocks = {int(m.group(1)) for k in tensors for m in [re.match(rf"layer{stage}\.(\d+)\.", k)] if m}
+        counts.append(max(blocks) + 1 if blocks else 0)
+    kind = "bottleneck" if any(".conv3." in k for k in tensors) else "basic"
+    depth = BLOCKS.get((*counts, kind))
+    if depth is None:
+        raise BackboneError(f"{path}: not a ResNet-18/34/50/101/152: {kind} blocks per stage {counts}")
+    return depth
+
+
+def expected_shapes(depth: int) -> Dict[str, tuple]:
+    with torch.device("meta"):
+        model = torchvision.models.__dict__[f"resnet{depth}"]()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()
+            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+
+
+def check_against_table(tensors, depth: int, path: str) -> None:
+    table = expected_shapes(depth)
+    missing = sorted(set(table) - set(tensors))
+    extra = sorted(set(tensors) - set(table))
+    wrong = sorted(k for k in set(table) & set(tensors) if tuple(tensors[k].shape) != table[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} ResNet-{depth} keys missing: {missing[:20]}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected backbone keys: {extra[:20]}")
+    if wrong:
+        shapes = [f"{k} {tuple(tensors[k].shape)} != {table[k]}" for k in wrong[:20]]
+        problems.append("wrong shapes: " + ", ".join(shapes))
+    if problems:
+        raise BackboneError(f"{path}: " + "; ".join(problems))
+
+
+def extract_resnet(state, encoder: str = "query", prefix: Optional[str] = None,
+                   path: str = "checkpoint") -> ResNetWeights:
+    """The strictly checked ResNet of ``encoder`` inside a checkpoint object or state_dict (float32, CPU)."""
+    state = state_dict_of(state, path)
+    layout, prefix = detect_layout(state, encoder, path, prefix)
+    tensors, dropped = split_backbone(state, prefix)
+    if "conv1.weight" not in tensors:
+        raise BackboneError(f"{path}: not a ResNet: no 'conv1.weight' under prefix {prefix!r}")
+    depth = infer_depth(tensors, path)
+    check_against_table(tensors, depth, path)
+    source_dtype = str(tensors["conv1.weight"].dtype).replace("torch.", "")
+    tensors = OrderedDict((k, v.detach().float().cpu()) for k, v in tensors.items())
+    return ResNetWeights(tensors, depth, layout, prefix, encoder, dropped, source_dtype)
+
+
+def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None) -> torch.nn.Module:
+    """A torchvision ResNet in eval mode: the backbone of ``weights`` (any layout; its depth when ``depth`` is
+    None), or a seeded random init (ResNet-18 when ``depth`` is None)."""
+    found = extract_resnet(read_checkpoint(weights), path=weights) if weights else None
+    if found is not None and depth is not None and found.depth != depth:
+        raise BackboneError(f"{weights}: holds a ResNet-{found.depth}, not a ResNet-{depth}")
+    torch.manual_seed(0)  # random init is reproducible too
+    model = torchvision.models.__dict__[f"resnet{found.depth if found else depth or 18}"]()
+    if found is not None:
+        model.load_state_dict(found.tensors, strict=False)  # everything but fc, checked by extract_resnet
+    return model.eval()
+
+
+def resnet_features(model: torch.nn.Module, x: torch.Tensor, upto: str = "layer4") -> torch.Tensor:
+    """The output of stage ``upto`` (``layer1`` .. ``layer4``, C2 .. C5) of a torchvision ResNet."""
+    if upto not in STAGES:
+        raise ValueError(f"unknown ResNet stage {upto!r}; expected one of {STAGES}")
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    for name in STAGES[:STAGES.index(upto) + 1]:
+        x = getattr(model, name)(x)
+    return x
+
+
+def save_backbone(model: torch.nn.Module, path: str) -> str:
+    """A plain torchvision ResNet state_dict (no ``fc``), written atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    atomic_torch_save(state, path)
+    return path
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """``[N, 3, H, W]`` images in [0, 1] -> the normalised input of a torchvision ResNet."""
+    return (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -1,0 +1,71 @@
+"""transfer/results.py and tools/collect_results.py --baseline: paired comparisons against a hand computation."""
+import json
+import subprocess
+
+import pytest
+
+from transfer.results import compare, load_runs, summarise, to_markdown, write_final_results
+
+from ..conftest import PYTHON, ROOT, TOOLS
+
+
+def write_model(root, name, aps, seeds=None):
+    for seed, ap in zip(seeds or range(len(aps)), aps):
+        write_final_results(str(root / name / f"seed_{seed}"), {"bbox": {"AP": ap, "AP50": ap + 20, "AP75": ap - 5}},
+                            seed, weights="", config="")
+
+
+def test_paired_differences_by_hand(tmp_path):
+    write_model(tmp_path, "random", [10.0, 12.0, 14.0])
+    write_model(tmp_path, "houghcl", [20.0, 21.0])           # seeds 0, 1
+    write_model(tmp_path, "densecl", [11.0, 11.0, 15.0])
+    write_model(tmp_path, "late", [30.0], seeds=[7])        # no seed in common with the baseline
+    rows = summarise([str(tmp_path / n) for n in ("random", "houghcl", "densecl", "late")])
+    by_model = {(c["model"], c["metric"]): c for c in compare(rows, "random")}
+    # houghcl - random on seeds 0, 1: differences 10 and 9; mean 9.5, sd 0.70711; t(0.975, 1) = 12.7062.
+    c = by_model[("houghcl", "bbox/AP")]
+    assert c["seeds"] == [0, 1] and c["differences"] == [10.0, 9.0] and c["n"] == 2
+    assert c["mean"] == pytest.approx(9.5)
+    assert c["ci95"] == pytest.approx((9.5 - 12.7062 * 0.70711 / 2 ** 0.5, 9.5 + 12.7062 * 0.70711 / 2 ** 0.5),
+                                      abs=1e-3)
+    assert c["verdict"] == "better"
+    # densecl - random: differences 1, -1, 1; mean 1/3, sd 1.1547; t(0.975, 2) = 4.3027: the CI holds zero.
+    c = by_model[("densecl", "bbox/AP")]
+    half = 4.3027 * 1.1547 / 3 ** 0.5
+    assert c["ci95"] == pytest.approx((1 / 3 - half, 1 / 3 + half), abs=1e-3)
+    assert c["verdict"] == "not distinguishable at 95%"
+    assert not any(model == "late" for model, _ in by_model)
+    # One run shows no spread: the mean alone.
+    assert "| late | 1 | 7 | 30.00 | 50.00 | 25.00 |" in to_markdown(rows)
+
+
+def test_single_seed_has_no_ci_and_worse_is_said(tmp_path):
+    write_model(tmp_path, "base", [10.0, 12.0, 14.0])
+    write_model(tmp_path, "worse", [5.0, 6.0, 8.0])
+    write_model(tmp_path, "one", [11.0])
+    rows = summarise([str(tmp_path / n) for n in ("base", "worse", "one")])
+    verdicts = {c["model"]: c for c in compare(rows, "base") if c["metric"] == "bbox/AP"}
+    assert verdicts["worse"]["verdict"] == "worse"
+    assert verdicts["one"]["ci95"] is None and verdicts["one"]["n"] == 1
+    with pytest.raises(ValueError, match="--baseline nope: no such model"):
+        compare(rows, "nope")
+
+
+def test_seed_is_read_from_the_file(tmp_path):
+    write_final_results(str(tmp_path / "run"), {"bbox": {"AP": 1.0}}, 1234, weights="", config="")
+    assert list(load_runs(str(tmp_path / "run"))) == [1234]
+
+
+def test_collect_results_baseline_writes_md_csv_json(tmp_path):
+    write_model(tmp_path, "random", [10.0, 12.0, 14.0])
+    write_model(tmp_path, "houghcl", [20.0, 21.0, 25.0])
+    result = subprocess.run([PYTHON, f"{TOOLS}/collect_results.py", str(tmp_path / "random"), str(tmp_path / "houghcl"),
+                             "--baseline", "random", "--out", str(tmp_path / "t")], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "t.md").read_text()
+    # differences 10, 9, 11: mean 10, sd 1, half width 4.3027 / sqrt(3) = 2.484
+    assert "| houghcl | random | bbox/AP | 3 | +10.00 | [+7.52, +12.48] | better | 0: +10.00, 1: +9.00, 2: +11.00 |" in md
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["comparisons"][0]["verdict"] == "better" and data["models"][0]["seeds"] == [0, 1, 2]
+    assert "ci95 low" in (tmp_path / "t.csv").read_text()

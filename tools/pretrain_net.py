@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Pretrain a ResNet with HoughCL, DenseCL, MoCo-v2 or PixPro-style matching (the twin of train_net.py).
+
+    tools/pretrain_net.py --config-file configs/pretrain/tiny_r18_cpu.yaml DATA.ROOT photos/ OUTPUT_DIR output/x
+    torchrun --nproc_per_node 8 tools/pretrain_net.py --config-file configs/pretrain/houghcl_r50_coco_800ep_8x32.yaml
+    srun tools/pretrain_net.py --config-file ...        (SLURM: one task per GPU)
+"""
+import sys
+
+from pretrain.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Fine-tuning results on disk and in tables: one place that knows the ``seed_k/final_results.json`` layout.
+
+A RUN_DIR is one pretrained model fine-tuned with one or several seeds: ``RUN_DIR/seed_k/final_results.json``,
+or a single ``RUN_DIR/final_results.json``. Each file records the seed it ran with. Models are compared PAIRED by
+seed (the same seed means the same data order and head initialisation): the per-seed differences, their mean
+and a 95% Student-t confidence interval, and a verdict in words.
+"""
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+from typing import Dict, List, Optional, Sequence
+
+from pretrain.checkpoint import atomic_write
+
+METRICS = ("AP", "AP50", "AP75")
+RESULTS_FILE = "final_results.json"
+
+
+class ResultsError(ValueError):
+    pass
+
+
+def seed_dir(output_dir: str, seed: int) -> str:
+    return os.path.join(output_dir, f"seed_{seed}")
+
+
+def write_final_results(output_dir: str, results: Dict, seed: int, weights: str, config: str, **extra) -> str:
+    """``output_dir/final_results.json``, atomically: the metrics, the seed, the weights and the config."""
+    path = os.path.join(output_dir, RESULTS_FILE)
+    payload = {"results": results, "seed": seed, "weights": weights, **extra, "config": config}
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    return path
+
+
+def flatten(results: Dict) -> Dict[str, Dict[str, float]]:
+    """One dataset per run: ``{dataset: {task: {metric: v}}}`` or ``{task: {metric: v}}`` -> the latter."""
+    if results and all(isinstance(v, dict) and set(v) <= {"bbox", "segm"} for v in results.values()):
+        return next(iter(results.values()))
+    return results
+
+
+def load_runs(run_dir: str) -> Dict[int, Dict]:
+    """``{seed: {task: {metric: value}}}`` for every finished seed of a run directory."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "seed_*", RESULTS_FILE)))
+    if not paths and os.path.exists(os.path.join(run_dir, RESULTS_FILE)):
+        paths = [os.path.join(run_dir, RESULTS_FILE)]
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE} (in seed_*/ or the folder itself)")
+    runs = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            results = data["results"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+            raise ResultsError(f"{path}: not a train_net results file ({e})") from None
+        folder = re.search(r"seed_(\d+)$", os.path.dirname(path))
+        seed = data.get("seed", int(folder.group(1)) if folder else 0)
+        if seed in runs:
+            raise ResultsError(f"{path}: seed {seed} appears twice in {run_dir}")
+        runs[int(seed)] = flatten(results)
+    return runs
+
+
+def mean_std(values: Sequence[float]):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, std, n
+
+
+def values_of(runs: Dict[int, Dict], column: str) -> Dict[int, float]:
+    task, metric = column.split("/")
+    return {s: float(r[task][metric]) for s, r in runs.items() if task in r and metric in r[task]}
+
+
+def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) -> List[Dict]:
+    """One row per model: name, n, seeds, and ``{column: (mean, std or None)}`` for every metric present."""
+    rows = []
+    for i, run_dir in enumerate(run_dirs):
+        runs = load_runs(run_dir)
+        row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
+               "seeds": sorted(runs), "runs": runs}
+        for task in ("bbox", "segm"):
+            for metric in METRICS:
+                values = values_of(runs, f"{task}/{metric}")
+                if values and len(values) == len(runs):
+                    row[f"{task}/{metric}"] = mean_std(list(values.values()))[:2]
+        rows.append(row)
+    return rows
+
+
+def paired(runs: Dict[int, Dict], baseline: Dict[int, Dict], column: str) -> Optional[Dict]:
+    """Model minus baseline over the seeds both have: per-seed differences, their mean, the 95% Student-t CI
+    (None at n = 1) and a verdict. None when they share no seed."""
+    from scipy import stats
+    a, b = values_of(runs, column), values_of(baseline, column)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    diffs = [a[s] - b[s] for s in seeds]
+    mean, std, n = mean_std(diffs)
+    ci = None
+    verdict = "n = 1: no spread, no verdict"
+    if n > 1:
+        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+        ci = (mean - half, mean + half)
+        verdict = "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "not distinguishable at 95%"
+    return {"seeds": seeds, "differences": diffs, "mean": mean, "ci95": ci, "n": n, "verdict": verdict}
+
+
+def compare(rows: List[Dict], baseline: str) -> List[Dict]:
+    """Paired comparisons of every other row against the row named ``baseline``."""
+    base = [r for r in rows if r["model"] == baseline]
+    if not base:
+        raise ResultsError(f"--baseline {baseline}: no such model (models: {[r['model'] for r in rows]})")
+    out = []
+    for row in rows:
+        if row is base[0]:
+            continue
+        for column in columns_of([row]):
+            result = paired(row["runs"], base[0]["runs"], column)
+            if result is not None:
+                out.append({"model": row["model"], "baseline": baseline, "metric": column, **result})
+    return out
+
+
+def columns_of(rows: List[Dict]) -> List[str]:
+    columns = []
+    for row in rows:
+        columns += [k for k in row if "/" in k and k not in columns]
+    return columns
+
+
+def cell(mean: float, std: Optional[float]) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(rows: List[Dict]) -> str:
+    """Mean ± sample std over seeds; the mean alone at n = 1 (one run shows no spread)."""
+    columns = columns_of(rows)
+    lines = ["| model | n | seeds | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [cell(*row[c]) if c in row else "-" for c in columns]
+        seeds = ",".join(map(str, row["seeds"]))
+        lines.append(f"| {row['model']} | {row['n']} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_to_markdown(comparisons: List[Dict]) -> str:
+    lines = ["| model | baseline | metric | n | mean difference | 95% CI | verdict | per-seed differences |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        ci = f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "-"
+        diffs = ", ".join(f"{s}: {d:+.2f}" for s, d in zip(c["seeds"], c["differences"]))
+        lines.append(f"| {c['model']} | {c['baseline']} | {c['metric']} | {c['n']} | {c['mean']:+.2f} | {ci} | "
+                     f"{c['verdict']} | {diffs} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: List[Dict], comparisons: Sequence[Dict] = ()) -> str:
+    columns = columns_of(rows)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", "n", "seeds"] + [f"{c} {s}" for c in columns for s in ("mean", "std")])
+    for row in rows:
+        values = []
+        for c in columns:
+            mean, std = row.get(c, (None, None))
+            values += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
+        writer.writerow([row["model"], row["n"], " ".join(map(str, row["seeds"]))] + values)
+    if comparisons:
+        writer.writerow([])
+        writer.writerow(["model", "baseline", "metric", "n", "mean difference", "ci95 low", "ci95 high", "verdict"])
+        for c in comparisons:
+            low, high = c["ci95"] or ("", "")
+            writer.writerow([c["model"], c["baseline"], c["metric"], c["n"], f"{c['mean']:.4f}",
+                             low if low == "" else f"{low:.4f}", high if high == "" else f"{high:.4f}", c["verdict"]])
+    return out.getvalue()
+
+
+def to_json(rows: List[Dict], comparisons: Sequence[Dict] = ()) -> str:
+    table = [{k: v for k, v in row.items() if k != "runs"} for row in rows]
+    for row, source in zip(table, rows):
+        row["per_seed"] = {str(s): r for s, r in source["runs"].items()}
+    return json.dumps({"models": table, "comparisons": list(comparisons)}, indent=2) + "\n"

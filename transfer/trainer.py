@@ -1,0 +1,119 @@
+"""Fine-tuning in Detectron2's own shape: ``setup(args) -> cfg`` and ``TransferTrainer(DefaultTrainer)``.
+
+The trainer adds two things to Detectron2's: the evaluator that each dataset's metadata asks for, and, on a
+fresh start, the checks that stop a run from quietly training on partly random weights or on weights with the
+wrong input settings. On resume, the checkpointer's own resume is used (the run's last checkpoint).
+"""
+import logging
+import os
+import re
+import sys
+
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .config import setup_cfg
+from .coverage import load_and_check_coverage
+from .datasets import build_evaluator
+from .weights import WeightsError, check_input_settings
+
+logger = logging.getLogger("transfer")
+NORM_KEYS = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+
+
+def resolve_norms(cfg, world_size: int):
+    """SyncBN needs several GPU processes: at world size 1 it is plain BN, and on CPU processes it must be
+    naiveSyncBN (torch's SyncBatchNorm refuses CPU tensors). Returns what was changed, in words."""
+    notes = []
+    for key in NORM_KEYS:
+        node = cfg.MODEL[key]
+        if node.NORM != "SyncBN":
+            continue
+        if world_size == 1:
+            node.NORM = "BN"
+            notes.append(f"MODEL.{key}.NORM SyncBN -> BN (world size 1: same statistics)")
+        elif cfg.MODEL.DEVICE == "cpu":
+            node.NORM = "naiveSyncBN"
+            notes.append(f"MODEL.{key}.NORM SyncBN -> naiveSyncBN (CPU processes)")
+    return notes
+
+
+def setup(args):
+    """The frozen config of one fine-tuning process, with Detectron2's logging and output folder set up."""
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
+    if getattr(args, "allow_partial", False):
+        cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = True
+    notes = resolve_norms(cfg, comm.get_world_size())
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
+    norms = ", ".join(f"{k} {cfg.MODEL[k].NORM or 'none'}" for k in NORM_KEYS)
+    logger.info("norm layers actually used: %s%s", norms, "".join(f"\n  {n}" for n in notes))
+    return cfg
+
+
+def load_pretrained(cfg, model) -> None:
+    """MODEL.WEIGHTS into ``model`` with every backbone parameter accounted for, input settings checked
+    against the converter's sidecar; or a log line saying that training starts from random weights."""
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        logger.info("MODEL.WEIGHTS is empty: random initialisation")
+        return
+    if not os.path.exists(weights):
+        raise WeightsError(f"MODEL.WEIGHTS {weights}: no such file")
+    if check_input_settings(cfg, weights):
+        logger.info("input settings agree with %s.json", weights)
+    load_and_check_coverage(model, weights, cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS)
+
+
+class TransferTrainer(DefaultTrainer):
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        if resume and self.checkpointer.has_checkpoint():
+            super().resume_or_load(resume=True)  # continue this run: its own last checkpoint
+        else:
+            load_pretrained(self.cfg, self.model)
+            self.start_iter = 0
+
+    def final_results(self):
+        """The last evaluation's results (Detectron2's final evaluation hook stores them)."""
+        return getattr(self, "_last_eval_results", {})
+
+
+def argument_parser():
+    """Detectron2's arguments plus this add-on's (``KEY VALUE`` overrides stay last)."""
+    parser = default_argument_parser()
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="train even if MODEL.WEIGHTS leaves some backbone parameters random")
+    parser.add_argument("--seeds", type=int, default=None, metavar="K",
+                        help="run K fine-tunings, seeds 0..K-1, into OUTPUT_DIR/seed_k/ (K = 1: seed 0)")
+    parser.add_argument("--voc", nargs=3, action="append", default=[], metavar=("NAME", "DIR", "SPLIT"),
+                        help="register a VOC-layout dataset (classes read from its annotations)")
+    parser.add_argument("--coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGES"),
+                        help="register a COCO-json dataset")
+    return parser
+
+
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
+
+
+def overrides_last(argv):
+    """``argv`` with every ``KEY VALUE`` config override moved after the flags, so that flags may be given in
+    any order (argparse takes everything after the first override as overrides)."""
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        if CONFIG_KEY.match(argv[i]) and i + 1 < len(argv):
+            overrides += argv[i:i + 2]
+            i += 2
+        else:
+            flags.append(argv[i])
+            i += 1
+    return flags + overrides
+
+
+def parse_args(argv=None):
+    return argument_parser().parse_args(overrides_last(list(sys.argv[1:] if argv is None else argv)))

@@ -1,0 +1,210 @@
+"""Pretrained ResNet weights in Detectron2's format: renaming, the ``.pkl`` and its sidecar, and checks.
+
+The sidecar (``WEIGHTS.json`` beside the weights) records where the weights came from and the input settings a
+Detectron2 config needs for them; ``check_input_settings`` holds a fine-tuning config against it.
+"""
+import json
+import os
+import pickle
+import re
+from collections import OrderedDict
+from typing import Dict, Optional
+
+import torch
+
+from pretrain.backbone import (
+    BackboneError,
+    ResNetWeights,
+    build_resnet,
+    extract_resnet,
+    normalise,
+    read_checkpoint,
+    resnet_features,
+)
+from pretrain.checkpoint import atomic_write, sha256_of
+
+# Settings a Detectron2 model needs for weights trained on torchvision-normalised RGB input.
+INPUT_SETTINGS = {
+    "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530],
+    "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+}
+FORMATS = {".pkl": "detectron2", ".pth": "torchvision"}
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be used as they are; the message names the file and what to do."""
+
+
+def torchvision_to_detectron2(name: str) -> str:
+    """One torchvision ResNet name -> its Detectron2 name (stem / resN / convK.norm / shortcut)."""
+    if name.startswith("conv1."):
+        return "stem." + name
+    if name.startswith("bn1."):
+        return "stem.conv1.norm." + name[len("bn1."):]
+    m = re.match(r"layer(\d)\.(\d+)\.(.+)$", name)
+    if not m:
+        raise BackboneError(f"cannot rename {name!r}: not a ResNet key")
+    stage, block, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
+    rest = re.sub(r"^bn(\d)\.", r"conv\1.norm.", rest)
+    rest = re.sub(r"^downsample\.0\.", "shortcut.", rest)
+    rest = re.sub(r"^downsample\.1\.", "shortcut.norm.", rest)
+    return f"res{stage}.{block}.{rest}"
+
+
+def to_detectron2(weights: ResNetWeights) -> Dict:
+    """The payload of a Detectron2 ``.pkl``: numpy arrays under Detectron2 names."""
+    renamed = OrderedDict()
+    for name, value in weights.tensors.items():
+        new = torchvision_to_detectron2(name)
+        if new in renamed:
+            raise BackboneError(f"two tensors map to {new!r}")
+        renamed[new] = value.numpy()
+    return {"model": renamed, "__author__": "houghcl-toolkit", "matching_heuristics": True}
+
+
+def output_format(path: str) -> str:
+    """``detectron2`` for ``.pkl``, ``torchvision`` for ``.pth``: Detectron2 picks its loader by extension."""
+    fmt = FORMATS.get(os.path.splitext(path)[1])
+    if fmt is None:
+        raise WeightsError(f"{path}: unknown output extension; use .pkl (Detectron2) or .pth (torchvision)")
+    return fmt
+
+
+def sidecar_of(weights: ResNetWeights, source: str, fmt: str) -> Dict:
+    return {"source": os.path.abspath(source), "source_sha256": sha256_of(source), "layout": weights.layout,
+            "prefix": weights.prefix, "encoder": weights.encoder if weights.layout != "given" else None,
+            "source_dtype": weights.source_dtype, "depth": weights.depth, "format": fmt,
+            "num_tensors": len(weights.tensors), "input_settings": INPUT_SETTINGS}
+
+
+def write_with_sidecar(path: str, write, sidecar: Dict) -> None:
+    """The weights and ``path.json`` together: both or neither (a file without its sidecar would skip the
+    input-settings check of fine-tuning)."""
+    sidecar_bytes = (json.dumps(sidecar, indent=2) + "\n").encode()
+    atomic_write(path, write)
+    try:
+        atomic_write(path + ".json", lambda f: f.write(sidecar_bytes))
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def write_detectron2(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
+    payload = to_detectron2(weights)
+    write_with_sidecar(path, lambda f: pickle.dump(payload, f), sidecar)
+
+
+def write_torchvision(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
+    write_with_sidecar(path, lambda f: torch.save(dict(weights.tensors), f), sidecar)
+
+
+def convert(source: str, output: str, to: Optional[str] = None, encoder: str = "query",
+            prefix: Optional[str] = None, unsafe: bool = False) -> ResNetWeights:
+    """Read ``source`` (any known layout), write ``output`` in the format its extension names, with sidecar.
+    ``to``, when given, must agree with that extension (checked before any work)."""
+    fmt = output_format(output)
+    if to is not None and to != fmt:
+        raise WeightsError(f"{output}: a {to} file needs the extension "
+                           f"{[e for e, f in FORMATS.items() if f == to][0]}, not {os.path.splitext(output)[1]}")
+    weights = extract_resnet(read_checkpoint(source, unsafe), encoder, prefix, path=source)
+    sidecar = sidecar_of(weights, source, fmt)
+    (write_detectron2 if fmt == "detectron2" else write_torchvision)(output, weights, sidecar)
+    return weights
+
+
+def remove_with_sidecar(path: str) -> None:
+    for p in (path, path + ".json"):
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+def read_sidecar(weights: str) -> Optional[Dict]:
+    """The converter's record beside ``weights``, or None when there is none."""
+    path = weights + ".json"
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not a converter sidecar ({e}); reconvert the weights with tools/convert.py")
+
+
+def check_input_settings(cfg, weights: str) -> bool:
+    """The config's input settings must agree with the sidecar of ``weights``; False when there is none."""
+    sidecar = read_sidecar(weights)
+    if sidecar is None:
+        return False
+    problems = []
+    for key, expected in sidecar.get("input_settings", {}).items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        actual = list(node) if isinstance(node, (tuple, list)) else node
+        if isinstance(expected, list):
+            same = len(actual) == len(expected) and all(abs(a - b) < 1e-3 for a, b in zip(actual, expected))
+        else:
+            same = actual == expected
+        if not same:
+            problems.append(f"{key} is {actual!r}, the weights need {expected!r}")
+    if problems:
+        raise WeightsError(f"{weights}: the config disagrees with {weights}.json: " + "; ".join(problems))
+    return True
+
+
+def depth_opts(depth: int):
+    # Detectron2 builds ResNet-18/34 from basic blocks only with 64 channels out of res2.
+    return ["MODEL.RESNETS.DEPTH", depth] + (["MODEL.RESNETS.RES2_OUT_CHANNELS", 64] if depth < 50 else [])
+
+
+def res5_error(pkl_path: str, weights: ResNetWeights, settings: Dict, size: int = 160) -> float:
+    """Max relative difference between Detectron2's res5 and torchvision's layer4 on one random image."""
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone import build_resnet_backbone
+
+    from .config import CONFIGS, setup_cfg
+    cfg = setup_cfg(os.path.join(CONFIGS, "Base-SSL.yaml"),
+                    depth_opts(weights.depth) + ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.OUT_FEATURES", ["res5"],
+                                                 "MODEL.RESNETS.STRIDE_IN_1X1",
+                                                 settings["MODEL.RESNETS.STRIDE_IN_1X1"]])
+    d2 = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    with open(pkl_path, "rb") as f:
+        d2.load_state_dict({k: torch.as_tensor(v) for k, v in pickle.load(f)["model"].items()}, strict=True)
+    tv = build_resnet(weights.depth)
+    tv.load_state_dict(weights.tensors, strict=False)
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, size, size) * 255  # RGB in [0, 255], as Detectron2 reads it
+    mean, std = torch.tensor(settings["MODEL.PIXEL_MEAN"]), torch.tensor(settings["MODEL.PIXEL_STD"])
+    tv_input = normalise(image / 255)
+    with torch.no_grad():
+        a = d2((image - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))["res5"]
+        b = resnet_features(tv, tv_input, "layer4")
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> None:
+    """The converted file computes what the source computes, and a C4 and an FPN model built from
+    configs/transfer/ take every backbone parameter from it. Prints what it checked; raises WeightsError."""
+    from detectron2.modeling import build_model
+
+    from .config import CONFIGS, setup_cfg
+    from .coverage import load_and_check_coverage
+    settings = read_sidecar(pkl_path)["input_settings"]
+    error = res5_error(pkl_path, weights, settings)
+    print(f"verify: Detectron2 res5 vs torchvision layer4 on a random image: max relative error {error:.2e} "
+          f"(limit {tolerance:.0e})")
+    if not error < tolerance:
+        raise WeightsError(f"{pkl_path}: converted weights do not reproduce the source network "
+                           f"(relative error {error:.2e})")
+    models = [("FPN", "coco_R_50_FPN_1x.yaml")]
+    if weights.depth >= 50:
+        models.insert(0, ("C4", "voc_R_50_C4_24k.yaml"))
+    else:
+        print("verify: C4 skipped: Detectron2's Res5 ROI head is built from bottleneck blocks (ResNet-50+)")
+    for name, config in models:
+        cfg = setup_cfg(os.path.join(CONFIGS, config), depth_opts(weights.depth) + ["MODEL.DEVICE", "cpu"])
+        loaded = load_and_check_coverage(build_model(cfg), pkl_path)
+        print(f"verify: {name} model from configs/transfer/{config}: all {len(loaded)} backbone parameters "
+              f"loaded from the file")
