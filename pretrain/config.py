@@ -52,7 +52,9 @@ _C.SOLVER.MAX_ITER = 0  # > 0 overrides EPOCHS
 _C.SOLVER.WARMUP_ITERS = 0
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 _C.SOLVER.LOG_PERIOD = 20
-_C.SOLVER.AMP = "auto"  # auto (bf16 on GPUs that have it, else fp16) | bf16 | fp16 | off; always off on CPU
+# Mixed precision of the encoders on GPU: off (fp32, as the official MoCo-v2 and DenseCL) | bf16 | fp16 (with a
+# GradScaler). Matching, positives and contrastive logits are fp32 whatever is chosen. Ignored on CPU.
+_C.SOLVER.AMP = "off"
 _C.SOLVER.CHANNELS_LAST = True  # on GPU
 
 _C.DATALOADER = CN()
@@ -94,7 +96,7 @@ CHOICES = {
     "MODEL.HOUGH.SPACE": SPACES,
     "MODEL.HOUGH.VOTE": VOTES,
     "MODEL.DEPTH": (18, 34, 50, 101),
-    "SOLVER.AMP": ("auto", "bf16", "fp16", "off"),
+    "SOLVER.AMP": ("off", "bf16", "fp16"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }
 

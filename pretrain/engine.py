@@ -30,13 +30,10 @@ def loss_lambda(cfg, iteration: int) -> float:
 
 
 def amp_dtype(cfg, device: torch.device):
-    """Mixed precision on GPU (bf16 where supported, else fp16); None (full precision) on CPU."""
-    mode = cfg.SOLVER.AMP
-    if device.type != "cuda" or mode == "off":
+    """The autocast dtype of SOLVER.AMP on GPU; None (full precision) when it is off and on CPU."""
+    if device.type != "cuda" or cfg.SOLVER.AMP == "off":
         return None
-    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.SOLVER.AMP]
 
 
 def autocast_context(dtype):

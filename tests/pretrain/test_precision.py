@@ -70,3 +70,20 @@ def test_bf16_autocast_leaves_positives_and_logits_fp32(image_folder, monkeypatc
         for name in ("loss_global", "loss_dense", "total_loss", "acc_argmax", "acc_hough"):
             assert amp[name].dtype == torch.float32
             torch.testing.assert_close(amp[name], ref[name], atol=1e-3, rtol=0)
+
+
+def test_precision_is_an_explicit_choice_in_every_recipe():
+    import glob
+
+    import pytest
+    import yaml
+
+    from pretrain.config import ConfigError
+    with pytest.raises(ConfigError, match="SOLVER.AMP = 'auto' is not one of"):
+        load_config(os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml"), ["SOLVER.AMP", "auto"])
+    recipes = [p for p in glob.glob(os.path.join(ROOT, "configs/pretrain/*.yaml")) if "Base" not in p]
+    assert len(recipes) >= 10
+    for path in recipes:
+        with open(path) as f:
+            assert "AMP" in yaml.safe_load(f)["SOLVER"], f"{path} does not state SOLVER.AMP"
+        assert load_config(path).SOLVER.AMP in ("off", "bf16", "fp16")
