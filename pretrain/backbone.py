@@ -31,8 +31,11 @@ LAYOUTS = [
     ("mocov3", "base_encoder.", "momentum_encoder."),
     ("pixpro", "module.encoder.", "module.encoder_k."),
     ("solo-learn", "backbone.", "momentum_backbone."),  # also DenseCL/OpenSelfSup and mmselfsup
+    ("ddp", "module.", None),  # a DistributedDataParallel-wrapped ResNet (SwAV, DINO, supervised trainers)
     ("torchvision", "", None),
 ]
+# Heads that self-supervised projects keep beside the backbone, under its own prefix; dropped by name.
+KNOWN_HEADS = ("fc", "head", "heads", "projection_head", "prototypes", "projector", "predictor", "neck", "classifier")
 BLOCKS = {(2, 2, 2, 2, "basic"): 18, (3, 4, 6, 3, "basic"): 34, (3, 4, 6, 3, "bottleneck"): 50,
           (3, 4, 23, 3, "bottleneck"): 101, (3, 8, 36, 3, "bottleneck"): 152}
 
@@ -51,6 +54,8 @@ class ResNetWeights:
     encoder: str
     dropped: List[str]
     source_dtype: str
+    groups: int = 1
+    width_per_group: int = 64  # ResNeXt 32x4d: 32 groups of 4; wide ResNet-50-2: 1 group of 128
 
 
 def read_checkpoint(path: str, unsafe: bool = False):
@@ -60,10 +65,16 @@ def read_checkpoint(path: str, unsafe: bool = False):
     if os.path.isdir(path):
         raise BackboneError(f"{path}: is a directory, not a checkpoint")
     with open(path, "rb") as f:
-        magic = f.read(4)
+        head = f.read(1 << 16)
+    magic = head[:4]
+    if head[8:10] == b'{"':  # safetensors: an 8-byte header length, then a JSON header
+        return read_safetensors(path)
+    if magic[:1] == b"\x80" and b"stem.conv1" in head and b"res2." in head:
+        raise BackboneError(f"{path}: is already a Detectron2 file (keys such as stem.conv1, res2.*): give it to "
+                            "tools/train_net.py as MODEL.WEIGHTS as it is; there is nothing to convert")
     # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
-        raise BackboneError(f"{path}: not a readable PyTorch checkpoint (starts with {magic!r})")
+        raise BackboneError(f"{path}: not a readable PyTorch checkpoint nor a safetensors file (starts with {magic!r})")
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as e:
@@ -75,6 +86,15 @@ def read_checkpoint(path: str, unsafe: bool = False):
         detail = str(e).splitlines()[0] if str(e) else ""
         raise BackboneError(f"{path}: not a readable PyTorch checkpoint; truncated or damaged "
                             f"({e.__class__.__name__}: {detail})") from None
+
+
+def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BackboneError(f"{path}: not a readable safetensors file; truncated or damaged ({e})") from None
 
 
 def state_dict_of(obj, path: str = "checkpoint") -> Dict[str, torch.Tensor]:
@@ -93,26 +113,35 @@ def state_dict_of(obj, path: str = "checkpoint") -> Dict[str, torch.Tensor]:
 
 
 def detect_layout(state, encoder: str, path: str, forced_prefix: Optional[str] = None):
+    """``(layout, prefix)``: the project is recognised by where its query encoder lives, then the prefix of the
+    asked-for encoder is taken from that project's layout (PixPro's momentum encoder is not MoCo's)."""
     if forced_prefix is not None:
         return "given", forced_prefix
+
+    def holds_resnet(prefix):
+        return f"{prefix}conv1.weight" in state and any(k.startswith(f"{prefix}layer1.0.") for k in state)
+
     for name, query, momentum in LAYOUTS:
-        prefix = query if encoder == "query" else momentum
-        if prefix is None:
-            continue
-        if f"{prefix}conv1.weight" in state and any(k.startswith(f"{prefix}layer1.0.") for k in state):
-            return name, prefix
+        if holds_resnet(query):
+            prefix = query if encoder == "query" else momentum
+            if prefix is not None and holds_resnet(prefix):
+                return name, prefix
+            raise BackboneError(f"{path}: layout {name} holds no {encoder} encoder"
+                                f"{f' (expected under {prefix!r})' if prefix else ''}; use --prefix to name it")
     sample = ", ".join(sorted(state)[:8])
     raise BackboneError(f"{path}: unknown layout: no ResNet with a {encoder} encoder found (expected e.g. "
                         f"'conv1.weight' under one of the prefixes {[p for _, p, _ in LAYOUTS if p]}); "
                         f"first keys: {sample}. Use --prefix to name it.")
 
 
-def split_backbone(state, prefix: str):
-    """ResNet tensors under ``prefix`` (prefix removed), and the keys dropped on purpose."""
+def split_backbone(state, prefix: str, drop: Sequence[str] = ()):
+    """ResNet tensors under ``prefix`` (prefix removed), and the keys dropped on purpose: outside the prefix,
+    known heads (``KNOWN_HEADS``), names starting with one of ``drop``, and BN's ``num_batches_tracked``."""
     kept, dropped = OrderedDict(), []
     for key, value in state.items():
         name = key[len(prefix):] if key.startswith(prefix) else None
-        if name is None or name.startswith("fc.") or name.endswith("num_batches_tracked"):
+        if (name is None or name.split(".")[0] in KNOWN_HEADS or name.endswith("num_batches_tracked")
+                or key.startswith(tuple(drop))):
             dropped.append(key)
         else:
             kept[name] = value
@@ -131,21 +160,34 @@ def infer_depth(tensors, path: str) -> int:
     return depth
 
 
-def expected_shapes(depth: int) -> Dict[str, tuple]:
+def infer_groups(tensors) -> tuple:
+    """``(groups, width_per_group)`` of a bottleneck ResNet from its first block's shapes; (1, 64) for basic."""
+    if "layer1.0.conv3.weight" not in tensors:
+        return 1, 64
+    width = tensors["layer1.0.conv1.weight"].shape[0]
+    groups = max(1, width // tensors["layer1.0.conv2.weight"].shape[1])
+    return groups, width // groups
+
+
+def torchvision_resnet(depth: int, groups: int = 1, width_per_group: int = 64) -> torch.nn.Module:
+    return torchvision.models.__dict__[f"resnet{depth}"](groups=groups, width_per_group=width_per_group)
+
+
+def expected_shapes(depth: int, groups: int = 1, width_per_group: int = 64) -> Dict[str, tuple]:
     with torch.device("meta"):
-        model = torchvision.models.__dict__[f"resnet{depth}"]()
+        model = torchvision_resnet(depth, groups, width_per_group)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()
             if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
 
 
-def check_against_table(tensors, depth: int, path: str) -> None:
-    table = expected_shapes(depth)
+def check_against_table(tensors, depth: int, path: str, groups: int = 1, width_per_group: int = 64) -> None:
+    table = expected_shapes(depth, groups, width_per_group)
     missing = sorted(set(table) - set(tensors))
     extra = sorted(set(tensors) - set(table))
     wrong = sorted(k for k in set(table) & set(tensors) if tuple(tensors[k].shape) != table[k])
     problems = []
     if missing:
-        problems.append(f"{len(missing)} ResNet-{depth} keys missing: {missing[:20]}")
+        problems.append(f"{len(missing)} {architecture(depth, groups, width_per_group)} keys missing: {missing[:20]}")
     if extra:
         problems.append(f"{len(extra)} unexpected backbone keys: {extra[:20]}")
     if wrong:
@@ -155,19 +197,27 @@ def check_against_table(tensors, depth: int, path: str) -> None:
         raise BackboneError(f"{path}: " + "; ".join(problems))
 
 
-def extract_resnet(state, encoder: str = "query", prefix: Optional[str] = None,
-                   path: str = "checkpoint") -> ResNetWeights:
+def extract_resnet(state, encoder: str = "query", prefix: Optional[str] = None, path: str = "checkpoint",
+                   drop: Sequence[str] = ()) -> ResNetWeights:
     """The strictly checked ResNet of ``encoder`` inside a checkpoint object or state_dict (float32, CPU)."""
     state = state_dict_of(state, path)
     layout, prefix = detect_layout(state, encoder, path, prefix)
-    tensors, dropped = split_backbone(state, prefix)
+    tensors, dropped = split_backbone(state, prefix, drop)
     if "conv1.weight" not in tensors:
         raise BackboneError(f"{path}: not a ResNet: no 'conv1.weight' under prefix {prefix!r}")
     depth = infer_depth(tensors, path)
-    check_against_table(tensors, depth, path)
+    groups, width = infer_groups(tensors)
+    check_against_table(tensors, depth, path, groups, width)
     source_dtype = str(tensors["conv1.weight"].dtype).replace("torch.", "")
     tensors = OrderedDict((k, v.detach().float().cpu()) for k, v in tensors.items())
-    return ResNetWeights(tensors, depth, layout, prefix, encoder, dropped, source_dtype)
+    return ResNetWeights(tensors, depth, layout, prefix, encoder, dropped, source_dtype, groups, width)
+
+
+def architecture(depth: int, groups: int = 1, width_per_group: int = 64) -> str:
+    """ResNet-50, ResNeXt-50 32x4d, wide ResNet-50 (width 128 per group), ..."""
+    if groups > 1:
+        return f"ResNeXt-{depth} {groups}x{width_per_group}d"
+    return f"ResNet-{depth}" + (f" (width {width_per_group})" if width_per_group != 64 else "")
 
 
 def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None) -> torch.nn.Module:
@@ -177,7 +227,8 @@ def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None) -> 
     if found is not None and depth is not None and found.depth != depth:
         raise BackboneError(f"{weights}: holds a ResNet-{found.depth}, not a ResNet-{depth}")
     torch.manual_seed(0)  # random init is reproducible too
-    model = torchvision.models.__dict__[f"resnet{found.depth if found else depth or 18}"]()
+    model = torchvision_resnet(found.depth, found.groups, found.width_per_group) if found else torchvision_resnet(
+        depth or 18)
     if found is not None:
         model.load_state_dict(found.tensors, strict=False)  # everything but fc, checked by extract_resnet
     return model.eval()

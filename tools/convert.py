@@ -4,6 +4,7 @@
     tools/convert.py output/pretrain/x/backbone.pth houghcl_r50.pkl --verify
     tools/convert.py moco_v2_800ep.pth.tar moco.pkl                      # layout detected
     tools/convert.py ckpt.pth r50.pth --encoder momentum                 # .pth: torchvision format
+    tools/convert.py resnext50_32x4d.safetensors x.pkl --verify          # safetensors, ResNeXt, wide ResNets
 
 Strict: every backbone tensor is converted exactly once and checked against the full key and shape table of
 the inferred depth; heads, queues, ``fc``, ``num_batches_tracked`` and the other encoder are dropped on
@@ -12,7 +13,7 @@ purpose and reported. On any problem: a message naming the file and the keys, ex
 import argparse
 import sys
 
-from pretrain.backbone import BackboneError
+from pretrain.backbone import KNOWN_HEADS, BackboneError, architecture
 from transfer.weights import WeightsError, convert, remove_with_sidecar, verify
 
 
@@ -20,10 +21,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("input", help="checkpoint: ours (full or backbone.pth), torchvision, MoCo, DenseCL, ...")
     parser.add_argument("output", help="the .pkl (Detectron2) or .pth (torchvision) to write")
-    parser.add_argument("--to", choices=("detectron2", "torchvision"), default=None,
-                        help="default: from the output's extension (which must agree when this is given)")
+    parser.add_argument("--to", choices=("detectron2", "torchvision"), default="detectron2",
+                        help="detectron2 writes .pkl; torchvision .pth or .safetensors (checked before any work)")
     parser.add_argument("--encoder", choices=("query", "momentum"), default="query")
     parser.add_argument("--prefix", help="the key prefix of the backbone, when the layout is not detected")
+    parser.add_argument("--drop", nargs="+", default=[], metavar="PREFIX",
+                        help="also drop the keys starting with PREFIX (heads that are not known by name)")
     parser.add_argument("--verify", action="store_true",
                         help="check the written .pkl against the source in Detectron2")
     parser.add_argument("--unsafe-load", action="store_true",
@@ -34,16 +37,24 @@ def parse_args(argv=None):
     return args
 
 
+def dropped_heads(weights) -> str:
+    heads = sorted({k[len(weights.prefix):].split(".")[0] for k in weights.dropped if k.startswith(weights.prefix)}
+                   & set(KNOWN_HEADS) - {"fc"})
+    return f" (heads: {', '.join(heads)})" if heads else ""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        weights = convert(args.input, args.output, args.to, args.encoder, args.prefix, args.unsafe_load)
+        weights = convert(args.input, args.output, args.to, args.encoder, args.prefix, args.unsafe_load, args.drop)
     except (BackboneError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.input}: layout {weights.layout} (prefix {weights.prefix!r}), {weights.encoder} encoder, "
-          f"ResNet-{weights.depth}, {len(weights.tensors)} backbone tensors kept, {len(weights.dropped)} other "
-          f"tensors dropped\nwrote {args.output} and {args.output}.json")
+    encoder = f"{weights.encoder} encoder" if weights.layout != "given" else "the given prefix"
+    print(f"{args.input}: layout {weights.layout} (prefix {weights.prefix!r}), {encoder}, "
+          f"{architecture(weights.depth, weights.groups, weights.width_per_group)}, {len(weights.tensors)} backbone "
+          f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}\n"
+          f"wrote {args.output} and {args.output}.json")
     if args.verify:
         try:
             verify(args.output, weights)

@@ -15,11 +15,11 @@ import torch
 from pretrain.backbone import (
     BackboneError,
     ResNetWeights,
-    build_resnet,
     extract_resnet,
     normalise,
     read_checkpoint,
     resnet_features,
+    torchvision_resnet,
 )
 from pretrain.checkpoint import atomic_write, sha256_of
 
@@ -30,7 +30,7 @@ INPUT_SETTINGS = {
     "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
     "MODEL.RESNETS.STRIDE_IN_1X1": False,
 }
-FORMATS = {".pkl": "detectron2", ".pth": "torchvision"}
+FORMATS = {".pkl": "detectron2", ".pth": "torchvision", ".safetensors": "torchvision"}
 
 
 class WeightsError(RuntimeError):
@@ -68,15 +68,27 @@ def output_format(path: str) -> str:
     """``detectron2`` for ``.pkl``, ``torchvision`` for ``.pth``: Detectron2 picks its loader by extension."""
     fmt = FORMATS.get(os.path.splitext(path)[1])
     if fmt is None:
-        raise WeightsError(f"{path}: unknown output extension; use .pkl (Detectron2) or .pth (torchvision)")
+        raise WeightsError(f"{path}: unknown output extension; use .pkl (Detectron2), .pth or .safetensors "
+                           "(torchvision)")
     return fmt
 
 
-def sidecar_of(weights: ResNetWeights, source: str, fmt: str) -> Dict:
+def architecture_settings(weights: ResNetWeights) -> Dict:
+    """The Detectron2 keys that build the network these weights belong to."""
+    return {"MODEL.RESNETS.DEPTH": weights.depth, "MODEL.RESNETS.NUM_GROUPS": weights.groups,
+            "MODEL.RESNETS.WIDTH_PER_GROUP": weights.width_per_group}
+
+
+def sidecar_of(weights: ResNetWeights, source: str, fmt: str, drop=()) -> Dict:
+    """What was done, exactly: the layout detected (or "given" with --prefix), the prefix, the encoder (None
+    when a prefix was given: the prefix alone says which), what was dropped, and what Detectron2 needs."""
     return {"source": os.path.abspath(source), "source_sha256": sha256_of(source), "layout": weights.layout,
-            "prefix": weights.prefix, "encoder": weights.encoder if weights.layout != "given" else None,
-            "source_dtype": weights.source_dtype, "depth": weights.depth, "format": fmt,
-            "num_tensors": len(weights.tensors), "input_settings": INPUT_SETTINGS}
+            "layout_detected": weights.layout != "given", "prefix": weights.prefix,
+            "encoder": weights.encoder if weights.layout != "given" else None, "drop": list(drop),
+            "num_dropped": len(weights.dropped), "source_dtype": weights.source_dtype, "depth": weights.depth,
+            "groups": weights.groups, "width_per_group": weights.width_per_group, "format": fmt,
+            "num_tensors": len(weights.tensors), "input_settings": INPUT_SETTINGS,
+            "architecture_settings": architecture_settings(weights)}
 
 
 def write_with_sidecar(path: str, write, sidecar: Dict) -> None:
@@ -97,19 +109,26 @@ def write_detectron2(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
 
 
 def write_torchvision(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
-    write_with_sidecar(path, lambda f: torch.save(dict(weights.tensors), f), sidecar)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save
+        data = save({k: v.contiguous() for k, v in weights.tensors.items()}, metadata={"format": "pt"})
+        write_with_sidecar(path, lambda f: f.write(data), sidecar)
+    else:
+        write_with_sidecar(path, lambda f: torch.save(dict(weights.tensors), f), sidecar)
 
 
-def convert(source: str, output: str, to: Optional[str] = None, encoder: str = "query",
-            prefix: Optional[str] = None, unsafe: bool = False) -> ResNetWeights:
+def convert(source: str, output: str, to: str = "detectron2", encoder: str = "query",
+            prefix: Optional[str] = None, unsafe: bool = False, drop=()) -> ResNetWeights:
     """Read ``source`` (any known layout), write ``output`` in the format its extension names, with sidecar.
-    ``to``, when given, must agree with that extension (checked before any work)."""
+    ``to`` must agree with that extension (checked before any work)."""
     fmt = output_format(output)
-    if to is not None and to != fmt:
-        raise WeightsError(f"{output}: a {to} file needs the extension "
-                           f"{[e for e, f in FORMATS.items() if f == to][0]}, not {os.path.splitext(output)[1]}")
-    weights = extract_resnet(read_checkpoint(source, unsafe), encoder, prefix, path=source)
-    sidecar = sidecar_of(weights, source, fmt)
+    if to != fmt:
+        wanted = " or ".join(e for e, f in FORMATS.items() if f == to)
+        raise WeightsError(f"{output}: {to} output is a {wanted} file, not {os.path.splitext(output)[1]} "
+                           f"(Detectron2 picks its loader from the extension)"
+                           + ("; for a torchvision file add --to torchvision" if fmt == "torchvision" else ""))
+    weights = extract_resnet(read_checkpoint(source, unsafe), encoder, prefix, path=source, drop=drop)
+    sidecar = sidecar_of(weights, source, fmt, drop)
     (write_detectron2 if fmt == "detectron2" else write_torchvision)(output, weights, sidecar)
     return weights
 
@@ -138,7 +157,8 @@ def check_input_settings(cfg, weights: str) -> bool:
     if sidecar is None:
         return False
     problems = []
-    for key, expected in sidecar.get("input_settings", {}).items():
+    required = {**sidecar.get("input_settings", {}), **sidecar.get("architecture_settings", {})}
+    for key, expected in required.items():
         node = cfg
         for part in key.split("."):
             node = node[part]
@@ -154,9 +174,11 @@ def check_input_settings(cfg, weights: str) -> bool:
     return True
 
 
-def depth_opts(depth: int):
+def architecture_opts(weights: ResNetWeights):
+    """Config overrides that build the network of ``weights`` in Detectron2."""
     # Detectron2 builds ResNet-18/34 from basic blocks only with 64 channels out of res2.
-    return ["MODEL.RESNETS.DEPTH", depth] + (["MODEL.RESNETS.RES2_OUT_CHANNELS", 64] if depth < 50 else [])
+    basic = ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64] if weights.depth < 50 else []
+    return [x for key, value in architecture_settings(weights).items() for x in (key, value)] + basic
 
 
 def res5_error(pkl_path: str, weights: ResNetWeights, settings: Dict, size: int = 160) -> float:
@@ -165,14 +187,13 @@ def res5_error(pkl_path: str, weights: ResNetWeights, settings: Dict, size: int 
     from detectron2.modeling.backbone import build_resnet_backbone
 
     from .config import CONFIGS, setup_cfg
-    cfg = setup_cfg(os.path.join(CONFIGS, "Base-SSL.yaml"),
-                    depth_opts(weights.depth) + ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.OUT_FEATURES", ["res5"],
-                                                 "MODEL.RESNETS.STRIDE_IN_1X1",
-                                                 settings["MODEL.RESNETS.STRIDE_IN_1X1"]])
+    opts = ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.OUT_FEATURES", ["res5"], "MODEL.RESNETS.STRIDE_IN_1X1",
+            settings["MODEL.RESNETS.STRIDE_IN_1X1"]]
+    cfg = setup_cfg(os.path.join(CONFIGS, "Base-SSL.yaml"), architecture_opts(weights) + opts)
     d2 = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
     with open(pkl_path, "rb") as f:
         d2.load_state_dict({k: torch.as_tensor(v) for k, v in pickle.load(f)["model"].items()}, strict=True)
-    tv = build_resnet(weights.depth)
+    tv = torchvision_resnet(weights.depth, weights.groups, weights.width_per_group).eval()
     tv.load_state_dict(weights.tensors, strict=False)
     torch.manual_seed(0)
     image = torch.rand(1, 3, size, size) * 255  # RGB in [0, 255], as Detectron2 reads it
@@ -204,7 +225,7 @@ def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> No
     else:
         print("verify: C4 skipped: Detectron2's Res5 ROI head is built from bottleneck blocks (ResNet-50+)")
     for name, config in models:
-        cfg = setup_cfg(os.path.join(CONFIGS, config), depth_opts(weights.depth) + ["MODEL.DEVICE", "cpu"])
+        cfg = setup_cfg(os.path.join(CONFIGS, config), architecture_opts(weights) + ["MODEL.DEVICE", "cpu"])
         loaded = load_and_check_coverage(build_model(cfg), pkl_path)
         print(f"verify: {name} model from configs/transfer/{config}: all {len(loaded)} backbone parameters "
               f"loaded from the file")
