@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Submit pretraining or fine-tuning jobs to SLURM (or run them locally) through submitit.
 
-    tools/submit.py pretrain --config-file configs/pretrain/houghcl_coco_800ep_8x32.yaml --nodes 1 \\
+    tools/submit.py pretrain --config-file configs/pretrain/houghcl_r50_coco_800ep_8x32.yaml --nodes 1 \\
         --gpus-per-node 8 --partition learnfair
     tools/submit.py finetune --config-file configs/transfer/voc_R_50_C4_24k.yaml --seeds 5 --gpus-per-node 8 \\
         MODEL.WEIGHTS houghcl_r50.pkl OUTPUT_DIR output/voc/houghcl
