@@ -52,6 +52,7 @@ _C.SOLVER.MAX_ITER = 0  # > 0 overrides EPOCHS
 _C.SOLVER.WARMUP_ITERS = 0
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 _C.SOLVER.LOG_PERIOD = 20
+_C.SOLVER.KEEP_LAST = 0  # > 0: keep only the newest N checkpoints (the final one is the newest); 0 keeps all
 # Mixed precision of the encoders on GPU: off (fp32, as the official MoCo-v2 and DenseCL) | bf16 | fp16 (with a
 # GradScaler). Matching, positives and contrastive logits are fp32 whatever is chosen. Ignored on CPU.
 _C.SOLVER.AMP = "off"

@@ -133,7 +133,8 @@ def train(cfg, resume: bool, device: torch.device) -> int:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else {}, "iteration": iteration,
                      "rng": rng_state(), "cfg": cfg.dump()}
-            logger.info("checkpoint %s", save_checkpoint(cfg.OUTPUT_DIR, iteration, state))
+            path = save_checkpoint(cfg.OUTPUT_DIR, iteration, state, keep=cfg.SOLVER.KEEP_LAST)
+            logger.info("checkpoint %s", path)
         du.barrier()
 
     log = MetricsLog(cfg.OUTPUT_DIR, start_iter) if du.is_main_process() else None

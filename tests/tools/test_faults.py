@@ -74,12 +74,13 @@ def test_kill_9_then_resume_reproduces_every_loss(image_folder, reference, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_preemption_signal_checkpoints_and_resumes(image_folder, reference, tmp_path, sig):
+    """SLURM's signals and Ctrl-C (exit 130): a checkpoint of the last finished iteration, how to continue."""
     out = tmp_path / "preempted"
     code, output = start_and_interrupt(command(image_folder, out), 3, sig, out)
     assert code == 128 + sig, output[-2000:]
-    assert "stopped by signal" in output
+    assert "stopped by signal" in output and "continue with the same command and --resume" in output
     stopped_at = int((out / "last_checkpoint").read_text().split("_")[1].split(".")[0])
     assert stopped_at == max(losses(out))  # the checkpoint is of the last finished iteration: nothing lost
     result = run(command(image_folder, out, "--resume"))

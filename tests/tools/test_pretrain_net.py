@@ -67,6 +67,14 @@ def test_resume_reproduces_uninterrupted_run(image_folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_keep_last_deletes_older_checkpoints(image_folder, tmp_path):
+    out = tmp_path / "keep"
+    assert main(["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.MAX_ITER", "7", "SOLVER.CHECKPOINT_PERIOD",
+                 "2", "SOLVER.KEEP_LAST", "2", "OUTPUT_DIR", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000006.pth", "model_0000007.pth"]
+    assert (out / "last_checkpoint").read_text() == "model_0000007.pth"
+
+
 def test_config_errors_name_the_key(image_folder, tmp_path, capsys):
     assert main(["--config-file", TINY, "MODEL.NOT_A_KEY", "1"]) == 2
     assert "MODEL.NOT_A_KEY" in capsys.readouterr().err
