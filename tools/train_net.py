@@ -19,8 +19,7 @@ from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-import transfer  # noqa: F401  (registers the extra-norm ROI head)
-from transfer.config import setup_cfg
+from transfer.config import setup_cfg  # importing the package registers the extra-norm ROI head
 from transfer.datasets import missing_builtin, register_from_args
 from transfer.results import ResultsError, seed_dir, write_final_results
 from transfer.trainer import TransferTrainer, parse_args, setup

@@ -109,6 +109,23 @@ def test_eval_matching_oracle_is_perfect(image_folder, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_matching_reads_the_depth_from_the_weights(image_folder, tmp_path):
+    import torch
+    import torchvision
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "m.json"
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "eval_matching.py"), "--images", image_folder, "--pairs",
+                             "2", "--size", "96", "--weights", str(tmp_path / "r18.pth"), "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["settings"]["depth"] == 18
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "eval_matching.py"), "--images", image_folder, "--pairs",
+                             "2", "--weights", str(tmp_path / "r18.pth"), "--depth", "50", "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1 and "r18.pth: holds a ResNet-18, not a ResNet-50" in result.stderr
+
+
+@pytest.mark.slow
 def test_picture_is_written_at_the_right_size(image_folder, tmp_path):
     out = tmp_path / "matches.png"
     result = subprocess.run([PYTHON, os.path.join(TOOLS, "visualize_matches.py"), "--images", image_folder,
