@@ -26,7 +26,8 @@ def main(argv=None) -> int:
         parser.error("--names needs one name per RUN_DIR")
     try:
         rows = summarise(args.run_dirs, args.names)
-        comparisons = [c for name in args.baseline for c in compare(rows, name)]
+        # Each model against each baseline; baselines are not compared with one another.
+        comparisons = [c for name in args.baseline for c in compare(rows, name, skip=args.baseline)]
     except (FileNotFoundError, ResultsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -113,14 +113,14 @@ def paired(runs: Dict[int, Dict], baseline: Dict[int, Dict], column: str) -> Opt
     return {"seeds": seeds, "differences": diffs, "mean": mean, "ci95": ci, "n": n, "verdict": verdict}
 
 
-def compare(rows: List[Dict], baseline: str) -> List[Dict]:
-    """Paired comparisons of every other row against the row named ``baseline``."""
+def compare(rows: List[Dict], baseline: str, skip: Sequence[str] = ()) -> List[Dict]:
+    """Paired comparisons of every other row (except those named in ``skip``) against the row ``baseline``."""
     base = [r for r in rows if r["model"] == baseline]
     if not base:
         raise ResultsError(f"--baseline {baseline}: no such model (models: {[r['model'] for r in rows]})")
     out = []
     for row in rows:
-        if row is base[0]:
+        if row is base[0] or row["model"] in skip:
             continue
         for column in columns_of([row]):
             result = paired(row["runs"], base[0]["runs"], column)
