@@ -5,7 +5,7 @@ without an error. Here every ResNet parameter of the model must come from the fi
 """
 import logging
 import re
-from typing import List
+from typing import List, NamedTuple
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone import ResNet
@@ -40,18 +40,47 @@ def resnet_parameter_names(model) -> List[str]:
 
 
 class CoverageCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that remembers which model keys the file did not provide."""
+    """DetectionCheckpointer that remembers which model keys the file did not provide and which of its keys the
+    model did not use. ``quiet``: no per-key warnings (the caller summarises them)."""
+
+    def __init__(self, model, quiet: bool = False):
+        super().__init__(model)
+        self.quiet = quiet
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
         self.missing = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+        self.unexpected = sorted(incompatible.unexpected_keys)
         return incompatible
 
+    def _log_incompatible_keys(self, incompatible) -> None:
+        if not self.quiet:
+            super()._log_incompatible_keys(incompatible)
 
-def load_and_check_coverage(model, weights: str, allow_partial: bool = False) -> List[str]:
+
+def load_and_check_coverage(model, weights: str, allow_partial: bool = False, quiet: bool = False) -> List[str]:
     """Load ``weights`` into ``model``; raise WeightsError listing every ResNet parameter the file did not
     provide (unless ``allow_partial``). Returns the names of the ResNet parameters that were loaded."""
-    checkpointer = CoverageCheckpointer(model)  # unwraps DistributedDataParallel
+    return load_with_report(model, weights, allow_partial, quiet).loaded
+
+
+class CoverageReport(NamedTuple):
+    loaded: List[str]       # ResNet parameters taken from the file
+    new_modules: List[str]  # modules of the detector that a backbone file does not provide (heads, FPN, ...)
+    new_tensors: int        # how many tensors those modules hold
+    unused: List[str]       # keys of the file that the model did not take
+
+
+def new_module_names(names, resnet_prefixes: List[str]) -> List[str]:
+    """``roi_heads.box_predictor.cls_score.weight`` -> ``roi_heads.box_predictor``: the head a key belongs to
+    (one level deeper inside a ResNet: ``roi_heads.res5.norm``, the extra norm of the C4 head)."""
+    return sorted({".".join(n.split(".")[:3 if n.startswith(tuple(resnet_prefixes)) else 2]) for n in names})
+
+
+def load_with_report(model, weights: str, allow_partial: bool = False, quiet: bool = False) -> CoverageReport:
+    """``load_and_check_coverage`` that also says what else happened: the detector's modules that start new
+    (expected for a backbone file) and any key of the file that the model did not use (never expected)."""
+    checkpointer = CoverageCheckpointer(model, quiet=quiet)  # unwraps DistributedDataParallel
     checkpointer.load(weights)
     wanted = resnet_parameter_names(checkpointer.model)
     missing = [n for n in wanted if n in checkpointer.missing]
@@ -63,4 +92,7 @@ def load_and_check_coverage(model, weights: str, allow_partial: bool = False) ->
         logger.warning(message)
     else:
         logger.info("%s: all %d backbone parameters loaded", weights, len(wanted))
-    return [n for n in wanted if n not in missing]
+    new = [n for n in checkpointer.missing if n not in set(wanted) and not n.endswith("num_batches_tracked")]
+    return CoverageReport([n for n in wanted if n not in missing],
+                          new_module_names(new, resnet_prefixes(checkpointer.model)), len(new),
+                          checkpointer.unexpected)

@@ -211,7 +211,7 @@ def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> No
     from detectron2.modeling import build_model
 
     from .config import CONFIGS, setup_cfg
-    from .coverage import load_and_check_coverage
+    from .coverage import load_with_report
     settings = read_sidecar(pkl_path)["input_settings"]
     error = res5_error(pkl_path, weights, settings)
     print(f"verify: Detectron2 res5 vs torchvision layer4 on a random image: max relative error {error:.2e} "
@@ -226,6 +226,10 @@ def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> No
         print("verify: C4 skipped: Detectron2's Res5 ROI head is built from bottleneck blocks (ResNet-50+)")
     for name, config in models:
         cfg = setup_cfg(os.path.join(CONFIGS, config), architecture_opts(weights) + ["MODEL.DEVICE", "cpu"])
-        loaded = load_and_check_coverage(build_model(cfg), pkl_path)
-        print(f"verify: {name} model from configs/transfer/{config}: all {len(loaded)} backbone parameters "
-              f"loaded from the file")
+        report = load_with_report(build_model(cfg), pkl_path, quiet=True)
+        print(f"verify: {name} model from configs/transfer/{config}: all {len(report.loaded)} backbone parameters "
+              f"loaded from the file; {report.new_tensors} tensors start new as expected for a backbone "
+              f"({', '.join(report.new_modules)})")
+        if report.unused:
+            raise WeightsError(f"{pkl_path}: {len(report.unused)} keys of the file are not used by the {name} "
+                               f"model: {report.unused}")

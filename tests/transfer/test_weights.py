@@ -109,3 +109,22 @@ def test_sidecar_says_what_was_done(tmp_path):
     assert convert(tmp_path / "pixpro.pth", tmp_path / "p.pkl", "--encoder", "momentum").returncode == 0
     sidecar = json.loads((tmp_path / "p.pkl.json").read_text())
     assert (sidecar["layout"], sidecar["encoder"], sidecar["source_dtype"]) == ("pixpro", "momentum", "float16")
+
+
+def test_coverage_report_names_new_heads_and_unused_keys(tmp_path):
+    from detectron2.modeling import build_model
+
+    from transfer.coverage import load_with_report
+    torch.save(resnet_state(18), tmp_path / "r18.pth")
+    assert convert(tmp_path / "r18.pth", tmp_path / "r18.pkl").returncode == 0
+    with open(tmp_path / "r18.pkl", "rb") as f:
+        data = pickle.load(f)
+    data["model"]["stray.weight"] = data["model"]["stem.conv1.weight"]
+    with open(tmp_path / "stray.pkl", "wb") as f:
+        pickle.dump(data, f)
+    cfg = setup_cfg(f"{CONFIGS}/coco_R_50_FPN_1x.yaml", ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS",
+                                                         64, "MODEL.DEVICE", "cpu"])
+    report = load_with_report(build_model(cfg), str(tmp_path / "stray.pkl"), quiet=True)
+    assert report.unused == ["stray.weight"]
+    assert "backbone.fpn_lateral2" in report.new_modules and "roi_heads.mask_head" in report.new_modules
+    assert not any(m.startswith("backbone.bottom_up") for m in report.new_modules)

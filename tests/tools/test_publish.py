@@ -1,0 +1,69 @@
+"""The release step: content-addressed file name, sidecar beside it, and a model card with recipe and results."""
+import contextlib
+import hashlib
+import io
+import json
+import subprocess
+
+import torch
+
+from ..conftest import load_tool
+from .test_convert import convert, resnet_state
+
+PUBLISH = load_tool("publish")
+
+
+def publish(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = PUBLISH.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def pretrained_and_converted(tmp_path):
+    run = tmp_path / "pretrain_run"
+    run.mkdir()
+    torch.save(resnet_state(18), run / "backbone.pth")
+    (run / "config.yaml").write_text("MODEL:\n  METHOD: houghcl\nSOLVER:\n  MAX_ITER: 200\n")
+    assert convert(run / "backbone.pth", tmp_path / "houghcl.pkl").returncode == 0
+    results = tmp_path / "voc" / "seed_0"
+    results.mkdir(parents=True)
+    bbox = {"AP": 41.5, "AP50": 70.25, "AP75": 44.0}
+    (results / "final_results.json").write_text(json.dumps({"results": {"bbox": bbox}, "seed": 0}))
+    return tmp_path / "houghcl.pkl", tmp_path / "voc"
+
+
+def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path):
+    pkl, voc = pretrained_and_converted(tmp_path)
+    result = publish(pkl, "--name", "houghcl_r18", "--out", tmp_path / "release", "--results", voc)
+    assert result.returncode == 0, result.stderr
+    digest = hashlib.sha256(pkl.read_bytes()).hexdigest()
+    stem = tmp_path / "release" / f"houghcl_r18-{digest[:8]}"
+    assert sorted(p.name for p in (tmp_path / "release").iterdir()) == sorted(
+        f"{stem.name}{ext}" for ext in (".pkl", ".pkl.json", ".md"))
+    assert stem.with_suffix(".pkl").read_bytes() == pkl.read_bytes()
+    assert json.loads((tmp_path / "release" / f"{stem.name}.pkl.json").read_text()) == \
+        json.loads((tmp_path / "houghcl.pkl.json").read_text())
+    card = stem.with_suffix(".md").read_text()
+    assert f"sha256: `{digest}`" in card and "METHOD: houghcl" in card and "MAX_ITER: 200" in card
+    source_digest = hashlib.sha256((tmp_path / "pretrain_run" / "backbone.pth").read_bytes()).hexdigest()
+    assert source_digest in card and "MODEL.RESNETS.DEPTH 18" in card
+    assert "| voc | 1 | 0 | 41.50 | 70.25 | 44.00 |" in card
+
+
+def test_publish_refuses_before_writing_anything(tmp_path):
+    pkl, voc = pretrained_and_converted(tmp_path)
+    release = tmp_path / "release"
+    cases = [
+        ((pkl, "--name", "bad name"), "use letters, digits"),
+        ((tmp_path / "pretrain_run" / "backbone.pth", "--name", "x"), "publish a converted Detectron2 .pkl"),
+        ((pkl, "--name", "x", "--results", tmp_path / "nowhere"), "no final_results.json"),
+        ((pkl, "--name", "x", "--recipe", tmp_path / "missing.yaml"), "--recipe"),
+    ]
+    for args, expected in cases:
+        result = publish(*args, "--out", release)
+        assert result.returncode == 1 and expected in result.stderr, (args, result.stderr)
+    (tmp_path / "houghcl.pkl.json").unlink()
+    result = publish(pkl, "--name", "x", "--out", release)
+    assert result.returncode == 1 and "no converter sidecar" in result.stderr
+    assert not release.exists()

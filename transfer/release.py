@@ -1,0 +1,91 @@
+"""The release step: a converted backbone under a content-addressed name, with the model card that describes it.
+
+``NAME-<sha8>.pkl`` (the first 8 hex digits of the file's sha256, as Detectron2's model zoo and PixPro name
+their files) lets anyone check that the file they downloaded is the one a table was computed with. The card
+says where the weights come from (the source checkpoint and its hash), how they were trained (the pretraining
+``config.yaml``), what the converter did (the sidecar) and what they give (the fine-tuning tables).
+"""
+import json
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+
+from pretrain.checkpoint import atomic_write, sha256_of
+
+from .results import summarise, to_markdown
+from .weights import WeightsError, read_sidecar
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def recipe_of(sidecar: Dict, recipe: Optional[str]) -> Optional[str]:
+    """The pretraining config: the one given, else ``config.yaml`` beside the source checkpoint (where
+    ``tools/pretrain_net.py`` writes it next to ``backbone.pth``), else None."""
+    if recipe is None:
+        beside = os.path.join(os.path.dirname(sidecar.get("source", "")), "config.yaml")
+        recipe = beside if os.path.exists(beside) else None
+    if recipe is not None:
+        try:
+            with open(recipe) as f:
+                yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as e:
+            raise WeightsError(f"--recipe {recipe}: not a readable YAML config ({e})") from None
+    return recipe
+
+
+def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Optional[str],
+               results: Sequence[str]) -> str:
+    lines = [f"# {name}", "", f"- file: `{file_name}`", f"- sha256: `{digest}`",
+             f"- architecture: ResNet-{sidecar['depth']}, groups {sidecar['groups']}, width per group "
+             f"{sidecar['width_per_group']}",
+             f"- source checkpoint: `{sidecar['source']}` (sha256 `{sidecar['source_sha256']}`), layout "
+             f"{sidecar['layout']}, prefix `{sidecar['prefix']}`, encoder {sidecar['encoder']}",
+             "", "## Use", "", "Fine-tune with these Detectron2 settings (checked by `tools/train_net.py` from the "
+             "sidecar `" + file_name + ".json`):", "", "```"]
+    settings = {**sidecar["input_settings"], **sidecar["architecture_settings"]}
+    lines += [f"{k} {v}" for k, v in settings.items()] + ["```", "", "## Recipe", ""]
+    if recipe:
+        with open(recipe) as f:
+            lines += [f"Pretraining config (`{recipe}`):", "", "```yaml", f.read().rstrip(), "```"]
+    else:
+        lines.append("Not recorded: the source is not a pretraining run of this toolkit and no `--recipe` was given.")
+    lines += ["", "## Results", ""]
+    if results:
+        lines += ["Fine-tuning, mean ± sample std over seeds (`tools/collect_results.py`):", "",
+                  to_markdown(summarise(results)).rstrip(), "", "Runs: " + ", ".join(f"`{r}`" for r in results)]
+    else:
+        lines.append("None given.")
+    lines += ["", "## Conversion record", "", "```json", json.dumps(sidecar, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def publish(weights: str, name: str, out_dir: str, recipe: Optional[str] = None,
+            results: Sequence[str] = ()) -> List[str]:
+    """Copy a converted ``.pkl`` (with its sidecar) to ``out_dir/NAME-<sha8>.pkl`` and write the card
+    ``NAME-<sha8>.md``. Returns the written paths. Checks everything before writing anything."""
+    if not NAME_PATTERN.match(name):
+        raise WeightsError(f"--name {name!r}: use letters, digits and . _ + - only")
+    if not weights.endswith(".pkl"):
+        raise WeightsError(f"{weights}: publish a converted Detectron2 .pkl (tools/convert.py writes one)")
+    if not os.path.isfile(weights):
+        raise WeightsError(f"{weights}: no such file")
+    sidecar = read_sidecar(weights)
+    if sidecar is None or sidecar.get("format") != "detectron2":
+        raise WeightsError(f"{weights}: no converter sidecar {weights}.json; convert with tools/convert.py first")
+    recipe = recipe_of(sidecar, recipe)
+    summarise(results)  # a missing or unreadable results folder fails here, before any file is written
+    digest = sha256_of(weights)
+    stem = os.path.join(out_dir, f"{name}-{digest[:8]}")
+    card = model_card(name, os.path.basename(stem) + ".pkl", digest, sidecar, recipe, results)
+
+    def copy(f):
+        with open(weights, "rb") as source:
+            shutil.copyfileobj(source, f)
+
+    atomic_write(stem + ".pkl", copy)
+    atomic_write(stem + ".pkl.json", lambda f: f.write((json.dumps(sidecar, indent=2) + "\n").encode()))
+    atomic_write(stem + ".md", lambda f: f.write(card.encode()))
+    return [stem + ".pkl", stem + ".pkl.json", stem + ".md"]
