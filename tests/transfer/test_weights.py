@@ -62,11 +62,13 @@ def test_resnext_safetensors_verifies_into_resnext_c4(tmp_path):
     assert check_input_settings(cfg, str(tmp_path / "x.pkl"))
 
 
-def test_wide_resnet_is_recognised(tmp_path):
+@pytest.mark.slow
+def test_wide_resnet_verifies_into_c4_and_fpn(tmp_path):
     torch.save(torchvision.models.wide_resnet50_2().state_dict(), tmp_path / "wide.pth")
-    result = convert(tmp_path / "wide.pth", tmp_path / "wide.pkl")
-    assert result.returncode == 0, result.stderr
+    result = convert(tmp_path / "wide.pth", tmp_path / "wide.pkl", "--verify")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "ResNet-50 (width 128)" in result.stdout
+    assert "verify: C4 model" in result.stdout and "verify: FPN model" in result.stdout
     sidecar = json.loads((tmp_path / "wide.pkl.json").read_text())
     assert (sidecar["groups"], sidecar["width_per_group"]) == (1, 128)
 
