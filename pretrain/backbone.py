@@ -70,8 +70,9 @@ def read_checkpoint(path: str, unsafe: bool = False):
     if head[8:10] == b'{"':  # safetensors: an 8-byte header length, then a JSON header
         return read_safetensors(path)
     if magic[:1] == b"\x80" and b"stem.conv1" in head and b"res2." in head:
-        raise BackboneError(f"{path}: is already a Detectron2 file (keys such as stem.conv1, res2.*): give it to "
-                            "tools/train_net.py as MODEL.WEIGHTS as it is; there is nothing to convert")
+        raise BackboneError(f"{path}: is already a Detectron2 file (keys such as stem.conv1, res2.*), what "
+                            "tools/convert.py writes: give it to tools/train_net.py as MODEL.WEIGHTS as it is; here, "
+                            "give the checkpoint it was converted from")
     # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
     if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
         raise BackboneError(f"{path}: not a readable PyTorch checkpoint nor a safetensors file (starts with {magic!r})")

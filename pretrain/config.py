@@ -1,4 +1,7 @@
 """Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
+from typing import List, Tuple
+
+import yaml
 from fvcore.common.config import CfgNode as CN
 
 from .backbone import IMAGENET_MEAN, IMAGENET_STD
@@ -81,6 +84,8 @@ def load_config(config_file: str = "", opts=()) -> CN:
             cfg.merge_from_file(config_file)
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ConfigError(f"{config_file}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{config_file}: not valid YAML ({' '.join(str(e).split())})") from None
     except OSError as e:
         raise ConfigError(f"{config_file}: cannot read config file ({e.strerror or e})") from None
     try:
@@ -115,5 +120,46 @@ def validate(cfg: CN) -> None:
         section, name = key.split(".")
         if cfg[section][name] <= 0:
             raise ConfigError(f"{key} = {cfg[section][name]} must be positive")
+    if not cfg.SOLVER.BASE_LR > 0:
+        raise ConfigError(f"SOLVER.BASE_LR = {cfg.SOLVER.BASE_LR} must be positive (it is scaled by batch / 256)")
+    if cfg.SOLVER.WEIGHT_DECAY < 0 or not 0 <= cfg.SOLVER.MOMENTUM < 1:
+        raise ConfigError(f"SOLVER.WEIGHT_DECAY = {cfg.SOLVER.WEIGHT_DECAY} must be >= 0 and SOLVER.MOMENTUM = "
+                          f"{cfg.SOLVER.MOMENTUM} in [0, 1)")
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
         raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")
+
+
+# What a resumed run may change: only how long it trains. Anything else would silently mix two experiments.
+SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.EPOCHS")
+
+
+def flatten(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def config_changes(saved: CN, cfg: CN) -> List[Tuple[str, object, object]]:
+    """``(key, saved value, new value)`` for every key that differs, except the schedule length."""
+    old, new = flatten(saved), flatten(cfg)
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS]
+
+
+def check_resume_config(saved_path: str, cfg: CN) -> None:
+    """Refuse to continue a run with another config; the message names each changed key."""
+    try:
+        with open(saved_path) as f:
+            saved = CN.load_cfg(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{saved_path}: cannot read the config of the run to resume ({e})") from None
+    changes = config_changes(saved, cfg)
+    if changes:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
+        raise ConfigError(f"--resume with a config that differs from {saved_path}: {listed}. Only "
+                          f"{' and '.join(SCHEDULE_KEYS)} may change; use another OUTPUT_DIR for another experiment, "
+                          f"or pass --allow-config-change")

@@ -10,6 +10,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -17,6 +18,9 @@ from .transforms import TwoViewTransform
 
 logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Smaller images are skipped: the smallest crop (20% of the area) of a 32 px image is about 14 px wide, already
+# upsampled 16 times to a 224 px view; a 1 x 1 image is a constant colour field with no structure to match.
+MIN_IMAGE_SIDE = 32
 
 
 class DataError(RuntimeError):
@@ -34,10 +38,17 @@ def list_images(root: str) -> List[str]:
                 names = files + [d for d in dirs if d.lower().endswith(IMAGE_EXTENSIONS)]
                 found.extend(os.path.join(folder, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
             paths.extend(sorted(found))
+        elif os.path.isfile(source) and source.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(f"DATA.ROOT: {source!r} is a single image; give the folder that holds the images, or a "
+                            "text file with one image path per line")
         elif os.path.isfile(source):
             base = os.path.dirname(os.path.abspath(source))
-            with open(source) as f:
-                lines = [line.strip() for line in f]
+            try:
+                with open(source, encoding="utf-8") as f:
+                    lines = [line.strip() for line in f]
+            except UnicodeDecodeError:
+                raise DataError(f"DATA.ROOT: {source!r} is neither a folder of images nor a text file listing "
+                                "image paths (it is not UTF-8 text)") from None
             paths.extend(os.path.join(base, p) for p in lines if p and not p.startswith("#"))
         else:
             raise DataError(f"DATA.ROOT: {source!r} is neither a folder of images nor a list file")
@@ -53,8 +64,10 @@ def check_image(path: str) -> Optional[str]:
         if size == 0:
             return "is empty (0 bytes)"
         with Image.open(path) as img:
-            fmt = img.format
+            fmt, (width, height) = img.format, img.size
             img.verify()
+        if min(width, height) < MIN_IMAGE_SIDE:
+            return f"is too small ({width} x {height}; at least {MIN_IMAGE_SIDE} px on each side are needed)"
         with open(path, "rb") as f:
             f.seek(max(0, size - 12))
             tail = f.read()
@@ -70,6 +83,24 @@ def check_image(path: str) -> Optional[str]:
     except Exception as e:  # PIL raises many types for broken files
         return f"is not a readable image ({e.__class__.__name__}: {e})"
     return None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from what files hold: 16- and 32-bit grey scaled (Pillow's convert clips them to white),
+    transparency composited over white (palette and grey images included), CMYK through Pillow's conversion."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max() <= 65535 else 2.0 ** 31 - 1
+        return Image.fromarray(np.round(values.clip(0, top) * 255.0 / top).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        top = 1.0 if values.max() <= 1.0 else 255.0
+        return Image.fromarray(np.round(values.clip(0, top) * 255.0 / top).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def readable_images(paths: Sequence[str], workers: int = 8) -> List[str]:
@@ -109,7 +140,7 @@ class TwoViewDataset(Dataset):
             path = self.paths[(index + attempt) % len(self.paths)]
             try:
                 with Image.open(path) as img:
-                    return img.convert("RGB")
+                    return to_rgb(img)
             except Exception as e:
                 logger.warning("skipping %s while loading: %s", path, e)
         raise DataError("no image of the dataset can be decoded")

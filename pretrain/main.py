@@ -1,5 +1,7 @@
 """``tools/pretrain_net.py``: set up (config, processes, data, model, resume), then run ``engine.train_loop``."""
 import argparse
+import errno
+import glob
 import logging
 import os
 import signal
@@ -10,10 +12,11 @@ import torch
 from . import distributed as du
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
-from .checkpoint import CheckpointError, atomic_write, load_latest, save_checkpoint
-from .config import ConfigError, load_config
+from .checkpoint import POINTER, CheckpointError, atomic_write, load_latest, save_checkpoint
+from .config import ConfigError, check_resume_config, load_config
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
+from .lock import LockError, OutputLock
 from .transforms import TwoViewTransform
 
 logger = logging.getLogger("pretrain")
@@ -23,12 +26,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="HoughCL / DenseCL / MoCo-v2 / PixPro-style pretraining")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML config (may use _BASE_)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="--resume even if the config differs from the run's (beyond the schedule length)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     args = parser.parse_args(argv)
     # `... KEY VALUE --resume` is as common as `--resume KEY VALUE`: the flag is never a config key.
-    if "--resume" in args.opts:
-        args.opts = [o for o in args.opts if o != "--resume"]
-        args.resume = True
+    for flag in ("--resume", "--allow-config-change"):
+        if flag in args.opts:
+            args.opts = [o for o in args.opts if o != flag]
+            setattr(args, flag[2:].replace("-", "_"), True)
     return args
 
 
@@ -68,6 +74,10 @@ class StopRequest:
     def requested(self) -> bool:
         flag = torch.tensor(float(self.signal is not None))
         return bool(du.all_reduce_mean(flag) > 0) if du.world_size() > 1 else self.signal is not None
+
+
+def has_checkpoint(output_dir: str) -> bool:
+    return os.path.exists(os.path.join(output_dir, POINTER)) or bool(glob.glob(os.path.join(output_dir, "model_*.pth")))
 
 
 def rng_state():
@@ -166,16 +176,34 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = du.init_distributed_mode(cfg.DEVICE)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    setup_logging(cfg.OUTPUT_DIR)
-    if du.is_main_process():
-        atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump().encode()))
-    logger.info("config %s, output %s", args.config_file, cfg.OUTPUT_DIR)
+    lock = OutputLock(cfg.OUTPUT_DIR)
     try:
+        if du.is_main_process():
+            lock.acquire()
+            saved = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+            resuming = args.resume and has_checkpoint(cfg.OUTPUT_DIR) and os.path.exists(saved)
+            if resuming and not args.allow_config_change:
+                check_resume_config(saved, cfg)
+    except (LockError, ConfigError) as e:
+        lock.release()
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    try:
+        setup_logging(cfg.OUTPUT_DIR)
+        if du.is_main_process():
+            atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump().encode()))
+        logger.info("config %s, output %s", args.config_file, cfg.OUTPUT_DIR)
         return train(cfg, args.resume, device)
     except (DataError, CheckpointError, FloatingPointError) as e:
         logger.error("error: %s", e)
         return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        logger.error("error: the disk of %s is full (%s); free space, or keep fewer checkpoints with "
+                     "SOLVER.KEEP_LAST, then continue with --resume", cfg.OUTPUT_DIR, e.filename or "writing")
+        return 1
     finally:
+        lock.release()
         if du.is_distributed():
             torch.distributed.destroy_process_group()

@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 
 from .backbone import build_resnet, infer_depth, resnet_features
-from .data import list_images, readable_images
+from .data import list_images, readable_images, to_rgb
 from .geometry import matching_hits
 from .matching import MATCHERS, HoughOptions, MatchOptions
 from .transforms import TwoViewTransform
@@ -30,7 +30,7 @@ def view_pairs(paths: List[str], pairs: int, seed: int, size: int, batch: int = 
         for k in range(start, min(pairs, start + batch)):
             path = chooser.choice(paths)
             with Image.open(path) as img:
-                samples.append(transform(img.convert("RGB"), random.Random(f"pairs/{seed}/{k}")))
+                samples.append(transform(to_rgb(img), random.Random(f"pairs/{seed}/{k}")))
         yield {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 

@@ -37,9 +37,14 @@ DEFAULT_INDEX = "https://pypi.org/simple"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "houghcl"
 
 IMPORT_CHECK = (
-    "import detectron2, detectron2.layers, detectron2.modeling, detectron2.evaluation;"
+    "import detectron2, detectron2.layers, detectron2.modeling, detectron2.evaluation, importlib, inspect, os;"
     "from detectron2 import model_zoo;"
+    "launch = importlib.import_module('detectron2.engine.launch');"
     "model_zoo.get_config_file('COCO-Detection/faster_rcnn_R_50_C4_1x.yaml');"
+    # An earlier install by this script (it has the _C stand-in) that predates a patch is redone.
+    "standin = os.path.exists(os.path.join(os.path.dirname(detectron2.__file__), '_C.py'));"
+    "defaults = importlib.import_module('detectron2.engine.defaults');"
+    "assert not standin or 'is_cuda' in inspect.getsource(defaults.create_ddp_model), 'older patched install';"
     "print(detectron2.__version__, detectron2.__file__)"
 )
 
@@ -102,6 +107,18 @@ PATCHES = [
      'cfg_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_path)', 1),
     ("detectron2/evaluation/coco_evaluation.py", "use_fast_impl=True,", "use_fast_impl=False,", 2),
     ("detectron2/data/transforms/transform.py", "interp=Image.LINEAR", "interp=Image.BILINEAR", 1),
+    # Several processes without a GPU (as upstream does since v0.6): Gloo instead of asserting CUDA.
+    ("detectron2/engine/launch.py",
+     '    assert torch.cuda.is_available(), "cuda is not available. Please check your installation."\n',
+     "    has_gpu = torch.cuda.is_available()\n", 1),
+    ("detectron2/engine/launch.py", 'backend="NCCL",', 'backend="NCCL" if has_gpu else "GLOO",', 1),
+    ("detectron2/engine/launch.py",
+     "    assert num_gpus_per_machine <= torch.cuda.device_count()\n    torch.cuda.set_device(local_rank)\n",
+     "    if has_gpu:\n        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
+     "        torch.cuda.set_device(local_rank)\n", 1),
+    # DistributedDataParallel takes device_ids only for GPU modules.
+    ("detectron2/engine/defaults.py", '    if "device_ids" not in kwargs:\n',
+     '    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:\n', 1),
 ]
 
 

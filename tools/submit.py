@@ -6,6 +6,11 @@
     tools/submit.py finetune --config-file configs/transfer/voc_R_50_C4_24k.yaml --seeds 5 --gpus-per-node 8 \\
         MODEL.WEIGHTS houghcl_r50.pkl OUTPUT_DIR output/voc/houghcl
     tools/submit.py pretrain --cluster local --wait --config-file configs/pretrain/tiny_r18_cpu.yaml ...
+    tools/submit.py finetune --cluster local --wait --config-file configs/transfer/tiny/trees_R_18_FPN_cpu.yaml \
+        --voc trees_train datasets/trees train --voc trees_test datasets/trees test MODEL.WEIGHTS r18.pkl
+
+``--cluster local`` runs the jobs on this machine, one process each (no SLURM needed; fine-tuning on one GPU,
+or on the CPU with a config that says MODEL.DEVICE cpu); ``--wait`` waits and reports each job's own error line.
 
 Every job runs its command with ``--resume``: when SLURM preempts it or its time runs out, submitit requeues it
 and it continues from its last checkpoint. Fine-tuning submits one job per seed (OUTPUT_DIR/seed_k).
@@ -98,6 +103,19 @@ def build_executor(args):
     return executor
 
 
+def failure_reason(job, error) -> str:
+    """The command's own last ``error:`` line from the job's log (what went wrong), else the exception's."""
+    try:
+        log = job.stderr() or ""
+    except OSError:
+        log = ""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error:" in line]
+    if errors:
+        return errors[-1]
+    return str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.exists(args.config_file):
@@ -125,7 +143,8 @@ def main(argv=None):
                 print(f"job {job.job_id}: completed")
             except Exception as e:  # submitit re-raises the job's failure here
                 failed += 1
-                print(f"job {job.job_id}: failed: {str(e).splitlines()[-1] if str(e) else e}", file=sys.stderr)
+                print(f"job {job.job_id}: failed: {failure_reason(job, e)}\n  full log: {job.paths.stderr}",
+                      file=sys.stderr)
         return 1 if failed else 0
     return 0
 

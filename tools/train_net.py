@@ -19,21 +19,19 @@ from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
+from pretrain.lock import LockError, OutputLock
 from transfer.config import setup_cfg  # importing the package registers the extra-norm ROI head
-from transfer.datasets import missing_builtin, register_from_args
+from transfer.datasets import DatasetError, check_datasets, evaluation_metric, register_from_args
 from transfer.results import ResultsError, seed_dir, write_final_results
-from transfer.trainer import TransferTrainer, parse_args, setup
+from transfer.trainer import LaunchError, TransferTrainer, check_launcher, parse_args, setup
 from transfer.weights import WeightsError
 
 logger = logging.getLogger("transfer")
 
 
 def main(args):
-    register_from_args(args.voc, args.coco)
+    register_from_args(args.voc, args.coco, args.classes)  # again in each spawned process
     cfg = setup(args)
-    missing = missing_builtin(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
-    if missing:
-        raise FileNotFoundError(f"dataset files missing under DETECTRON2_DATASETS: {missing}")
     trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if args.eval_only:
@@ -44,7 +42,8 @@ def main(args):
     if comm.is_main_process():
         if len(cfg.TEST.EXPECTED_RESULTS):
             verify_results(cfg, results)
-        path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump())
+        metrics = {name: evaluation_metric(name) for name in cfg.DATASETS.TEST}
+        path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump(), metric=metrics)
         logger.info("results written to %s", path)
     return results
 
@@ -55,8 +54,19 @@ def launch_one(args):
 
 
 def run(args) -> int:
-    """One fine-tuning with the config's seed (drawn once and recorded if it is -1), or seeds 0..K-1."""
+    """Check what can be checked before any process starts, hold OUTPUT_DIR, then fine-tune."""
     base = setup_cfg(args.config_file, args.opts)
+    register_from_args(args.voc, args.coco, args.classes)
+    check_datasets(base)
+    check_launcher(args.num_gpus * args.num_machines, base.MODEL.DEVICE)
+    if args.machine_rank > 0:  # the first machine's job holds the folder for all
+        return run_seeds(args, base)
+    with OutputLock(base.OUTPUT_DIR):
+        return run_seeds(args, base)
+
+
+def run_seeds(args, base) -> int:
+    """One fine-tuning with the config's seed (drawn once and recorded if it is -1), or seeds 0..K-1."""
     if not args.seeds:
         seed = base.SEED if base.SEED >= 0 else secrets.randbelow(2 ** 31)
         print(f"seed {seed}{' (drawn: the config says SEED -1)' if base.SEED < 0 else ''}", flush=True)
@@ -79,6 +89,6 @@ if __name__ == "__main__":
     arguments = parse_args()
     try:
         sys.exit(run(arguments))
-    except (WeightsError, ResultsError, FileNotFoundError, ValueError) as e:
+    except (WeightsError, ResultsError, DatasetError, LockError, LaunchError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,6 +1,8 @@
 """Transfer config: Detectron2's defaults + this add-on's keys, then the file, then command-line overrides."""
 import os
 
+import yaml
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -13,11 +15,28 @@ def add_transfer_config(cfg: CN) -> None:
     cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = False
 
 
+class TransferConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or the key."""
+
+
 def setup_cfg(config_file: str, opts=(), freeze: bool = True) -> CN:
+    """Defaults <- file (with ``_BASE_``) <- ``KEY VALUE`` overrides; errors name the file or the key."""
     cfg = get_cfg()
     add_transfer_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    if not os.path.isfile(config_file):
+        raise TransferConfigError(f"--config-file {config_file}: no such file")
+    try:
+        cfg.merge_from_file(config_file)
+    except yaml.YAMLError as e:
+        raise TransferConfigError(f"{config_file}: not valid YAML ({' '.join(str(e).split())})") from None
+    except (KeyError, AssertionError, TypeError, ValueError) as e:
+        raise TransferConfigError(f"{config_file}: {e}") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError, TypeError, ValueError) as e:
+        raise TransferConfigError(f"command-line override: {e}") from None
+    if not cfg.SOLVER.BASE_LR > 0:
+        raise TransferConfigError(f"SOLVER.BASE_LR = {cfg.SOLVER.BASE_LR} must be positive")
     if freeze:
         cfg.freeze()
     return cfg

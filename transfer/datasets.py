@@ -1,9 +1,11 @@
 """Datasets for fine-tuning: Detectron2's builtin VOC/COCO names (under $DETECTRON2_DATASETS, registered by
 Detectron2 itself on import) plus any VOC-layout folder or COCO json named on the command line."""
 import glob
+import json
 import logging
 import os
-from typing import Optional, Sequence
+import re
+from typing import Dict, List, Optional, Sequence
 from xml.etree import ElementTree as ET
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -24,19 +26,50 @@ def voc_class_names(dirname: str, split: str) -> list:
     return sorted(names)
 
 
-def register_voc(name: str, dirname: str, split: str, classes: Optional[Sequence[str]] = None,
-                 year: int = 2012) -> None:
-    """A VOC-layout folder (JPEGImages/, Annotations/, ImageSets/Main/SPLIT.txt). ``year`` 2007 selects the
-    11-point VOC07 AP, any other year the area-under-curve AP."""
-    if name in DatasetCatalog.list():
-        return
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given; the message names the file or the key."""
+
+
+def voc_year(dirname: str) -> int:
+    """2007 for a ``VOC2007`` folder (its test set is scored with the 11-point metric of the VOC07 protocol);
+    the year of any other ``VOCyyyy`` folder; 2012 (area under the curve) for folders named otherwise."""
+    found = re.findall(r"VOC(\d{4})", os.path.abspath(dirname))
+    return int(found[-1]) if found else 2012
+
+
+def check_voc_layout(dirname: str, split: str) -> None:
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main", split + ".txt")):
         if not os.path.exists(os.path.join(dirname, sub)):
-            raise FileNotFoundError(f"{dirname}: not a VOC layout, {sub} is missing")
-    classes = list(classes) if classes else voc_class_names(dirname, split)
-    register_pascal_voc(name, dirname, split, year, classes)
+            raise DatasetError(f"{dirname}: not a VOC layout, {sub} is missing")
+
+
+def register_voc(name: str, dirname: str, split: str, classes: Sequence[str], year: Optional[int] = None) -> None:
+    """A VOC-layout folder (JPEGImages/, Annotations/, ImageSets/Main/SPLIT.txt) with the run's class list.
+    ``year`` (default: from the folder name) 2007 selects the 11-point VOC07 AP, others the area AP."""
+    if name in DatasetCatalog.list():
+        return
+    check_voc_layout(dirname, split)
+    year = voc_year(dirname) if year is None else year
+    register_pascal_voc(name, dirname, split, year, list(classes))
     MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # Detectron2 sets it only for its builtin names
-    logger.info("registered %s: VOC layout %s split %s, classes %s", name, dirname, split, classes)
+    logger.info("registered %s: VOC layout %s split %s (year %d), classes %s", name, dirname, split, year, classes)
+
+
+def coco_classes(json_file: str) -> List[str]:
+    """The category names of a COCO json in category-id order (Detectron2's order), with a clear error for a
+    file that is not a COCO instances json."""
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{json_file}: not a valid JSON file ({e})") from None
+    problems = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if not isinstance(data, dict) or problems:
+        raise DatasetError(f"{json_file}: not a COCO instances file (no list under {problems or 'the top level'})")
+    try:
+        return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    except (KeyError, TypeError) as e:
+        raise DatasetError(f"{json_file}: a category without 'id' or 'name' ({e})") from None
 
 
 def register_coco(name: str, json_file: str, image_root: str) -> None:
@@ -45,16 +78,64 @@ def register_coco(name: str, json_file: str, image_root: str) -> None:
     for path in (json_file, image_root):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder (dataset {name})")
+    classes = coco_classes(json_file)
     register_coco_instances(name, {}, json_file, image_root)
-    logger.info("registered %s: COCO json %s, images %s", name, json_file, image_root)
+    MetadataCatalog.get(name).thing_classes = classes  # Detectron2 sets the same list when it loads the json
+    logger.info("registered %s: COCO json %s, images %s, %d classes", name, json_file, image_root, len(classes))
 
 
-def register_from_args(voc=(), coco=()) -> None:
-    """``voc``: (NAME, DIR, SPLIT) triples; ``coco``: (NAME, JSON, IMAGES) triples."""
+def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None) -> None:
+    """``voc``: (NAME, DIR, SPLIT) triples, all registered with ONE class list: ``classes`` if given (every
+    split's names must be in it), else the sorted union of the names in all splits (a class seen in one split
+    only would otherwise shift every class index of the other). ``coco``: (NAME, JSON, IMAGES) triples."""
+    per_split: Dict[str, List[str]] = {}
     for name, dirname, split in voc:
-        register_voc(name, dirname, split)
+        check_voc_layout(dirname, split)
+        per_split[name] = voc_class_names(dirname, split)
+    if classes:
+        for (name, dirname, split), found in zip(voc, per_split.values()):
+            extra = sorted(set(found) - set(classes))
+            if extra:
+                raise DatasetError(f"--voc {name} {dirname} {split}: classes {extra} are not in --classes "
+                                   f"{list(classes)}")
+    run_classes = list(classes) if classes else sorted(set().union(*per_split.values())) if per_split else []
+    for name, dirname, split in voc:
+        register_voc(name, dirname, split, run_classes)
     for name, json_file, image_root in coco:
         register_coco(name, json_file, image_root)
+
+
+def check_classes(cfg) -> List[str]:
+    """Every training and test set of the run has the same classes, as many as MODEL.ROI_HEADS.NUM_CLASSES."""
+    lists = {}
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        found = MetadataCatalog.get(name).get("thing_classes", None)
+        if found is None:
+            DatasetCatalog.get(name)  # a COCO json registered by Detectron2 sets its classes when loaded
+            found = MetadataCatalog.get(name).get("thing_classes", None)
+        lists[name] = list(found or [])
+    distinct = {tuple(v) for v in lists.values()}
+    if len(distinct) > 1:
+        raise DatasetError(f"the datasets of this run have different class lists {lists}: class indices would not "
+                           "agree between training and test; register them with one list (--classes)")
+    classes = list(next(iter(distinct))) if distinct else []
+    if classes and cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(classes):
+        raise DatasetError(f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}, the datasets have "
+                           f"{len(classes)} classes {classes}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}")
+    return classes
+
+
+def evaluation_metric(dataset_name: str) -> str:
+    """How a test set is scored, in words, for final_results.json."""
+    meta = MetadataCatalog.get(dataset_name)
+    kind = meta.get("evaluator_type", None)
+    if kind == "pascal_voc":
+        if meta.get("year", None) == 2007:
+            return "VOC2007 11-point interpolated AP (AP50; AP and AP75 average over IoU 0.50:0.95)"
+        return "VOC area-under-curve AP (AP50; AP and AP75 average over IoU 0.50:0.95)"
+    if kind == "coco":
+        return "COCO AP (pycocotools)"
+    return str(kind)
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str):
@@ -71,6 +152,14 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
 
 def builtin_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def check_datasets(cfg) -> List[str]:
+    """Before any process starts: the files of builtin sets exist, and the classes agree (``check_classes``)."""
+    missing = missing_builtin(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    if missing:
+        raise DatasetError(f"dataset files missing under DETECTRON2_DATASETS ({builtin_root()}): {missing}")
+    return check_classes(cfg)
 
 
 def missing_builtin(names: Sequence[str]) -> list:

@@ -4,10 +4,14 @@ The trainer adds two things to Detectron2's: the evaluator that each dataset's m
 fresh start, the checks that stop a run from quietly training on partly random weights or on weights with the
 wrong input settings. On resume, the checkpointer's own resume is used (the run's last checkpoint).
 """
+import importlib
+import inspect
 import logging
 import os
 import re
 import sys
+
+import torch
 
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.utils import comm
@@ -37,6 +41,21 @@ def resolve_norms(cfg, world_size: int):
             node.NORM = "naiveSyncBN"
             notes.append(f"MODEL.{key}.NORM SyncBN -> naiveSyncBN (CPU processes)")
     return notes
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def check_launcher(world_size: int, device: str) -> None:
+    """Several processes without CUDA need a Detectron2 launcher that falls back to Gloo (upstream after v0.6;
+    tools/install_detectron2.py patches v0.6)."""
+    if world_size <= 1 or (device != "cpu" and torch.cuda.is_available()):
+        return
+    launch_module = importlib.import_module("detectron2.engine.launch")  # the attribute is the function
+    if "GLOO" not in inspect.getsource(launch_module):
+        raise LaunchError("--num-gpus > 1 without CUDA needs Detectron2's Gloo fallback, which this Detectron2 "
+                          "lacks: run python tools/install_detectron2.py --force, or use --num-gpus 1")
 
 
 def setup(args):
@@ -92,9 +111,12 @@ def argument_parser():
     parser.add_argument("--seeds", type=int, default=None, metavar="K",
                         help="run K fine-tunings, seeds 0..K-1, into OUTPUT_DIR/seed_k/ (K = 1: seed 0)")
     parser.add_argument("--voc", nargs=3, action="append", default=[], metavar=("NAME", "DIR", "SPLIT"),
-                        help="register a VOC-layout dataset (classes read from its annotations)")
+                        help="register a VOC-layout dataset; a DIR named VOC2007 is scored with the VOC07 "
+                             "11-point metric, others with the area metric")
     parser.add_argument("--coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGES"),
                         help="register a COCO-json dataset")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                        help="the class list of the --voc sets (default: the union of the names in all of them)")
     return parser
 
 
