@@ -37,9 +37,11 @@ def atomic_write(path: str, write) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
+            raise OSError(e.errno, e.strerror, path) from e
         raise
 
 

@@ -200,8 +200,8 @@ def main(argv=None) -> int:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        logger.error("error: the disk of %s is full (%s); free space, or keep fewer checkpoints with "
-                     "SOLVER.KEEP_LAST, then continue with --resume", cfg.OUTPUT_DIR, e.filename or "writing")
+        logger.error("error: the disk of %s is full (writing %s); free space, or keep fewer checkpoints with "
+                     "SOLVER.KEEP_LAST, then continue with --resume", cfg.OUTPUT_DIR, e.filename)
         return 1
     finally:
         lock.release()

@@ -110,9 +110,11 @@ def failure_reason(job, error) -> str:
     except OSError:
         log = ""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or "Error:" in line]
-    if errors:
-        return errors[-1]
+    for wanted in (lambda line: line.startswith("error:"),  # the tools' own one-line errors
+                   lambda line: "Error:" in line and "CalledProcessError" not in line):  # else a traceback's last
+        found = [line for line in lines if wanted(line)]
+        if found:
+            return found[-1]
     return str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
 
 

@@ -2,7 +2,6 @@
 import os
 
 import yaml
-
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 

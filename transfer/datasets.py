@@ -63,8 +63,9 @@ def coco_classes(json_file: str) -> List[str]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{json_file}: not a valid JSON file ({e})") from None
-    problems = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if not isinstance(data, dict) or problems:
+    problems = [k for k in ("images", "annotations", "categories")
+                if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    if problems:
         raise DatasetError(f"{json_file}: not a COCO instances file (no list under {problems or 'the top level'})")
     try:
         return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]

@@ -12,7 +12,6 @@ import re
 import sys
 
 import torch
-
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger

@@ -123,6 +123,14 @@ def test_eval_matching_reads_the_depth_from_the_weights(image_folder, tmp_path):
                              "2", "--weights", str(tmp_path / "r18.pth"), "--depth", "50", "--out", str(out)],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 1 and "r18.pth: holds a ResNet-18, not a ResNet-50" in result.stderr
+    # A converted Detectron2 file is named as such, in one line, instead of torch.load's weights_only advice.
+    subprocess.run([PYTHON, os.path.join(TOOLS, "convert.py"), str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")],
+                   check=True, capture_output=True, cwd=ROOT, timeout=300)
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "eval_matching.py"), "--images", image_folder, "--pairs",
+                             "2", "--weights", str(tmp_path / "r18.pkl"), "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1 and "r18.pkl: is already a Detectron2 file" in result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -140,3 +140,64 @@ def test_list_file_source(image_folder, tmp_path):
     listing.write_text("# three images\n" + "\n".join(os.path.join(image_folder, n) for n in names) + "\n")
     assert list_images(str(listing)) == [os.path.join(image_folder, n) for n in names]
     assert len(list_images(f"{listing}{os.pathsep}{image_folder}")) == 3 + 12
+
+
+def test_resume_refuses_a_changed_config(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)]
+    assert main(common + ["SOLVER.MAX_ITER", "2"]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "3", "MODEL.MATCHER", "argmax"]) == 2
+    err = capsys.readouterr().err
+    assert "MODEL.MATCHER: 'hough' -> 'argmax'" in err and "--allow-config-change" in err
+    assert (out / "config.yaml").read_text() == saved and (out / "last_checkpoint").read_text() == "model_0000002.pth"
+    assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "3"]) == 0  # a longer schedule is the same experiment
+    assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert main(["--resume", "--allow-config-change"] + common + ["SOLVER.MAX_ITER", "4", "MODEL.TEMPERATURE",
+                                                                  "0.3"]) == 0
+
+
+def test_yaml_syntax_and_learning_rate_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  DEPTH: [18\n")
+    assert main(["--config-file", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad}: not valid YAML") and "\n" not in err
+    assert main(["--config-file", TINY, "SOLVER.BASE_LR", "-0.1"]) == 2
+    assert "SOLVER.BASE_LR = -0.1 must be positive" in capsys.readouterr().err
+
+
+def test_second_run_in_the_same_folder_is_refused(image_folder, tmp_path, capsys):
+    from pretrain.lock import OutputLock
+    out = tmp_path / "busy"
+    with OutputLock(str(out)):  # a live job holds it (this process)
+        assert main(["--config-file", TINY, "DATA.ROOT", image_folder, "OUTPUT_DIR", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"OUTPUT_DIR {out} is in use by pid {os.getpid()}" in err
+    assert not (out / "metrics.jsonl").exists() and not (out / "config.yaml").exists()
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    import pretrain.checkpoint as checkpoint
+    out = tmp_path / "full"
+    common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)]
+    assert main(common + ["SOLVER.MAX_ITER", "2"]) == 0
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(dir=None, prefix=None, suffix=None):  # checkpoints land on /dev/full: ENOSPC on write
+        fd, path = real_mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+        if not prefix.startswith(".model_"):
+            return fd, path
+        os.close(fd)
+        os.unlink(path)
+        return os.open("/dev/full", os.O_WRONLY), path
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", full_disk)
+    assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "4"]) == 1
+    captured = capsys.readouterr()
+    assert f"error: the disk of {out} is full (writing {out}/model_0000004.pth)" in captured.out
+    assert "SOLVER.KEEP_LAST" in captured.out and "Traceback" not in captured.out + captured.err
+    assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
+    assert not list(out.glob(".*.tmp")) and not (out / ".lock").exists()

@@ -55,7 +55,7 @@ def voc_root(tmp_path_factory):
 def test_protocol_configs_build_on_cpu(config, head):
     cfg = setup_cfg(os.path.join(CONFIGS, config), ["MODEL.DEVICE", "cpu"])
     assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
-    assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.NORM == "SyncBN"
+    assert not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.NORM == "naiveSyncBN"
     assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.120, 57.375] and cfg.TEST.PRECISE_BN.ENABLED
     model = build_model(cfg)
     assert type(model.roi_heads).__name__ == head
@@ -67,13 +67,71 @@ def test_protocol_configs_build_on_cpu(config, head):
         assert cfg.MODEL.ROI_BOX_HEAD.NUM_CONV == 4 and cfg.MODEL.ROI_BOX_HEAD.NUM_FC == 1 and cfg.MODEL.MASK_ON
 
 
-def test_voc_protocol_values():
-    cfg = setup_cfg(os.path.join(CONFIGS, "voc_R_50_C4_24k.yaml"))
-    assert cfg.DATASETS.TRAIN == ("voc_2007_trainval", "voc_2012_trainval") and cfg.DATASETS.TEST == ("voc_2007_test",)
-    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS) == (24000, (18000, 22000), 100)
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 0.02)
-    assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(range(480, 801, 32)) and cfg.INPUT.MIN_SIZE_TEST == 800
-    assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST) == (6000, 1000)
+# The published protocols, key by key. VOC: MoCo's detection/configs Base-RCNN-C4-BN.yaml, pascal_voc_R_50_C4_24k.yaml
+# and pascal_voc_R_50_C4_24k_moco.yaml (DenseCL's benchmarks/detection and PixPro's transfer/detection use the same
+# values). COCO: Detectron2's Base-RCNN-FPN.yaml with PixPro's COCO_R_50_FPN_1x(_PixPro).yaml: Mask R-CNN 1x,
+# synchronised BN in backbone, FPN and 4conv1fc head, torchvision input settings. "SyncBN" in those files ran
+# Detectron2's naive SyncBN at the time (MoCo's names it: naiveSyncBN).
+SSL_INPUT = {"MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530], "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
+             "MODEL.RESNETS.STRIDE_IN_1X1": False, "INPUT.FORMAT": "RGB"}
+PUBLISHED_VOC = {
+    "MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.RPN.PRE_NMS_TOPK_TEST": 6000,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 1000, "MODEL.ROI_HEADS.NAME": "Res5ROIHeadsExtraNorm",
+    "MODEL.BACKBONE.FREEZE_AT": 0, "MODEL.RESNETS.NORM": "naiveSyncBN", "TEST.PRECISE_BN.ENABLED": True,
+    "SOLVER.IMS_PER_BATCH": 16, "SOLVER.BASE_LR": 0.02, "MODEL.MASK_ON": False, "MODEL.ROI_HEADS.NUM_CLASSES": 20,
+    "INPUT.MIN_SIZE_TRAIN": [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800], "INPUT.MIN_SIZE_TEST": 800,
+    "DATASETS.TRAIN": ["voc_2007_trainval", "voc_2012_trainval"], "DATASETS.TEST": ["voc_2007_test"],
+    "SOLVER.STEPS": [18000, 22000], "SOLVER.MAX_ITER": 24000, "SOLVER.WARMUP_ITERS": 100, **SSL_INPUT}
+PUBLISHED_COCO = {
+    "MODEL.MASK_ON": True, "MODEL.BACKBONE.FREEZE_AT": 0, "MODEL.RESNETS.DEPTH": 50,
+    "MODEL.RESNETS.NORM": "naiveSyncBN", "MODEL.FPN.NORM": "naiveSyncBN", "TEST.PRECISE_BN.ENABLED": True,
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead", "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 1, "MODEL.ROI_BOX_HEAD.NORM": "naiveSyncBN", "MODEL.ROI_MASK_HEAD.NORM": "naiveSyncBN",
+    "INPUT.MIN_SIZE_TRAIN": [640, 672, 704, 736, 768, 800], "INPUT.MIN_SIZE_TEST": 800,
+    "DATASETS.TRAIN": ["coco_2017_train"], "DATASETS.TEST": ["coco_2017_val"], "SOLVER.STEPS": [60000, 80000],
+    "SOLVER.MAX_ITER": 90000, **SSL_INPUT}
+# DenseCL's random-init COCO baseline keeps Detectron2's own input convention.
+PUBLISHED_COCO_RANDOM = {**PUBLISHED_COCO, "MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675],
+                         "MODEL.PIXEL_STD": [1.0, 1.0, 1.0], "MODEL.RESNETS.STRIDE_IN_1X1": True, "INPUT.FORMAT": "BGR"}
+
+
+def flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def published(values, base_file=None):
+    """Detectron2's defaults, the published base file if any, then the published values."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    cfg = get_cfg()
+    if base_file:
+        cfg.merge_from_file(model_zoo.get_config_file(base_file))
+    for key, value in values.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return flat(cfg)
+
+
+@pytest.mark.parametrize("config,values,base", [
+    ("voc_R_50_C4_24k.yaml", PUBLISHED_VOC, None), ("voc_R_50_C4_24k_random_init.yaml", PUBLISHED_VOC, None),
+    ("coco_R_50_FPN_1x.yaml", PUBLISHED_COCO, "Base-RCNN-FPN.yaml"),
+    ("coco_R_50_FPN_1x_random_init.yaml", PUBLISHED_COCO_RANDOM, "Base-RCNN-FPN.yaml")])
+def test_merged_protocol_configs_equal_the_published_ones(config, values, base):
+    ours = flat(setup_cfg(os.path.join(CONFIGS, config)))
+    theirs = published(values, base)
+    ignored = {"OUTPUT_DIR", "MODEL.WEIGHTS"}
+    differ = {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs)
+              if not k.startswith("TRANSFER.") and k not in ignored and ours.get(k) != theirs.get(k)}
+    assert differ == {}
 
 
 @pytest.mark.slow
@@ -85,7 +143,7 @@ def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (out / "seed_0" / "log.txt").read_text()
     assert "all 265 backbone parameters loaded" in log and "input settings agree" in log
-    assert "norm layers actually used: RESNETS BN" in log
+    assert "norm layers actually used: RESNETS naiveSyncBN" in log
     aps = []
     for k in range(2):
         data = json.loads((out / f"seed_{k}" / "final_results.json").read_text())
@@ -186,3 +244,57 @@ def test_drawn_seed_is_recorded_and_reruns_identically(converted, voc_root, tmp_
     _, again = run("again", "SEED", drawn["seed"])
     assert again["seed"] == drawn["seed"]
     assert again["results"] == drawn["results"]
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tune_and_evaluate_on_cpu(converted, voc_root, tmp_path):
+    """--num-gpus 2 on a machine without GPU: two processes over Gloo, naive SyncBN synchronised between them,
+    evaluation gathered from both."""
+    out = tmp_path / "two"
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--num-gpus", 2, "MODEL.WEIGHTS", converted / "r50.pkl", "SEED", 3, "OUTPUT_DIR", out,
+                  env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "norm layers actually used: RESNETS naiveSyncBN" in log and "on 2 devices" in log
+    assert (out / "log.txt.rank1").exists()
+    data = json.loads((out / "final_results.json").read_text())
+    assert data["seed"] == 3 and "AP50" in data["results"]["bbox"]
+    assert data["metric"] == {"voc_2007_test": "VOC2007 11-point interpolated AP (AP50; AP and AP75 average over "
+                                               "IoU 0.50:0.95)"}
+    assert not (out / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_submit_finetune_locally_with_voc_flags(converted, tmp_path):
+    write_voc(str(tmp_path / "data"), classes=("person", "car"), train=4, test=2)
+    voc = tmp_path / "data" / "VOC2007"
+    result = tool("submit.py", "finetune", "--cluster", "local", "--wait", "--folder", tmp_path / "jobs" / "%j",
+                  "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--voc", "mine_train", voc, "trainval", "--voc", "mine_test", voc, "test",
+                  "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_test',)",
+                  "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.WEIGHTS", converted / "r50.pkl",
+                  "OUTPUT_DIR", tmp_path / "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "run" / "seed_0" / "final_results.json").read_text())
+    assert data["seed"] == 0 and data["metric"]["mine_test"].startswith("VOC2007 11-point")
+    # A job that fails says why (its own error line), not only where its log is.
+    result = tool("submit.py", "finetune", "--cluster", "local", "--wait", "--folder", tmp_path / "jobs" / "%j",
+                  "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--voc", "mine_train2", voc, "trainval", "DATASETS.TRAIN", "('mine_train2',)",
+                  "DATASETS.TEST", "('mine_train2',)", "MODEL.WEIGHTS", converted / "r50.pkl",
+                  "OUTPUT_DIR", tmp_path / "bad")
+    assert result.returncode == 1
+    assert "failed: error: MODEL.ROI_HEADS.NUM_CLASSES is 20, the datasets have 2 classes" in result.stderr
+
+
+def test_train_net_config_mistakes_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_BASE_: voc_R_50_C4_24k.yaml\nSOLVER: [\n")
+    for args, expected in [(("--config-file", bad), f"error: {bad}: not valid YAML"),
+                           (("--config-file", os.path.join(CONFIGS, "voc_R_50_C4_24k.yaml"), "SOLVER.BASE_LR",
+                             "-0.02"), "error: SOLVER.BASE_LR = -0.02 must be positive"),
+                           (("--config-file", tmp_path / "none.yaml"), "none.yaml: no such file")]:
+        result = tool("train_net.py", *args)
+        assert result.returncode == 1 and expected in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr

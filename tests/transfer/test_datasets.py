@@ -1,0 +1,82 @@
+"""Datasets of a fine-tuning run: one class list, checked against NUM_CLASSES; the VOC year; COCO jsons."""
+import json
+import os
+import uuid
+
+import pytest
+
+from ..synthetic import write_coco, write_voc
+
+pytest.importorskip("detectron2")
+
+from detectron2.data import MetadataCatalog  # noqa: E402
+
+from transfer.config import CONFIGS, setup_cfg  # noqa: E402
+from transfer.datasets import (  # noqa: E402
+    DatasetError,
+    check_classes,
+    evaluation_metric,
+    register_coco,
+    register_from_args,
+    voc_year,
+)
+
+
+def unique(name):
+    return f"{name}_{uuid.uuid4().hex[:8]}"  # the catalogs are process-wide
+
+
+def tiny_cfg(train, test, num_classes):
+    return setup_cfg(os.path.join(CONFIGS, "tiny/trees_R_18_FPN_cpu.yaml"),
+                     ["DATASETS.TRAIN", str((train,)), "DATASETS.TEST", str((test,)),
+                      "MODEL.ROI_HEADS.NUM_CLASSES", num_classes])
+
+
+def test_a_class_only_in_training_gets_one_index_for_both_splits(tmp_path):
+    # trainval images carry person and car; the test split carries person only. Read per split, "person" would
+    # be class 1 in training and class 0 in test: every test AP would be scored against the wrong class.
+    root = tmp_path / "set"
+    write_voc(str(root), year=2012, classes=("person", "car"), train=3, test=2)
+    base = root / "VOC2012"
+    for name in open(base / "ImageSets/Main/test.txt").read().split():
+        xml = base / "Annotations" / f"{name}.xml"
+        xml.write_text(xml.read_text().replace("<name>car</name>", "<name>person</name>"))
+    train, test = unique("train"), unique("test")
+    register_from_args(voc=[(train, str(base), "trainval"), (test, str(base), "test")])
+    assert MetadataCatalog.get(train).thing_classes == MetadataCatalog.get(test).thing_classes == ["car", "person"]
+    assert check_classes(tiny_cfg(train, test, 2)) == ["car", "person"]
+    with pytest.raises(DatasetError, match="MODEL.ROI_HEADS.NUM_CLASSES is 3, the datasets have 2 classes"):
+        check_classes(tiny_cfg(train, test, 3))
+    with pytest.raises(DatasetError, match=r"classes \['car'\] are not in --classes \['person'\]"):
+        register_from_args(voc=[(unique("x"), str(base), "trainval")], classes=["person"])
+    given = unique("given")
+    register_from_args(voc=[(given, str(base), "test")], classes=["person", "car", "dog"])
+    assert MetadataCatalog.get(given).thing_classes == ["person", "car", "dog"]
+    with pytest.raises(DatasetError, match="different class lists"):
+        check_classes(tiny_cfg(train, given, 2))
+
+
+def test_voc_year_decides_the_metric(tmp_path):
+    assert voc_year("/data/VOCdevkit/VOC2007") == 2007 and voc_year("datasets/trees") == 2012
+    write_voc(str(tmp_path), year=2007)
+    name = unique("voc07")
+    register_from_args(voc=[(name, str(tmp_path / "VOC2007"), "test")])
+    assert MetadataCatalog.get(name).year == 2007
+    assert evaluation_metric(name).startswith("VOC2007 11-point")
+    other = unique("trees")
+    os.rename(tmp_path / "VOC2007", tmp_path / "trees")
+    register_from_args(voc=[(other, str(tmp_path / "trees"), "test")])
+    assert evaluation_metric(other).startswith("VOC area-under-curve")
+
+
+def test_malformed_coco_json_is_named(tmp_path):
+    json_file, images = write_coco(str(tmp_path / "coco"))
+    (tmp_path / "torn.json").write_text(open(json_file).read()[:200])
+    with pytest.raises(DatasetError, match="torn.json: not a valid JSON file"):
+        register_coco(unique("torn"), str(tmp_path / "torn.json"), images)
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(DatasetError, match="list.json: not a COCO instances file"):
+        register_coco(unique("list"), str(tmp_path / "list.json"), images)
+    name = unique("coco")
+    register_coco(name, json_file, images)
+    assert MetadataCatalog.get(name).thing_classes == ["box", "blob"]
