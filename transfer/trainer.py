@@ -124,10 +124,18 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
 
 def overrides_last(argv):
     """``argv`` with every ``KEY VALUE`` config override moved after the flags, so that flags may be given in
-    any order (argparse takes everything after the first override as overrides)."""
+    any order (argparse takes everything after the first override as overrides). A flag's own values (``--voc
+    NAME DIR SPLIT``) stay with it, even when one looks like a key (a folder named ``VOC2007``)."""
+    arity = {}  # how many values each flag takes ("+": at least the first)
+    for action in argument_parser()._actions:
+        for option in action.option_strings:
+            arity[option] = action.nargs if isinstance(action.nargs, int) else 1
     flags, overrides, i = [], [], 0
     while i < len(argv):
-        if CONFIG_KEY.match(argv[i]) and i + 1 < len(argv):
+        if argv[i] in arity:
+            flags += argv[i:i + 1 + arity[argv[i]]]
+            i += 1 + arity[argv[i]]
+        elif CONFIG_KEY.match(argv[i]) and i + 1 < len(argv):
             overrides += argv[i:i + 2]
             i += 2
         else:
