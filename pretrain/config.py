@@ -60,9 +60,15 @@ _C.SOLVER.KEEP_LAST = 0  # > 0: keep only the newest N checkpoints (the final on
 # GradScaler). Matching, positives and contrastive logits are fp32 whatever is chosen. Ignored on CPU.
 _C.SOLVER.AMP = "off"
 _C.SOLVER.CHANNELS_LAST = True  # on GPU
+# torch.compile the two encoders' backbones (GPU). Off by default: measure with tools/benchmark.py step --compile
+# (it reports the compile time too); it pays only on runs long enough to amortise it.
+_C.SOLVER.COMPILE = False
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 8
+_C.DATALOADER.PERSISTENT_WORKERS = True  # keep the workers across epochs (no fork per epoch)
+_C.DATALOADER.PIN_MEMORY = True  # on GPU: page-locked batches, copied to the device without blocking
+_C.DATALOADER.PREFETCH_FACTOR = 4  # batches loaded ahead per worker
 
 _C.DEVICE = "auto"  # auto | cpu | cuda
 

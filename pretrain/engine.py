@@ -45,21 +45,29 @@ def autocast_context(dtype):
 
 
 def epoch_loader(cfg, dataset, epoch: int, start_batch: int, world: int, rank: int) -> DataLoader:
-    """Batches of ``epoch`` for this process, starting after ``start_batch`` batches already consumed."""
+    """Batches of ``epoch`` for this process, starting after ``start_batch`` batches already consumed. The
+    loader's sampler can be moved on to the next epoch without restarting the workers (``batches``)."""
     sampler = EpochSampler(dataset, world, rank, seed=cfg.SEED, epoch=epoch,
                            start=start_batch * cfg.SOLVER.BATCH_SIZE)
     workers = cfg.DATALOADER.NUM_WORKERS
+    # Pinned host memory makes the non-blocking copies in to_device asynchronous; persistent workers keep their
+    # decoders and file handles from one epoch to the next instead of being forked again.
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=False,
-                      prefetch_factor=4 if workers > 0 else None)
+                      pin_memory=torch.cuda.is_available() and cfg.DATALOADER.PIN_MEMORY, drop_last=True,
+                      persistent_workers=workers > 0 and cfg.DATALOADER.PERSISTENT_WORKERS,
+                      prefetch_factor=cfg.DATALOADER.PREFETCH_FACTOR if workers > 0 else None)
 
 
 def batches(cfg, dataset, start_iter: int, iters_per_epoch: int, world: int, rank: int) -> Iterator[Dict]:
-    """Endless batches from ``start_iter`` on, epoch after epoch, each epoch in its own seeded order."""
+    """Endless batches from ``start_iter`` on, epoch after epoch, each epoch in its own seeded order, from one
+    loader (the sampler runs in this process, so moving it to the next epoch reaches the persistent workers)."""
     epoch, done = divmod(start_iter, iters_per_epoch)
+    loader = epoch_loader(cfg, dataset, epoch, done, world, rank)
     while True:
-        yield from epoch_loader(cfg, dataset, epoch, done, world, rank)
-        epoch, done = epoch + 1, 0
+        yield from loader
+        epoch += 1
+        loader.sampler.set_epoch(epoch)
+        loader.sampler.start = 0
 
 
 def to_device(batch: Dict, device: torch.device, channels_last: bool) -> Dict:

@@ -114,6 +114,10 @@ def train(cfg, resume: bool, device: torch.device) -> int:
     channels_last = device.type == "cuda" and cfg.SOLVER.CHANNELS_LAST
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.SOLVER.COMPILE and device.type == "cuda":
+        # In place (nn.Module.compile): the state_dict keys, checkpoints and backbone.pth stay as they are.
+        model.encoder_q.compile()
+        model.encoder_k.compile()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
                                 momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     dtype = amp_dtype(cfg, device)

@@ -22,10 +22,11 @@ from dataclasses import replace
 import torch
 
 from pretrain import matching
+from pretrain.backbone import resnet_features
 from pretrain.builder import ContrastiveModel
 from pretrain.config import get_cfg
 from pretrain.engine import amp_dtype, autocast_context, train_step
-from pretrain.timing import interleaved, paired_ratio, peak_memory
+from pretrain.timing import interleaved, paired_ratio, peak_memory, sync
 
 STEP_VARIANTS = {
     "mocov2": ["MODEL.LOSS_LAMBDA", 0.0],
@@ -42,9 +43,9 @@ def step_cfg(args, opts):
     return cfg
 
 
-def random_batch(args, device, channels_last):
+def random_batch(args, batch_size, device, channels_last):
     g = torch.Generator().manual_seed(0)
-    n, s = args.batch, args.size
+    n, s = batch_size, args.size
     views = [torch.randn(n, 3, s, s, generator=g) for _ in range(2)]
     if channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
@@ -54,39 +55,68 @@ def random_batch(args, device, channels_last):
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def step_function(args, opts, batch, device, channels_last):
+    """One training step of a method (``opts``), as the training loop runs it; the floor when ``opts`` is None:
+    the bare backbone, forward+backward of the query view and forward of the key view."""
+    cfg = step_cfg(args, opts or STEP_VARIANTS["mocov2"])
+    torch.manual_seed(0)
+    model = ContrastiveModel(cfg).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.encoder_q.compile()
+        model.encoder_k.compile()
+    autocast, scaler = autocast_context(amp_dtype(cfg, device))
+    if opts is None:
+        backbone, key_backbone = model.encoder_q.backbone, model.encoder_k.backbone
+        optimizer = torch.optim.SGD(backbone.parameters(), lr=0.01, momentum=0.9)
+
+        def floor():
+            with autocast():
+                loss = resnet_features(backbone, batch["view_q"]).float().mean()
+                with torch.no_grad():
+                    resnet_features(key_backbone, batch["view_k"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return floor
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    return lambda: train_step(model, batch, optimizer, scaler, autocast, 0.5)
+
+
+def first_call_seconds(fn, device) -> float:
+    """The first call's time: with --compile, mostly compilation."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def largest_batch(args, device, channels_last, variant="houghcl") -> int:
+    """The largest power-of-two batch (from --batch up) whose step fits in GPU memory."""
+    batch_size, fits = args.batch, 0
+    while batch_size <= args.max_batch_limit:
+        try:
+            batch = random_batch(args, batch_size, device, channels_last)
+            step_function(args, STEP_VARIANTS[variant], batch, device, channels_last)()
+            sync(device)
+            fits = batch_size
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+        batch_size *= 2
+    return fits
+
+
 def bench_step(args):
     device = torch.device(args.device)
-    channels_last = device.type == "cuda"
-    batch = random_batch(args, device, channels_last)
-    functions = {}
-    for name, opts in STEP_VARIANTS.items():
-        cfg = step_cfg(args, opts)
-        torch.manual_seed(0)
-        model = ContrastiveModel(cfg).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-        autocast, scaler = autocast_context(amp_dtype(cfg, device))
-        functions[name] = (lambda m=model, o=optimizer, a=autocast, sc=scaler:
-                           train_step(m, batch, o, sc, a, 0.5))
-    # The floor: the backbone alone, forward+backward of the query view and forward of the key view.
-    backbone = ContrastiveModel(step_cfg(args, STEP_VARIANTS["mocov2"])).encoder_q.to(device)
-    key_backbone = ContrastiveModel(step_cfg(args, STEP_VARIANTS["mocov2"])).encoder_q.to(device)
-    if channels_last:
-        backbone, key_backbone = (m.to(memory_format=torch.channels_last) for m in (backbone, key_backbone))
-    autocast, _ = autocast_context(amp_dtype(step_cfg(args, []), device))
-    floor_opt = torch.optim.SGD(backbone.parameters(), lr=0.01, momentum=0.9)
-
-    def floor():
-        with autocast():
-            loss = backbone.c5(batch["view_q"]).float().mean()
-            with torch.no_grad():
-                key_backbone.c5(batch["view_k"])
-        floor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        floor_opt.step()
-
-    functions["floor"] = floor
+    channels_last = device.type == "cuda" and not args.no_channels_last
+    batch = random_batch(args, args.batch, device, channels_last)
+    functions = {name: step_function(args, opts, batch, device, channels_last) for name, opts in STEP_VARIANTS.items()}
+    functions["floor"] = step_function(args, None, batch, device, channels_last)
+    first_call = {name: first_call_seconds(fn, device) for name, fn in functions.items()}
     timing = interleaved(functions, args.warmup, args.repeats, device)
     step = {name: t["median"] for name, t in timing.items()}
     ratios = {"houghcl/densecl": paired_ratio(timing, "houghcl", "densecl"),
@@ -94,9 +124,17 @@ def bench_step(args):
               "houghcl/floor": paired_ratio(timing, "houghcl", "floor"),
               "densecl/mocov2": paired_ratio(timing, "densecl", "mocov2")}
     images_per_s = {name: args.batch / t for name, t in step.items()}
-    return {"step": step, "ratios": ratios, "spread": timing, "images_per_s": images_per_s,
-            "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "device": str(device),
-                         "amp": args.amp}}
+    result = {"step": step, "ratios": ratios, "spread": timing, "images_per_s": images_per_s,
+              "first_call_s": first_call,
+              "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "device": str(device),
+                           "amp": args.amp, "channels_last": channels_last, "compile": args.compile}}
+    if device.type == "cuda":
+        result["peak_memory_bytes"] = {name: peak_memory(fn, (), device) for name, fn in functions.items()}
+        if args.max_batch:
+            del functions, batch
+            torch.cuda.empty_cache()
+            result["largest_batch"] = {"houghcl": largest_batch(args, device, channels_last)}
+    return result
 
 
 def bench_match(args):
@@ -177,7 +215,30 @@ def bench_data(args):
                 times[name].append(time.perf_counter() - start)
         ips = {name: counts[name] / statistics.median(t) for name, t in times.items()}
         result[f"workers_{workers}"] = {"images_per_s": ips, "ratio_ours/plain": ips["ours"] / ips["plain"]}
-    return {"data": result, "settings": {"images": len(ours), "size": args.size, "batch": args.data_batch}}
+    out = {"data": result, "settings": {"images": len(ours), "size": args.size, "batch": args.data_batch}}
+    if args.decode:
+        out["decode"] = bench_decode(ours.paths, args)
+    return out
+
+
+def bench_decode(paths, args):
+    """JPEG decoding alone, images/s: Pillow (what the pipeline uses, one core), torchvision.io on the CPU, and
+    torchvision.io on the GPU in batches (nvjpeg), to tell whether decoding could limit the pipeline."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg, read_file
+    jpegs = [p for p in paths if p.lower().endswith((".jpg", ".jpeg"))][:args.decode]
+    data = [read_file(p) for p in jpegs]
+
+    def pillow():
+        for p in jpegs:
+            with Image.open(p) as img:
+                img.convert("RGB")
+
+    functions = {"pillow": pillow, "torchvision_cpu": lambda: [decode_jpeg(d) for d in data]}
+    if torch.cuda.is_available():
+        functions["torchvision_cuda"] = lambda: decode_jpeg(data, device="cuda")
+    timing = interleaved(functions, 1, args.data_repeats, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return {"images": len(jpegs), "images_per_s": {name: len(jpegs) / t["median"] for name, t in timing.items()}}
 
 
 def print_table(result):
@@ -191,6 +252,10 @@ def print_table(result):
                   f"{result['images_per_s'][name]:.1f} |")
         for name, r in result["ratios"].items():
             print(f"{name}: {r:.4f}")
+        for name, b in result.get("peak_memory_bytes", {}).items():
+            print(f"peak memory {name}: {b / 2 ** 30:.2f} GiB")
+        if "largest_batch" in result:
+            print(f"largest batch (houghcl): {result['largest_batch']['houghcl']}")
     if "match" in result:
         print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
         for grid, row in result["match"].items():
@@ -198,6 +263,9 @@ def print_table(result):
                 print(f"| {grid} | {name} | {row[name]['seconds']:.4f} | {row[name]['peak_bytes'] / 2 ** 20:.0f} |")
             print(f"| {grid} | similarity/argmax | {row['ratio_similarity/argmax']:.2f} | "
                   f"(a [N,Lq,Lk,slices] tensor: {row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} MiB) |")
+    if "decode" in result:
+        rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
+        print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")
     if "data" in result:
         for key, row in result["data"].items():
             ips = row["images_per_s"]
@@ -213,6 +281,10 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--no-channels-last", action="store_true", help="GPU: keep NCHW (channels-last is default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoders (first_call_s: compile)")
+    parser.add_argument("--max-batch", action="store_true", help="GPU: also find the largest batch that fits")
+    parser.add_argument("--max-batch-limit", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--grids", type=int, nargs="+", default=[7, 14, 28])
@@ -223,6 +295,7 @@ def main(argv=None):
     parser.add_argument("--data-batch", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--data-repeats", type=int, default=3)
+    parser.add_argument("--decode", type=int, default=0, metavar="N", help="data: also time JPEG decoding of N files")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     result = {"step": bench_step, "match": bench_match, "data": bench_data}[args.part](args)

@@ -1,0 +1,37 @@
+"""tools/gpu_check.sh --cpu-smoke: the prepared GPU check's plumbing, every step, on the CPU."""
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+from ..conftest import ROOT
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke(tmp_path):
+    result = subprocess.run([os.path.join(ROOT, "tools", "gpu_check.sh"), "--cpu-smoke", "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "result.json").read_text())
+    assert report["cpu_smoke"] and {s["status"] for s in report["steps"].values()} == {"ok"}
+    counts = report["steps"]["gpu_tests"]["counts"]
+    assert counts["tests"] >= 6 and counts["failures"] == counts["errors"] == 0
+    if not torch.cuda.is_available():
+        assert counts["skipped"] == counts["tests"]  # skipped cleanly, not failed
+    step = report["steps"]["step_benchmark"]["result"]
+    assert {"mocov2", "densecl", "houghcl", "floor"} <= set(step["images_per_s"]) and "houghcl/floor" in step["ratios"]
+    assert "argmax" in report["steps"]["matchers"]["result"]["match"]["7"]
+    assert "AP50" in report["steps"]["faster_rcnn_c4"]["result"]["results"]["bbox"]
+    first_line = result.stdout.splitlines()[0]
+    assert json.loads(first_line)["steps"]["faster_rcnn_c4"] == "ok"
+    assert "| Faster R-CNN R50-C4 | ok |" in result.stdout
+
+
+def test_gpu_check_without_cuda_says_what_to_do():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = subprocess.run([os.path.join(ROOT, "tools", "gpu_check.sh")], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 1 and "no CUDA device here; run with --cpu-smoke" in result.stderr
