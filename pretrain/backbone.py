@@ -235,14 +235,24 @@ def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None) -> 
     return model.eval()
 
 
+def resnet_stages(model: torch.nn.Module, x: torch.Tensor, stages: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The outputs of the named stages (``layer1`` .. ``layer4``, C2 .. C5) of a torchvision ResNet, in one
+    forward that stops at the deepest of them."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"unknown ResNet stage(s) {unknown or stages!r}; expected some of {STAGES}")
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    out = {}
+    for name in STAGES[:max(STAGES.index(s) for s in stages) + 1]:
+        x = getattr(model, name)(x)
+        if name in stages:
+            out[name] = x
+    return out
+
+
 def resnet_features(model: torch.nn.Module, x: torch.Tensor, upto: str = "layer4") -> torch.Tensor:
     """The output of stage ``upto`` (``layer1`` .. ``layer4``, C2 .. C5) of a torchvision ResNet."""
-    if upto not in STAGES:
-        raise ValueError(f"unknown ResNet stage {upto!r}; expected one of {STAGES}")
-    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    for name in STAGES[:STAGES.index(upto) + 1]:
-        x = getattr(model, name)(x)
-    return x
+    return resnet_stages(model, x, (upto,))[upto]
 
 
 def save_backbone(model: torch.nn.Module, path: str) -> str:

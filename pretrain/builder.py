@@ -5,6 +5,7 @@ dense head; two queues of negatives. The dense loss pulls each query location to
 chosen by the matcher, which looks at the backbone C5 features of both views (as DenseCL does).
 """
 import copy
+import dataclasses
 from typing import Dict
 
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 import torchvision
 
 from . import distributed as du
-from .backbone import resnet_features
+from .backbone import resnet_features, resnet_stages
 from .geometry import matching_hits, true_partners
 from .matching import MATCHERS, METHODS, MatchOptions, Positives
 
@@ -27,8 +28,9 @@ def full_precision(device: torch.device):
 class Encoder(nn.Module):
     """ResNet trunk (torchvision names, no ``fc``) + global MLP head + dense 1x1-conv head."""
 
-    def __init__(self, depth: int, dim: int = 128, hidden: int = 0, dense: bool = True):
+    def __init__(self, depth: int, dim: int = 128, hidden: int = 0, dense: bool = True, vote_layer: str = "layer4"):
         super().__init__()
+        self.vote_layer = vote_layer  # a finer stage that Hough voting reads (pretrain/voting.py), or layer4
         self.backbone = torchvision.models.__dict__[f"resnet{depth}"](weights=None)
         width = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()  # the state_dict of .backbone is a plain ResNet's without fc
@@ -43,14 +45,17 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor):
         """Returns C5 ``[N, W, S, S]``, the global vector ``[N, D]``, the dense map ``[N, D, S, S]`` and its
         average-pooled vector ``[N, D]`` (pooled before normalisation), all normalised; dense ones None
-        without a dense head. The heads run in the ambient precision; their outputs are normalised in fp32."""
-        c5 = self.c5(x)
+        without a dense head; and the features of ``vote_layer`` (None when that is C5 itself). The heads run
+        in the ambient precision; their outputs are normalised in fp32."""
+        stages = resnet_stages(self.backbone, x, ("layer4",) if self.vote_layer == "layer4" else
+                               (self.vote_layer, "layer4"))
+        c5, vote = stages["layer4"], stages.get(self.vote_layer) if self.vote_layer != "layer4" else None
         g = F.normalize(self.global_head(torch.flatten(F.adaptive_avg_pool2d(c5, 1), 1)).float(), dim=1)
         if self.dense_head is None:
-            return c5, g, None, None
+            return c5, g, None, None, vote
         d = self.dense_head(c5).float()
         pooled = F.normalize(F.adaptive_avg_pool2d(d, 1).flatten(1), dim=1)
-        return c5, g, F.normalize(d, dim=1), pooled
+        return c5, g, F.normalize(d, dim=1), pooled, vote
 
 
 def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -66,7 +71,10 @@ class ContrastiveModel(nn.Module):
         self.cfg = cfg
         self.dense = m.LOSS_LAMBDA > 0
         self.temperature, self.momentum = m.TEMPERATURE, m.MOMENTUM
-        self.encoder_q = Encoder(m.DEPTH, m.DIM, m.HIDDEN_DIM, dense=self.dense)
+        # Only the matcher that votes on a finer stage needs that stage's features out of the encoders.
+        votes_finer = self.dense and m.MATCHER == "hough" and m.HOUGH.SELECT == "transform"
+        self.encoder_q = Encoder(m.DEPTH, m.DIM, m.HIDDEN_DIM, dense=self.dense,
+                                 vote_layer=m.HOUGH.LAYER if votes_finer else "layer4")
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad = False
@@ -125,14 +133,17 @@ class ContrastiveModel(nn.Module):
         return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
 
     @torch.no_grad()
-    def matching_diagnostics(self, c5_q, c5_k, batch, positives: Positives) -> Dict[str, torch.Tensor]:
+    def matching_diagnostics(self, c5_q, c5_k, views, positives: Positives) -> Dict[str, torch.Tensor]:
         """Matching accuracy of argmax and Hough on these features (the matcher's own pick reused)."""
-        truth = true_partners(batch["box_q"], batch["flip_q"], tuple(c5_q.shape[-2:]), batch["box_k"],
-                              batch["flip_k"], tuple(c5_k.shape[-2:]))
+        truth = true_partners(views["box_q"], views["flip_q"], tuple(c5_q.shape[-2:]), views["box_k"],
+                              views["flip_k"], tuple(c5_k.shape[-2:]))
         out = {}
         for name in ("argmax", "hough"):
             mine = name == self.cfg.MODEL.MATCHER and positives is not None
-            pick = positives.index if mine else MATCHERS[name](c5_q, c5_k, batch, self.match_options).index
+            options = self.match_options
+            if name == "hough" and not mine and "vote_q" not in views:
+                options = MatchOptions(dataclasses.replace(options.hough, select="confidence"), options.threshold)
+            pick = positives.index if mine else MATCHERS[name](c5_q, c5_k, views, options).index
             hits, counted = matching_hits(pick, truth, c5_k.shape[-1])
             out[f"acc_{name}"] = hits.float() / counted.clamp(min=1).float()
         return out
@@ -142,29 +153,31 @@ class ContrastiveModel(nn.Module):
         are on, the matching accuracy of argmax and of Hough on this batch's C5 features.
 
         The encoders run in the ambient precision (autocast under AMP); everything after them in fp32."""
-        c5_q, g_q, d_q, _ = self.encoder_q(batch["view_q"])
+        c5_q, g_q, d_q, _, vote_q = self.encoder_q(batch["view_q"])
         with torch.no_grad():
             self.momentum_update()
-            c5_k, g_k, d_k, pooled_k = self.encode_keys(batch["view_k"])
+            c5_k, g_k, d_k, pooled_k, vote_k = self.encode_keys(batch["view_k"])
         with full_precision(c5_q.device):
-            out = self.losses(c5_q.detach().float(), g_q, d_q, c5_k.float(), g_k, d_k, batch, lam, diagnostics)
+            views = batch if vote_q is None else {**batch, "vote_q": vote_q.detach().float(),
+                                                  "vote_k": vote_k.float()}
+            out = self.losses(c5_q.detach().float(), g_q, d_q, c5_k.float(), g_k, d_k, views, lam, diagnostics)
         self.enqueue(g_k, pooled_k)
         return out
 
-    def losses(self, c5_q, g_q, d_q, c5_k, g_k, d_k, batch, lam: float, diagnostics: bool) -> Dict:
+    def losses(self, c5_q, g_q, d_q, c5_k, g_k, d_k, views, lam: float, diagnostics: bool) -> Dict:
         out = {}
         l_pos = (g_q * g_k).sum(dim=1)
         out["loss_global"] = info_nce(l_pos, g_q @ self.queue.clone().detach(), self.temperature).mean()
         out["pos_sim_global"] = l_pos.detach().mean()
         positives = None
         if self.dense:
-            positives = self.matcher(c5_q, c5_k, batch, self.match_options)
+            positives = self.matcher(c5_q, c5_k, views, self.match_options)
             out["loss_dense"], out["pos_sim_dense"] = self.dense_loss(d_q, d_k, positives)
             out["total_loss"] = (1 - lam) * out["loss_global"] + lam * out["loss_dense"]
         else:
             out["total_loss"] = out["loss_global"]
         if diagnostics and self.cfg.MODEL.DIAGNOSTICS:
-            out.update(self.matching_diagnostics(c5_q, c5_k, batch, positives))
+            out.update(self.matching_diagnostics(c5_q, c5_k, views, positives))
         return out
 
 
@@ -174,5 +187,6 @@ def describe(cfg) -> str:
         return "MoCo-v2"
     method = METHODS[cfg.MODEL.MATCHER]
     if cfg.MODEL.MATCHER == "hough":
-        method += f" ({cfg.MODEL.HOUGH.SPACE})"
+        h = cfg.MODEL.HOUGH
+        method += f" ({h.SPACE}" + (f", transform voted on {h.LAYER})" if h.SELECT == "transform" else ")")
     return f"{method}, lambda {cfg.MODEL.LOSS_LAMBDA}"

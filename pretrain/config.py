@@ -5,7 +5,7 @@ import yaml
 from fvcore.common.config import CfgNode as CN
 
 from .backbone import IMAGENET_MEAN, IMAGENET_STD
-from .matching import DEFAULT_SCALES, MATCHERS, SPACES, VOTES
+from .matching import DEFAULT_SCALES, MATCHERS, SELECTS, SPACES, VOTE_LAYERS, VOTES
 
 _C = CN()
 _C.SEED = 0
@@ -44,6 +44,15 @@ _C.MODEL.HOUGH.TEMPERATURE = 0.05
 _C.MODEL.HOUGH.SIGMA = 1.0
 _C.MODEL.HOUGH.NORMALIZE_BINS = False
 _C.MODEL.HOUGH.SCALES = DEFAULT_SCALES
+# confidence: per query cell, the key cell of highest Hough confidence on C5 | transform: the views'
+# transformation voted for on the features of LAYER, refined by weighted least squares at the radii REFINE (key
+# cells of that layer), positives where it maps each C5 cell. CANDIDATES: the most similar key cells per query
+# cell that vote (0: all). Defaults chosen on datasets/photos (docs/results.md, "Hough voting at C5").
+_C.MODEL.HOUGH.SELECT = "transform"
+_C.MODEL.HOUGH.LAYER = "layer2"
+_C.MODEL.HOUGH.CANDIDATES = 32
+_C.MODEL.HOUGH.REFINE = (1.5, 1.0, 0.75)
+_C.MODEL.HOUGH.QUERY_POOL = 2  # average-pool the query's voting features by this factor: fewer, cheaper voters
 
 _C.SOLVER = CN()
 _C.SOLVER.BATCH_SIZE = 32  # per process
@@ -107,6 +116,8 @@ CHOICES = {
     "MODEL.MATCHER": tuple(MATCHERS),
     "MODEL.HOUGH.SPACE": SPACES,
     "MODEL.HOUGH.VOTE": VOTES,
+    "MODEL.HOUGH.SELECT": SELECTS,
+    "MODEL.HOUGH.LAYER": VOTE_LAYERS,
     "MODEL.DEPTH": (18, 34, 50, 101),
     "SOLVER.AMP": ("off", "bf16", "fp16"),
     "DEVICE": ("auto", "cpu", "cuda"),

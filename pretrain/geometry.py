@@ -54,6 +54,30 @@ def points_to_cells(points: Tensor, boxes: Tensor, flips: Tensor, grid: Grid) ->
     return torch.where(inside, row * w + col, torch.full_like(col, -1))
 
 
+def points_in_grid(points: Tensor, boxes: Tensor, flips: Tensor, grid: Grid) -> Tensor:
+    """Original-image points ``[N, P, 2]`` in the continuous ``(column, row)`` coordinates of an ``H x W`` grid
+    over each view (cell ``(c, r)`` spans ``[c, c+1) x [r, r+1)``): ``[N, P, 2]``."""
+    h, w = grid
+    boxes = boxes.float()
+    x0, y0, x1, y1 = (b[:, None] for b in boxes.unbind(dim=1))
+    a = (points[..., 0] - x0) / (x1 - x0)
+    b = (points[..., 1] - y0) / (y1 - y0)
+    a = torch.where(flips.bool().view(-1, 1), 1.0 - a, a)
+    return torch.stack([a * w, b * h], dim=-1)
+
+
+def partner_error(pred: Tensor, boxes_q: Tensor, flips_q: Tensor, grid_q: Grid,
+                  boxes_k: Tensor, flips_k: Tensor, grid_k: Grid) -> Tensor:
+    """Distance, in key cells, from the centre of each selected key cell ``pred [N, Lq]`` to the exact point
+    where the query cell's centre lies in the key view: ``[N, Lq]`` (NaN where ``pred`` is -1)."""
+    points = points_in_grid(cell_centres(boxes_q, flips_q, grid_q), boxes_k, flips_k, grid_k)
+    w = grid_k[1]
+    p = pred.clamp(min=0)
+    centre = torch.stack([(p % w).float() + 0.5, torch.div(p, w, rounding_mode="floor").float() + 0.5], dim=-1)
+    error = torch.linalg.vector_norm(centre - points, dim=-1)
+    return torch.where(pred >= 0, error, torch.full_like(error, float("nan")))
+
+
 def true_partners(boxes_q: Tensor, flips_q: Tensor, grid_q: Grid,
                   boxes_k: Tensor, flips_k: Tensor, grid_k: Grid) -> Tensor:
     """The key cell containing each query cell's centre: ``[N, Hq*Wq]`` long, -1 where there is none.

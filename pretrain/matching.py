@@ -29,6 +29,8 @@ from .geometry import threshold_positives, true_partners
 
 SPACES = ("translation", "similarity")
 VOTES = ("power", "softmax", "softmax2", "cosine")
+SELECTS = ("confidence", "transform")
+VOTE_LAYERS = ("layer2", "layer3", "layer4")
 DEFAULT_SCALES = tuple(2.0 ** (k / 2) for k in range(-2, 3))
 
 
@@ -43,12 +45,21 @@ class HoughOptions:
     sigma: float = 1.0
     normalize_bins: bool = False
     scales: Tuple[float, ...] = DEFAULT_SCALES
+    # "confidence": each query cell takes its key cell of highest Hough confidence (on the matched grid);
+    # "transform": the pair of views takes the transformation with most votes (on the features of ``layer``),
+    # refined, and each query cell the key cell that contains its image under it (pretrain/voting.py).
+    select: str = "transform"
+    layer: str = "layer2"
+    candidates: int = 32
+    refine: Tuple[float, ...] = (1.5, 1.0, 0.75)
+    query_pool: int = 2
 
     @classmethod
     def from_cfg(cls, node) -> "HoughOptions":
         return cls(space=node.SPACE, center=node.CENTER, vote=node.VOTE, power=node.POWER,
                    temperature=node.TEMPERATURE, sigma=node.SIGMA, normalize_bins=node.NORMALIZE_BINS,
-                   scales=tuple(node.SCALES))
+                   scales=tuple(node.SCALES), select=node.SELECT, layer=node.LAYER, candidates=node.CANDIDATES,
+                   refine=tuple(node.REFINE), query_pool=node.QUERY_POOL)
 
 
 def similarity(fq: Tensor, fk: Tensor, center: bool = False, eps: float = 1e-12) -> Tensor:
@@ -197,6 +208,29 @@ def hough_match(fq: Tensor, fk: Tensor, opts: HoughOptions = HoughOptions(), ret
     return (best.indices, best.values) if return_confidence else best.indices
 
 
+@torch.no_grad()
+def transform_match(fq: Tensor, fk: Tensor, vote_q: Tensor, vote_k: Tensor, opts: HoughOptions = HoughOptions(),
+                    return_inside: bool = False):
+    """HoughCL with ``select="transform"``: the views' transformation voted for on ``vote_q``/``vote_k`` (the
+    features of ``opts.layer``; ``fq``/``fk`` themselves for layer4), applied to the cells of ``fq``/``fk``.
+    A query cell whose image falls outside the key view keeps the most similar key cell. Returns ``[N, Lq]``
+    (and with ``return_inside`` the ``[N, Lq]`` mask of cells placed by the transformation)."""
+    from .voting import transform_positives, vote_transform
+    scales = opts.scales if opts.space == "similarity" else (1.0,)
+    sim = similarity(fq, fk, center=opts.center)
+    if opts.query_pool > 1:
+        # Fewer voters, same geometry: a pooled query cell is query_pool key cells wide.
+        vote_q = torch.nn.functional.avg_pool2d(vote_q, opts.query_pool)
+        scales = tuple(s * opts.query_pool for s in scales)
+    voting_sim = sim if vote_q is fq and vote_k is fk else similarity(vote_q, vote_k, center=opts.center)
+    grids = tuple(vote_q.shape[-2:]), tuple(vote_k.shape[-2:])
+    t = vote_transform(voting_sim, *grids, scales, mirrored=opts.space == "similarity", candidates=opts.candidates,
+                       power=opts.power, sigma=opts.sigma, refine=opts.refine)
+    index, inside = transform_positives(t, *grids, tuple(fq.shape[-2:]), tuple(fk.shape[-2:]))
+    index = torch.where(inside, index, sim.argmax(dim=2))
+    return (index, inside) if return_inside else index
+
+
 class Positives(NamedTuple):
     """A matcher's choice of positive key cells: ``index [N, Lq]`` (-1 for none), or ``mask [N, Lq, Lk]`` for
     matchers that give several positives per query cell; the other field is None."""
@@ -244,9 +278,23 @@ def _argmax(fq, fk, views, opts):
     return Positives(index=argmax_match(fq, fk))
 
 
+def vote_features(fq: Tensor, fk: Tensor, views: Dict[str, Tensor], layer: str) -> Tuple[Tensor, Tensor]:
+    """The features Hough voting runs on: ``views["vote_q"/"vote_k"]`` (the encoders put the stage ``layer``
+    there), or ``fq``/``fk`` themselves when voting on the matched features (layer4)."""
+    if layer == "layer4":
+        return fq, fk
+    if "vote_q" not in views:
+        raise ValueError(f"MODEL.HOUGH.LAYER {layer}: the {layer} features of both views must be given as "
+                         "views['vote_q'] and views['vote_k']")
+    return views["vote_q"], views["vote_k"]
+
+
 @register("hough", "HoughCL")
 def _hough(fq, fk, views, opts):
-    return Positives(index=hough_match(fq, fk, opts.hough))
+    h = opts.hough
+    if h.select == "transform":
+        return Positives(index=transform_match(fq, fk, *vote_features(fq, fk, views, h.layer), h))
+    return Positives(index=hough_match(fq, fk, h))
 
 
 @register("threshold", "PixPro-style")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pretrain import matching
-from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, build_resnet, resnet_features
+from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, build_resnet, resnet_stages
 from pretrain.config import load_config
 from pretrain.data import list_images, readable_images
 from pretrain.geometry import true_partners
@@ -67,7 +67,7 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--depth", type=int, default=None, help="default: that of --weights; 18 at random init")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--layer", default="layer3", choices=("layer3", "layer4"))
+    parser.add_argument("--layer", default="layer4", choices=("layer3", "layer4"))
     parser.add_argument("--seed", type=int, default=0, help="which view pair")
     parser.add_argument("--top", type=int, default=30, help="how many matches to draw per row")
     parser.add_argument("--out", required=True, help="PNG to write")
@@ -78,14 +78,19 @@ def main(argv=None):
         return 1
     batch = next(view_pairs(paths, 1, args.seed, args.size))
     model = build_resnet(args.depth, args.weights)
-    fq, fk = resnet_features(model, batch["view_q"], args.layer), resnet_features(model, batch["view_k"], args.layer)
+    options = matching.HoughOptions.from_cfg(load_config().MODEL.HOUGH)
+    stages = tuple(dict.fromkeys([args.layer, options.layer]))
+    fq, fk = (resnet_stages(model, batch[f"view_{v}"], stages) for v in ("q", "k"))
+    views = {**batch, "vote_q": fq[options.layer], "vote_k": fk[options.layer]}
+    fq, fk = fq[args.layer], fk[args.layer]
     grid_q, grid_k = tuple(fq.shape[-2:]), tuple(fk.shape[-2:])
     truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)[0]
-    options = matching.HoughOptions.from_cfg(load_config().MODEL.HOUGH)
-    best = matching.similarity(fq, fk).max(dim=2)
-    picks, confidence = matching.hough_match(fq, fk, options, return_confidence=True)
+    sim = matching.similarity(fq, fk)
+    best = sim.max(dim=2)
+    picks = matching.MATCHERS["hough"](fq, fk, views, matching.MatchOptions(options)).index
+    # Drawn in order of the picked pair's similarity, as argmax's rows are.
     rows = [("argmax (DenseCL)", best.indices[0], best.values[0]),
-            (f"Hough, {options.space} (HoughCL)", picks[0], confidence[0])]
+            (f"Hough, {options.space}, {options.select} (HoughCL)", picks[0], sim[0].gather(1, picks[0:1].T)[:, 0])]
     picture = draw((batch["view_q"][0], batch["view_k"][0]), rows, grid_q, grid_k, truth, args.size, args.top)
     tmp = args.out + ".tmp.png"
     picture.save(tmp)

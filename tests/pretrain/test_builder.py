@@ -49,8 +49,8 @@ def test_one_step(image_folder, matcher):
         torch.testing.assert_close(k_new, 0.9 * k_old + 0.1 * q)
     # The keys in the queue come from the momentum encoder (after its update), not the query encoder.
     with torch.no_grad():
-        _, keys, _, pooled = model.encoder_k(batch["view_k"])
-        _, queries, _, _ = model.encoder_q(batch["view_k"])
+        _, keys, _, pooled, _ = model.encoder_k(batch["view_k"])
+        _, queries, _, _, _ = model.encoder_q(batch["view_k"])
     torch.testing.assert_close(model.queue[:, :4].T, keys, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(model.queue_dense[:, :4].T, pooled, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(model.queue[:, :4].T, queries, atol=1e-3)
