@@ -123,3 +123,23 @@ def matching_study(images: str, weights: Optional[str] = None, depth: Optional[i
     result["settings"] = {"weights": weights, "depth": infer_depth(model.state_dict(), "model"), "seed": seed,
                           "size": size, "layer": layer, "hough": dataclasses.asdict(hough)}
     return result
+
+
+# The options of Hough matching at C5, one change at a time from the default (MODEL.HOUGH overrides).
+ABLATION = {
+    "default (transform voted on layer2, query pooled 2x, 32 candidates, refined)": [],
+    "confidence per cell on C5 (the previous default)": ["MODEL.HOUGH.SELECT", "confidence"],
+    "confidence per cell on C5, translation only": ["MODEL.HOUGH.SELECT", "confidence", "MODEL.HOUGH.SPACE",
+                                                    "translation"],
+    "confidence per cell on C5, bins normalised": ["MODEL.HOUGH.SELECT", "confidence", "MODEL.HOUGH.NORMALIZE_BINS",
+                                                   "True"],
+    "transform voted on C5 itself": ["MODEL.HOUGH.LAYER", "layer4", "MODEL.HOUGH.QUERY_POOL", "1"],
+    "transform voted on layer3": ["MODEL.HOUGH.LAYER", "layer3", "MODEL.HOUGH.QUERY_POOL", "1"],
+    "query not pooled, 16 candidates": ["MODEL.HOUGH.QUERY_POOL", "1", "MODEL.HOUGH.CANDIDATES", "16"],
+    "query pooled 4x, 64 candidates": ["MODEL.HOUGH.QUERY_POOL", "4", "MODEL.HOUGH.CANDIDATES", "64"],
+    "8 candidates": ["MODEL.HOUGH.CANDIDATES", "8"],
+    "no least-squares refinement": ["MODEL.HOUGH.REFINE", "()"],
+    "scales up to 2.8 (7 per mirror)": ["MODEL.HOUGH.SCALES", "(0.354, 0.5, 0.707, 1.0, 1.414, 2.0, 2.828)"],
+    "translation only (no scales, no mirror)": ["MODEL.HOUGH.SPACE", "translation"],
+    "confidence per cell on C5, softmax votes": ["MODEL.HOUGH.VOTE", "softmax", "MODEL.HOUGH.SELECT", "confidence"],
+}

@@ -18,7 +18,7 @@ from pretrain.backbone import BackboneError
 from pretrain.checkpoint import atomic_write
 from pretrain.config import ConfigError, load_config
 from pretrain.matching import HoughOptions
-from pretrain.matching_eval import COMPARED, matching_study
+from pretrain.matching_eval import ABLATION, COMPARED, matching_study
 
 
 def main(argv=None):
@@ -34,9 +34,13 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=int, choices=(0, 1), default=None,
                         help="summary line for one tolerance only (0: exact cell, 1: within one cell)")
     parser.add_argument("--config-file", default="", help="pretraining config for MODEL.HOUGH and MODEL.DEPTH")
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--out", required=True, help="JSON file to write (with --ablation: also OUT.md)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="every option of Hough matching at C5, one change at a time from the default")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
     args = parser.parse_args(argv)
+    if args.ablation:
+        return ablation(args)
     try:
         cfg = load_config(args.config_file, args.opts)
         result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, args.layer,
@@ -63,6 +67,48 @@ def main(argv=None):
     atomic_write(args.out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
     print(f"wrote {args.out}")
     return 0
+
+
+def ablation(args) -> int:
+    """One matching study per option of ABLATION, on the same pairs; a Markdown table with each row's command."""
+    rows, lines = {}, []
+    weights = f" --weights {args.weights}" if args.weights else ""
+    base = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} --size {args.size}"
+            f"{weights}{f' --depth {args.depth}' if args.depth else ''} --out x.json")
+    for name, overrides in ABLATION.items():
+        try:
+            cfg = load_config(args.config_file, list(args.opts) + overrides)
+            result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size,
+                                    "layer4", HoughOptions.from_cfg(cfg.MODEL.HOUGH))
+        except (ConfigError, BackboneError, ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        matcher = "hough_similarity" if cfg.MODEL.HOUGH.SPACE == "similarity" else "hough_translation"
+        rows[name] = {"overrides": overrides, "argmax": summary(result, "argmax"), "hough": summary(result, matcher),
+                      "depth": result["settings"]["depth"]}
+        print(f"{name}: {rows[name]['hough']}", flush=True)
+    first = next(iter(rows.values()))
+    lines = [f"ResNet-{first['depth']}, {'weights ' + args.weights if args.weights else 'random init'}, C5 (7 x 7), "
+             f"{args.pairs} view pairs; argmax: exact {first['argmax']['exact']:.3f}, within one "
+             f"{first['argmax']['within_one']:.3f}, median error {first['argmax']['median_error']:.2f}", "",
+             "| Hough option | exact | within one | median error | mean error | command: `" + base + "` plus |",
+             "|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        h = row["hough"]
+        lines.append(f"| {name} | {h['exact']:.3f} | {h['within_one']:.3f} | {h['median_error']:.2f} | "
+                     f"{h['mean_error']:.2f} | {' '.join(row['overrides']) or '(nothing)'} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    atomic_write(args.out, lambda f: f.write((json.dumps(rows, indent=2) + "\n").encode()))
+    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
+    print(f"wrote {args.out} and {args.out}.md")
+    return 0
+
+
+def summary(result, matcher):
+    error = result["error"][matcher]["all"] or {"median": float("nan"), "mean": float("nan")}
+    return {"exact": result["exact"][matcher]["all"], "within_one": result["within_one"][matcher]["all"],
+            "median_error": error["median"], "mean_error": error["mean"]}
 
 
 if __name__ == "__main__":

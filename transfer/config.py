@@ -12,6 +12,11 @@ def add_transfer_config(cfg: CN) -> None:
     cfg.TRANSFER = CN()
     # Refuse to train when MODEL.WEIGHTS leaves any backbone parameter at its random initialisation.
     cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = False
+    # The frozen-backbone probe (transfer/probe.py): BN statistics re-estimated on BN_ITERS training batches,
+    # then the whole ResNet frozen; FPN and heads train. Build the backbone with MODEL.BACKBONE.FREEZE_AT 0.
+    cfg.TRANSFER.PROBE = CN()
+    cfg.TRANSFER.PROBE.ENABLED = False
+    cfg.TRANSFER.PROBE.BN_ITERS = 50
 
 
 class TransferConfigError(ValueError):

@@ -19,6 +19,7 @@ from detectron2.utils.logger import setup_logger
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator
+from .probe import freeze_backbone, reestimate_bn
 from .weights import WeightsError, check_input_settings
 
 logger = logging.getLogger("transfer")
@@ -87,6 +88,19 @@ def load_pretrained(cfg, model) -> None:
 
 class TransferTrainer(DefaultTrainer):
     @classmethod
+    def build_model(cls, cfg):
+        """Detectron2's model; for the probe, with the pretrained weights loaded, BN statistics re-estimated on
+        the training images and the backbone frozen, before the optimizer and DDP see its parameters."""
+        model = super().build_model(cfg)
+        if cfg.TRANSFER.PROBE.ENABLED:
+            load_pretrained(cfg, model)
+            layers = reestimate_bn(model, cls.build_train_loader(cfg), cfg.TRANSFER.PROBE.BN_ITERS)
+            frozen = freeze_backbone(model)
+            logger.info("probe: BN statistics of %d layers re-estimated on %d training batches; backbone frozen "
+                        "(%d parameters)", layers, cfg.TRANSFER.PROBE.BN_ITERS, frozen)
+        return model
+
+    @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
@@ -94,7 +108,8 @@ class TransferTrainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint():
             super().resume_or_load(resume=True)  # continue this run: its own last checkpoint
         else:
-            load_pretrained(self.cfg, self.model)
+            if not self.cfg.TRANSFER.PROBE.ENABLED:  # the probe loaded its weights before re-estimating BN
+                load_pretrained(self.cfg, self.model)
             self.start_iter = 0
 
     def final_results(self):
