@@ -1,0 +1,84 @@
+"""Long pipelines of tool runs (the demo, the study): one line per stage with elapsed time and ETA, a progress
+bar inside the long stages, each stage's full output in its own log file, and stages already done skipped.
+
+A stage's progress is read from the files the tool writes anyway: ``metrics.jsonl`` of a pretraining run,
+``metrics.json`` of a Detectron2 run (both one JSON object per line with the iteration).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, List, Optional, Sequence
+
+from tqdm import tqdm
+
+
+def last_iteration(path: str, offset: int = 0) -> int:
+    """The last ``iteration`` in a JSON-lines metrics file (0 if none yet); ``offset`` 1 for Detectron2's
+    0-based iterations."""
+    if not os.path.exists(path):
+        return 0
+    last = 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                last = int(json.loads(line).get("iteration", last - offset)) + offset
+            except (ValueError, AttributeError):
+                continue  # a line being written
+    return last
+
+
+def clock(seconds: float) -> str:
+    return time.strftime("%M:%S" if seconds < 3600 else "%H:%M:%S", time.gmtime(max(0.0, seconds)))
+
+
+class Stages:
+    """Run planned stages in order. ``plan``: the expected seconds of every stage, for the ETA (scaled by how
+    the stages so far compared with their plan)."""
+
+    def __init__(self, plan: Sequence[float], log_dir: str, cwd: str):
+        self.plan, self.log_dir, self.cwd = list(plan), log_dir, cwd
+        self.number, self.started, self.spent_planned = 0, time.time(), 0.0
+        self.done: List[dict] = []
+        os.makedirs(log_dir, exist_ok=True)
+
+    def eta(self) -> float:
+        elapsed = time.time() - self.started
+        pace = elapsed / self.spent_planned if self.spent_planned else 1.0
+        return pace * sum(self.plan[self.number:])
+
+    def run(self, title: str, command: Sequence[str], done_when: Optional[str] = None, force: bool = False,
+            progress: Optional[Callable[[], int]] = None, total: int = 0) -> None:
+        self.number += 1
+        name = f"{self.number:02d}_" + "".join(c if c.isalnum() else "_" for c in title.lower())[:60].strip("_")
+        log = os.path.join(self.log_dir, name + ".log")
+        head = f"[{self.number}/{len(self.plan)} {clock(time.time() - self.started)}, ETA {clock(self.eta())}]"
+        planned = self.plan[self.number - 1]
+        if done_when and os.path.exists(done_when) and not force:
+            print(f"{head} {title}: already done ({done_when})", flush=True)
+            self.plan[self.number - 1] = 0.0  # skipped: no time of its own, and the pace is unchanged
+            self.done.append({"title": title, "command": list(command), "log": None, "seconds": 0.0})
+            return
+        print(f"{head} {title} (log: {log})", flush=True)
+        start = time.time()
+        with open(log, "w") as out:
+            out.write("$ " + " ".join(command) + "\n")
+            out.flush()
+            process = subprocess.Popen(list(command), cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
+            bar = tqdm(total=total, unit="it", leave=False, dynamic_ncols=True, file=sys.stdout) if total else None
+            while process.poll() is None:
+                time.sleep(1.0)
+                if bar is not None and progress is not None:
+                    bar.update(max(0, min(total, progress()) - bar.n))
+            if bar is not None:
+                bar.close()
+        seconds = time.time() - start
+        self.spent_planned += planned
+        self.done.append({"title": title, "command": list(command), "log": log, "seconds": seconds})
+        if process.returncode != 0:
+            with open(log) as f:
+                tail = f.read().splitlines()[-15:]
+            print("\n".join("    " + line for line in tail), file=sys.stderr)
+            sys.exit(f"stage {self.number} ({title}) failed with exit status {process.returncode}; full log: {log}")
+        print(f"    done in {clock(seconds)}", flush=True)
