@@ -1,0 +1,35 @@
+"""Pipelines of tool runs: progress read from metrics files, logs per stage, finished stages skipped, failures
+named with their log."""
+import json
+import sys
+
+import pytest
+
+from transfer.stages import Stages, last_iteration
+
+
+def test_last_iteration_reads_both_metrics_formats(tmp_path):
+    pretrain = tmp_path / "metrics.jsonl"
+    pretrain.write_text("".join(json.dumps({"iteration": i, "total_loss": 1.0}) + "\n" for i in (1, 2, 3))
+                        + '{"iteration": 4, "to')  # a row being written
+    assert last_iteration(str(pretrain)) == 3
+    detectron = tmp_path / "metrics.json"
+    detectron.write_text(json.dumps({"iteration": 19, "time": 0.5}) + "\n")
+    assert last_iteration(str(detectron), offset=1) == 20
+    assert last_iteration(str(tmp_path / "missing.json")) == 0
+
+
+def test_stages_log_skip_and_fail(tmp_path, capsys):
+    stages = Stages([1.0, 1.0, 1.0], str(tmp_path / "logs"), str(tmp_path))
+    marker = tmp_path / "done.txt"
+    stages.run("write a file", [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('hello')"],
+               done_when=str(marker))
+    logs = sorted((tmp_path / "logs").iterdir())
+    assert len(logs) == 1 and "hello" in logs[0].read_text()
+    stages.run("write a file again", [sys.executable, "-c", "raise SystemExit(3)"], done_when=str(marker))
+    out = capsys.readouterr().out
+    assert "[1/3 00:00, ETA" in out and "[2/3" in out and "already done" in out
+    with pytest.raises(SystemExit, match="stage 3 \\(fails\\) failed with exit status 3; full log: "):
+        stages.run("fails", [sys.executable, "-c", "print('why'); raise SystemExit(3)"])
+    assert "why" in capsys.readouterr().err
+    assert [s["title"] for s in stages.done] == ["write a file", "write a file again", "fails"]
