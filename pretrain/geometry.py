@@ -43,14 +43,10 @@ def points_to_cells(points: Tensor, boxes: Tensor, flips: Tensor, grid: Grid) ->
     ``points`` is ``[N, P, 2]``; returns ``[N, P]`` long, -1 where the point lies outside the view.
     """
     h, w = grid
-    boxes = boxes.float()
-    x0, y0, x1, y1 = (b[:, None] for b in boxes.unbind(dim=1))
-    a = (points[..., 0] - x0) / (x1 - x0)
-    b = (points[..., 1] - y0) / (y1 - y0)
-    a = torch.where(flips.bool().view(-1, 1), 1.0 - a, a)
-    inside = (a >= 0) & (a < 1) & (b >= 0) & (b < 1)
-    col = (a * w).floor().clamp(0, w - 1).long()
-    row = (b * h).floor().clamp(0, h - 1).long()
+    x, y = points_in_grid(points, boxes, flips, grid).unbind(dim=-1)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    col = x.floor().clamp(0, w - 1).long()
+    row = y.floor().clamp(0, h - 1).long()
     return torch.where(inside, row * w + col, torch.full_like(col, -1))
 
 

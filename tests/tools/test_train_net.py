@@ -16,6 +16,7 @@ pytest.importorskip("detectron2")
 
 from detectron2.modeling import build_model  # noqa: E402
 
+from pretrain.config import flatten  # noqa: E402
 from transfer import setup_cfg  # noqa: E402
 from transfer.coverage import resnet_parameter_names  # noqa: E402
 
@@ -95,16 +96,6 @@ PUBLISHED_COCO_RANDOM = {**PUBLISHED_COCO, "MODEL.PIXEL_MEAN": [103.530, 116.280
                          "MODEL.PIXEL_STD": [1.0, 1.0, 1.0], "MODEL.RESNETS.STRIDE_IN_1X1": True, "INPUT.FORMAT": "BGR"}
 
 
-def flat(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, (list, tuple)) else value
-    return out
-
-
 def published(values, base_file=None):
     """Detectron2's defaults, the published base file if any, then the published values."""
     from detectron2 import model_zoo
@@ -118,7 +109,7 @@ def published(values, base_file=None):
         for part in parents:
             node = node[part]
         node[leaf] = value
-    return flat(cfg)
+    return flatten(cfg)
 
 
 @pytest.mark.parametrize("config,values,base", [
@@ -126,7 +117,7 @@ def published(values, base_file=None):
     ("coco_R_50_FPN_1x.yaml", PUBLISHED_COCO, "Base-RCNN-FPN.yaml"),
     ("coco_R_50_FPN_1x_random_init.yaml", PUBLISHED_COCO_RANDOM, "Base-RCNN-FPN.yaml")])
 def test_merged_protocol_configs_equal_the_published_ones(config, values, base):
-    ours = flat(setup_cfg(os.path.join(CONFIGS, config)))
+    ours = flatten(setup_cfg(os.path.join(CONFIGS, config)))
     theirs = published(values, base)
     ignored = {"OUTPUT_DIR", "MODEL.WEIGHTS"}
     differ = {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs)
