@@ -19,15 +19,18 @@ def main(argv=None) -> int:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--names", nargs="+", help="row names (default: the folder names)")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
-                        help="compare every other model with this one, paired by seed (repeatable)")
+                        help="compare every other model with this one, paired by seed (repeatable; a later "
+                             "baseline is compared with the earlier ones)")
     parser.add_argument("--out", help="write OUT.md, OUT.csv and OUT.json")
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.run_dirs):
         parser.error("--names needs one name per RUN_DIR")
     try:
         rows = summarise(args.run_dirs, args.names)
-        # Each model against each baseline; baselines are not compared with one another.
-        comparisons = [c for name in args.baseline for c in compare(rows, name, skip=args.baseline)]
+        # Each model against each baseline; a baseline against the baselines named before it only (with
+        # --baseline random_init --baseline densecl: DenseCL against random init, not the reverse as well).
+        comparisons = [c for i, name in enumerate(args.baseline)
+                       for c in compare(rows, name, skip=args.baseline[:i + 1])]
     except (FileNotFoundError, ResultsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -54,9 +54,10 @@ def write_report(out, args, stages, models, methods):
     report = f"""# Demo report
 
 ResNet-18 pretrained on CPU for {args.pretrain_iters} iterations per method (`configs/pretrain/demo_r18_cpu.yaml`,
-seed 0), then Faster R-CNN R18-FPN on the held-out tree tiles (bbox AP; the VOC area metric), seeds 0..{args.seeds - 1}
-for each of: {', '.join(models)}. Comparisons are paired by seed (model - baseline) with a 95% Student-t interval;
-"better" only where it excludes zero; with one seed no spread and no verdict is given.
+seed 0), then Faster R-CNN R18-FPN on the held-out tree tiles (bbox AP; the VOC area metric) for each of:
+{', '.join(models)}; probe seeds 0..{args.probe_seeds - 1}, full fine-tuning seeds 0..{args.finetune_seeds - 1}.
+Comparisons are paired by seed (model - baseline) with a 95% Student-t interval; "better" only where it
+excludes zero; with one seed no spread and no verdict is given.
 
 ## Frozen-backbone probe ({args.probe_iters} iterations; BN re-estimated on the training tiles, backbone frozen)
 
@@ -89,22 +90,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--pretrain-iters", type=int, default=120)
-    parser.add_argument("--finetune-iters", type=int, default=150)
-    parser.add_argument("--probe-iters", type=int, default=150)
-    parser.add_argument("--seeds", type=int, default=2, help="fine-tuning and probe seeds 0..K-1 per model")
+    parser.add_argument("--finetune-iters", type=int, default=100)
+    parser.add_argument("--probe-iters", type=int, default=100)
+    parser.add_argument("--finetune-seeds", type=int, default=1, help="full fine-tuning: seeds 0..K-1 per model")
+    parser.add_argument("--probe-seeds", type=int, default=2, help="probe: seeds 0..K-1 per model")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--study", action="store_true",
                         help="also HoughCL translation, PixPro-style and MoCo-v2, 5 seeds, into output/study")
     args = parser.parse_args(argv)
     methods = STUDY if args.study else METHODS
-    if args.study and args.seeds == 2:
-        args.seeds = 5
+    if args.study:
+        args.finetune_seeds = args.probe_seeds = 5
     out = args.out or os.path.join("output", "study" if args.study else "demo")
     models = ["random_init", *methods]
     runs = [(kind, name) for kind in ("probe", "finetune") for name in models]
     plan = [10, 40] + [args.pretrain_iters * 0.8 + 10, 20, 40] * len(methods) + [15]
-    plan += [args.seeds * (args.probe_iters * 0.5 + 60) if kind == "probe" else
-             args.seeds * (args.finetune_iters * 1.0 + 30) for kind, _ in runs] + [5, 5]
+    seeds = {"probe": args.probe_seeds, "finetune": args.finetune_seeds}
+    plan += [seeds[kind] * (args.probe_iters * 0.5 + 45 if kind == "probe" else args.finetune_iters + 40)
+             for kind, _ in runs] + [5, 5]
     stages = Stages(plan, os.path.join(out, "logs"), ROOT)
     stages.run("fetch real images and the tree detection set", tool("fetch_data.py"))
     stages.run("matching accuracy at random initialisation", tool(
@@ -128,13 +131,14 @@ def main(argv=None):
     for kind, name in runs:
         run_dir, iters = f"{out}/{kind}_{name}", args.probe_iters if kind == "probe" else args.finetune_iters
         weights = "" if name == "random_init" else f"{out}/{name}_r18.pkl"
-        stages.run(f"{kind} Faster R-CNN R18-FPN on the trees from {name} ({iters} iterations, {args.seeds} seeds)",
-                   tool("train_net.py", "--config-file", DETECTION[kind], *TREES, "--seeds", args.seeds, "--resume",
+        stages.run(f"{kind} Faster R-CNN R18-FPN on the trees from {name} ({iters} iterations, {seeds[kind]} seeds)",
+                   tool("train_net.py", "--config-file", DETECTION[kind], *TREES, "--seeds", seeds[kind], "--resume",
                         "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", iters, "SOLVER.STEPS", f"({int(iters * 0.8)},)",
                         "OUTPUT_DIR", run_dir),
-                   os.path.join(seed_dir(run_dir, args.seeds - 1), RESULTS_FILE), args.force,
-                   progress=lambda d=run_dir: sum(last_iteration(os.path.join(seed_dir(d, k), "metrics.json"), 1)
-                                                  for k in range(args.seeds)), total=iters * args.seeds)
+                   os.path.join(seed_dir(run_dir, seeds[kind] - 1), RESULTS_FILE), args.force,
+                   progress=lambda d=run_dir, n=seeds[kind]: sum(
+                       last_iteration(os.path.join(seed_dir(d, k), "metrics.json"), 1) for k in range(n)),
+                   total=iters * seeds[kind])
     for kind in DETECTION:
         stages.run(f"collect the {kind} results", tool(
             "collect_results.py", *[f"{out}/{kind}_{n}" for n in models], "--names", *models,

@@ -1,7 +1,7 @@
 """The frozen-backbone probe: detection heads trained on a backbone that does not change.
 
-Full fine-tuning moves every weight and its result varies from seed to seed by more than the differences
-between pretrainings that it is meant to show. The probe keeps the pretrained backbone fixed (its BN too) and
+Full fine-tuning moves every weight, so its result mixes what pretraining gave with what fine-tuning learned.
+The probe keeps the pretrained backbone fixed (its BN too) and
 trains FPN and heads only: what it measures is what the features already are. A backbone's BN statistics are
 those of its pretraining images (or, at random init, meaningless: frozen as they are, a detector diverges), so
 every backbone first gets its BN statistics re-estimated on the training images, the same way for all models,

@@ -70,3 +70,11 @@ def test_collect_results_baseline_writes_md_csv_json(tmp_path):
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["comparisons"][0]["verdict"] == "better" and data["models"][0]["seeds"] == [0, 1, 2]
     assert "ci95 low" in (tmp_path / "t.csv").read_text()
+    # Two baselines: the second is compared with the first, never the reverse, and each model with both.
+    write_model(tmp_path, "densecl", [15.0, 15.0, 16.0])
+    result = subprocess.run([PYTHON, f"{TOOLS}/collect_results.py", str(tmp_path / "random"), str(tmp_path / "houghcl"),
+                             str(tmp_path / "densecl"), "--baseline", "random", "--baseline", "densecl", "--out",
+                             str(tmp_path / "t2")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    pairs = {(c["model"], c["baseline"]) for c in json.loads((tmp_path / "t2.json").read_text())["comparisons"]}
+    assert pairs == {("houghcl", "random"), ("densecl", "random"), ("houghcl", "densecl")}
