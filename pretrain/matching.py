@@ -210,11 +210,12 @@ def hough_match(fq: Tensor, fk: Tensor, opts: HoughOptions = HoughOptions(), ret
 
 @torch.no_grad()
 def transform_match(fq: Tensor, fk: Tensor, vote_q: Tensor, vote_k: Tensor, opts: HoughOptions = HoughOptions(),
-                    return_inside: bool = False):
+                    details: bool = False):
     """HoughCL with ``select="transform"``: the views' transformation voted for on ``vote_q``/``vote_k`` (the
     features of ``opts.layer``; ``fq``/``fk`` themselves for layer4), applied to the cells of ``fq``/``fk``.
     A query cell whose image falls outside the key view keeps the most similar key cell. Returns ``[N, Lq]``
-    (and with ``return_inside`` the ``[N, Lq]`` mask of cells placed by the transformation)."""
+    (with ``details`` also the ``[N, Lq]`` mask of the cells placed by the transformation and the Hough grid of
+    the winning slice ``[N, bins_y, bins_x]``)."""
     from .voting import transform_positives, vote_transform
     scales = opts.scales if opts.space == "similarity" else (1.0,)
     sim = similarity(fq, fk, center=opts.center)
@@ -224,11 +225,12 @@ def transform_match(fq: Tensor, fk: Tensor, vote_q: Tensor, vote_k: Tensor, opts
         scales = tuple(s * opts.query_pool for s in scales)
     voting_sim = sim if vote_q is fq and vote_k is fk else similarity(vote_q, vote_k, center=opts.center)
     grids = tuple(vote_q.shape[-2:]), tuple(vote_k.shape[-2:])
-    t = vote_transform(voting_sim, *grids, scales, mirrored=opts.space == "similarity", candidates=opts.candidates,
-                       power=opts.power, sigma=opts.sigma, refine=opts.refine)
+    t, votes = vote_transform(voting_sim, *grids, scales, mirrored=opts.space == "similarity",
+                              candidates=opts.candidates, power=opts.power, sigma=opts.sigma, refine=opts.refine,
+                              return_votes=True)
     index, inside = transform_positives(t, *grids, tuple(fq.shape[-2:]), tuple(fk.shape[-2:]))
     index = torch.where(inside, index, sim.argmax(dim=2))
-    return (index, inside) if return_inside else index
+    return (index, inside, votes) if details else index
 
 
 class Positives(NamedTuple):

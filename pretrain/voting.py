@@ -54,14 +54,15 @@ def weighted_line(x: Tensor, y: Tensor, w: Tensor, fallback: Tuple[Tensor, Tenso
 @torch.no_grad()
 def vote_transform(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, int], scales: Sequence[float],
                    mirrored: bool = True, candidates: int = 16, power: float = 3.0, sigma: float = 1.0,
-                   refine: Sequence[float] = (1.5, 1.0, 0.75)) -> ViewTransform:
+                   refine: Sequence[float] = (1.5, 1.0, 0.75), return_votes: bool = False):
     """The transformation of each pair of views from the cosine similarities ``sim`` ``[N, Lq, Lk]``.
 
     Each query cell's ``candidates`` most similar key cells vote with weight max(cos, 0)^power for the
     translation that maps it there, in one slice per (scale, mirror); Hough grids have one bin per key cell,
     smoothed by a Gaussian of ``sigma`` cells; the strongest bin gives the initial transformation. Each radius
     of ``refine`` (in key cells) then refits x and y separately by weighted least squares over the candidate
-    pairs lying within that radius of where the current transformation maps their query cell.
+    pairs lying within that radius of where the current transformation maps their query cell. With
+    ``return_votes``, also the smoothed Hough grid of each pair's winning slice ``[N, bins_y, bins_x]``.
     """
     from .matching import smooth  # the Hough grids' smoothing (one place for it)
     n, lq, lk = sim.shape
@@ -99,7 +100,11 @@ def vote_transform(sim: Tensor, grid_q: Tuple[int, int], grid_k: Tuple[int, int]
         agree = weight * ((xk - px).square() + (yk - py).square() < radius * radius)
         scale_x, shift_x = weighted_line(uq.view(1, -1, 1), xk, agree, (scale_x, shift_x))
         scale_y, shift_y = weighted_line(vq.view(1, -1, 1), yk, agree, (scale_y, shift_y))
-    return ViewTransform(scale_x, shift_x, scale_y, shift_y)
+    t = ViewTransform(scale_x, shift_x, scale_y, shift_y)
+    if return_votes:
+        grids = hough.view(n, s, bins_y, bins_x)
+        return t, grids[torch.arange(n, device=device), slice_index]
+    return t
 
 
 def transform_positives(t: ViewTransform, vote_grid_q: Tuple[int, int], vote_grid_k: Tuple[int, int],

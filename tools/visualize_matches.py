@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Draw the positive pairs that argmax and Hough matching choose between two views (cf. the paper's Figure 1).
+"""The positive pairs argmax and Hough matching choose, on the view pairs where they disagree most.
 
     tools/visualize_matches.py --images datasets/photos --weights backbone.pth --out output/matches.png
 
-Top row: DenseCL's argmax; bottom row: Hough matching; each with the two views side by side and the most
-confident query cells joined to their chosen key cell. Green: within one cell of the true partner (known from
-the views' geometry); red: wrong; query cells without a true partner are not drawn.
+Of --pairs seeded view pairs (the pretraining augmentation), the --show pairs where the two matchers pick
+different key cells for the most query cells. Per pair: argmax (DenseCL) and Hough (HoughCL) drawn on the same
+two views, each query cell with a true partner joined to its chosen key cell: green, the true partner; orange,
+one cell away; red, wrong. Beside the Hough row, its Hough-space vote map (the winning slice; brighter: more
+votes). The caption gives both matchers' accuracy over ALL pairs evaluated, not only the drawn ones.
 """
 import argparse
 import os
@@ -18,7 +20,7 @@ from pretrain import matching
 from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, build_resnet, resnet_stages
 from pretrain.config import load_config
 from pretrain.data import list_images, readable_images
-from pretrain.geometry import true_partners
+from pretrain.geometry import matching_hits, true_partners
 from pretrain.matching_eval import view_pairs
 
 GAP, LABEL = 8, 18
@@ -34,29 +36,42 @@ def cell_centre(index, grid, size, x_offset, y_offset):
     return (x_offset + (index % w + 0.5) * size / w, y_offset + (index // w + 0.5) * size / h)
 
 
-def draw(views, rows, grid_q, grid_k, truth, size, top):
-    """``rows``: [(label, picks [Lq], confidence [Lq])]. Returns the picture."""
-    width, height = 2 * size + GAP, len(rows) * (size + LABEL)
-    canvas = Image.new("RGB", (width, height), "white")
+def colour(pick, truth, width):
+    d = max(abs(pick // width - truth // width), abs(pick % width - truth % width))
+    return (40, 200, 60) if d == 0 else (240, 160, 30) if d == 1 else (230, 40, 40)
+
+
+def vote_map(votes, size):
+    v = votes - votes.min()
+    v = (255 * v / v.max().clamp(min=1e-12)).to(torch.uint8).numpy()
+    return Image.fromarray(v).resize((size, size), Image.NEAREST).convert("RGB")
+
+
+def draw(pairs, grid_q, grid_k, size, caption):
+    """``pairs``: [(view_q, view_k, truth [Lq], [(label, picks [Lq])], votes [Y, X])]. Returns the picture."""
+    rows = sum(len(p[3]) for p in pairs)
+    lines = caption.split("\n")
+    canvas = Image.new("RGB", (3 * size + 2 * GAP, rows * (size + LABEL) + LABEL * len(lines)), "white")
     pen = ImageDraw.Draw(canvas)
-    q_img, k_img = to_image(views[0]), to_image(views[1])
-    for r, (label, picks, confidence) in enumerate(rows):
-        y = r * (size + LABEL) + LABEL
-        canvas.paste(q_img, (0, y))
-        canvas.paste(k_img, (size + GAP, y))
-        valid = truth >= 0
-        order = [i for i in confidence.argsort(descending=True).tolist() if valid[i]][:top]
-        correct = 0
-        for i in order:
-            j, t = int(picks[i]), int(truth[i])
-            ok = max(abs(j // grid_k[1] - t // grid_k[1]), abs(j % grid_k[1] - t % grid_k[1])) <= 1
-            correct += ok
-            a = cell_centre(i, grid_q, size, 0, y)
-            b = cell_centre(j, grid_k, size, size + GAP, y)
-            pen.line([a, b], fill=(40, 200, 60) if ok else (230, 40, 40), width=2)
-            pen.ellipse([a[0] - 2, a[1] - 2, a[0] + 2, a[1] + 2], fill="yellow")
-        pen.text((4, y - LABEL + 3), f"{label}: {correct}/{len(order)} of the most confident matches correct",
-                 fill="black")
+    for k, line in enumerate(lines):
+        pen.text((4, 3 + k * LABEL), line, fill="black")
+    y = LABEL * len(lines)
+    for view_q, view_k, truth, matchers, votes in pairs:
+        for label, picks in matchers:
+            y += LABEL
+            canvas.paste(to_image(view_q), (0, y))
+            canvas.paste(to_image(view_k), (size + GAP, y))
+            valid = [i for i in range(len(truth)) if truth[i] >= 0]
+            exact = sum(int(picks[i]) == int(truth[i]) for i in valid)
+            for i in valid:
+                a = cell_centre(i, grid_q, size, 0, y)
+                b = cell_centre(int(picks[i]), grid_k, size, size + GAP, y)
+                pen.line([a, b], fill=colour(int(picks[i]), int(truth[i]), grid_k[1]), width=1)
+            pen.text((4, y - LABEL + 3), f"{label}: {exact}/{len(valid)} exact on this pair", fill="black")
+            if label.startswith("Hough"):
+                canvas.paste(vote_map(votes, size), (2 * size + 2 * GAP, y))
+                pen.text((2 * size + 2 * GAP + 4, y - LABEL + 3), "Hough votes, winning slice", fill="black")
+            y += size
     return canvas
 
 
@@ -67,34 +82,42 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--depth", type=int, default=None, help="default: that of --weights; 18 at random init")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--layer", default="layer4", choices=("layer3", "layer4"))
-    parser.add_argument("--seed", type=int, default=0, help="which view pair")
-    parser.add_argument("--top", type=int, default=30, help="how many matches to draw per row")
+    parser.add_argument("--pairs", type=int, default=32, help="view pairs evaluated")
+    parser.add_argument("--show", type=int, default=2, help="pairs drawn: those where the matchers disagree most")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)
     paths = readable_images(list_images(args.images))
     if not paths:
         print(f"error: {args.images}: no readable image", file=sys.stderr)
         return 1
-    batch = next(view_pairs(paths, 1, args.seed, args.size))
+    batch = next(view_pairs(paths, args.pairs, args.seed, args.size, batch=args.pairs))
     model = build_resnet(args.depth, args.weights)
     options = matching.HoughOptions.from_cfg(load_config().MODEL.HOUGH)
-    stages = tuple(dict.fromkeys([args.layer, options.layer]))
+    stages = tuple(dict.fromkeys(["layer4", options.layer]))
     fq, fk = (resnet_stages(model, batch[f"view_{v}"], stages) for v in ("q", "k"))
-    views = {**batch, "vote_q": fq[options.layer], "vote_k": fk[options.layer]}
-    fq, fk = fq[args.layer], fk[args.layer]
+    vq, vk, fq, fk = fq[options.layer], fk[options.layer], fq["layer4"], fk["layer4"]
     grid_q, grid_k = tuple(fq.shape[-2:]), tuple(fk.shape[-2:])
-    truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)[0]
-    sim = matching.similarity(fq, fk)
-    best = sim.max(dim=2)
-    picks = matching.MATCHERS["hough"](fq, fk, views, matching.MatchOptions(options)).index
-    # Drawn in order of the picked pair's similarity, as argmax's rows are.
-    rows = [("argmax (DenseCL)", best.indices[0], best.values[0]),
-            (f"Hough, {options.space}, {options.select} (HoughCL)", picks[0], sim[0].gather(1, picks[0:1].T)[:, 0])]
-    picture = draw((batch["view_q"][0], batch["view_k"][0]), rows, grid_q, grid_k, truth, args.size, args.top)
+    truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
+    argmax = matching.argmax_match(fq, fk)
+    hough, _, votes = matching.transform_match(fq, fk, vq, vk, options, details=True)
+    rates = {}
+    for name, pick in (("argmax", argmax), ("Hough", hough)):
+        rates[name] = [float(h) / max(1, int(c)) for h, c in
+                       (matching_hits(pick, truth, grid_k[1], t) for t in (0, 1))]
+    disagree = ((argmax != hough) & (truth >= 0)).sum(1)
+    shown = disagree.argsort(descending=True)[:args.show].tolist()
+    caption = (f"All {args.pairs} view pairs: argmax exact {rates['argmax'][0]:.3f}, within one "
+               f"{rates['argmax'][1]:.3f};\nHough exact {rates['Hough'][0]:.3f}, within one {rates['Hough'][1]:.3f}."
+               f"\nDrawn: the {args.show} pairs where they disagree most.")
+    pairs = [(batch["view_q"][i], batch["view_k"][i], truth[i],
+              [("argmax (DenseCL)", argmax[i]), (f"Hough, {options.select} (HoughCL)", hough[i])], votes[i])
+             for i in shown]
+    picture = draw(pairs, grid_q, grid_k, args.size, caption)
     tmp = args.out + ".tmp.png"
     picture.save(tmp)
     os.replace(tmp, args.out)
+    print(caption)
     print(f"wrote {args.out} ({picture.width}x{picture.height})")
     return 0
 

@@ -137,10 +137,17 @@ def test_eval_matching_reads_the_depth_from_the_weights(image_folder, tmp_path):
 def test_picture_is_written_at_the_right_size(image_folder, tmp_path):
     out = tmp_path / "matches.png"
     result = subprocess.run([PYTHON, os.path.join(TOOLS, "visualize_matches.py"), "--images", image_folder,
-                             "--size", "128", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=300)
+                             "--size", "128", "--pairs", "8", "--show", "2", "--out", str(out)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "All 8 view pairs: argmax exact" in result.stdout and "Drawn: the 2 pairs where they disagree most" in \
+        result.stdout
     with Image.open(out) as img:
-        assert img.size == (2 * 128 + 8, 2 * (128 + 18))
-        colours = {tuple(c) for c in np.asarray(img.convert("RGB")).reshape(-1, 3).tolist()}
-    assert (40, 200, 60) in colours or (230, 40, 40) in colours  # matches were drawn
+        # two pairs x (argmax row, Hough row), each a label line and the views; three caption lines on top
+        assert img.size == (3 * 128 + 2 * 8, 4 * (128 + 18) + 3 * 18)
+        assert img.getpixel((3 * 128 + 10, 3 * 18 + 18 + 128 + 18 + 64)) != (255, 255, 255)
+        pixels = np.asarray(img.convert("RGB"))
+    colours = {tuple(c) for c in pixels.reshape(-1, 3).tolist()}
+    assert colours & {(40, 200, 60), (240, 160, 30), (230, 40, 40)}  # matches were drawn
+    vote_map = pixels[3 * 18 + 18 + 128 + 18:, 2 * 128 + 16:][:128]  # beside the first Hough row
+    assert vote_map.std() > 0  # a map, not a blank
