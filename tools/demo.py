@@ -43,8 +43,10 @@ def matching_rows(out, names):
     return "\n".join(rows)
 
 
-def write_report(out, args, stages, models, methods):
-    tables = {kind: open(f"{out}/{kind}_table.md").read() for kind in DETECTION}
+def write_report(out, args, stages, models, methods, kinds):
+    tables = {kind: open(f"{out}/{kind}_table.md").read() for kind in kinds}
+    finetune = (f"## Full fine-tuning ({args.finetune_iters} iterations)\n\n{tables['finetune']}" if "finetune" in kinds
+                else "## Full fine-tuning\n\nNot run (`--finetune-seeds K` adds it; `--study` runs it with 5 seeds).\n")
     lines = []
     for i, stage in enumerate(stages.done, 1):
         took = "skipped: already done" if stage["log"] is None else f"{stage['seconds']:.0f} s"
@@ -55,16 +57,14 @@ def write_report(out, args, stages, models, methods):
 
 ResNet-18 pretrained on CPU for {args.pretrain_iters} iterations per method (`configs/pretrain/demo_r18_cpu.yaml`,
 seed 0), then Faster R-CNN R18-FPN on the held-out tree tiles (bbox AP; the VOC area metric) for each of:
-{', '.join(models)}; probe seeds 0..{args.probe_seeds - 1}, full fine-tuning seeds 0..{args.finetune_seeds - 1}.
+{', '.join(models)}; probe seeds 0..{args.probe_seeds - 1}; full fine-tuning: {args.finetune_seeds} seed(s).
 Comparisons are paired by seed (model - baseline) with a 95% Student-t interval; "better" only where it
 excludes zero; with one seed no spread and no verdict is given.
 
 ## Frozen-backbone probe ({args.probe_iters} iterations; BN re-estimated on the training tiles, backbone frozen)
 
 {tables['probe']}
-## Full fine-tuning ({args.finetune_iters} iterations)
-
-{tables['finetune']}
+{finetune}
 ## Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos
 
 {matching_rows(out, ['random', *methods])}
@@ -91,8 +91,9 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--pretrain-iters", type=int, default=120)
     parser.add_argument("--finetune-iters", type=int, default=100)
-    parser.add_argument("--probe-iters", type=int, default=100)
-    parser.add_argument("--finetune-seeds", type=int, default=1, help="full fine-tuning: seeds 0..K-1 per model")
+    parser.add_argument("--probe-iters", type=int, default=80)
+    parser.add_argument("--finetune-seeds", type=int, default=0,
+                        help="full fine-tuning: seeds 0..K-1 per model (0: none, to stay within 20 minutes)")
     parser.add_argument("--probe-seeds", type=int, default=2, help="probe: seeds 0..K-1 per model")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--study", action="store_true",
@@ -103,11 +104,12 @@ def main(argv=None):
         args.finetune_seeds = args.probe_seeds = 5
     out = args.out or os.path.join("output", "study" if args.study else "demo")
     models = ["random_init", *methods]
-    runs = [(kind, name) for kind in ("probe", "finetune") for name in models]
+    kinds = ("probe", "finetune") if args.finetune_seeds else ("probe",)
+    runs = [(kind, name) for kind in kinds for name in models]
     plan = [10, 40] + [args.pretrain_iters * 0.8 + 10, 20, 40] * len(methods) + [15]
     seeds = {"probe": args.probe_seeds, "finetune": args.finetune_seeds}
     plan += [seeds[kind] * (args.probe_iters * 0.5 + 45 if kind == "probe" else args.finetune_iters + 40)
-             for kind, _ in runs] + [5, 5]
+             for kind, _ in runs] + [5] * len(kinds)
     stages = Stages(plan, os.path.join(out, "logs"), ROOT)
     stages.run("fetch real images and the tree detection set", tool("fetch_data.py"))
     stages.run("matching accuracy at random initialisation", tool(
@@ -139,12 +141,12 @@ def main(argv=None):
                    progress=lambda d=run_dir, n=seeds[kind]: sum(
                        last_iteration(os.path.join(seed_dir(d, k), "metrics.json"), 1) for k in range(n)),
                    total=iters * seeds[kind])
-    for kind in DETECTION:
+    for kind in kinds:
         stages.run(f"collect the {kind} results", tool(
             "collect_results.py", *[f"{out}/{kind}_{n}" for n in models], "--names", *models,
             "--baseline", "random_init", "--baseline", "densecl", "--out", f"{out}/{kind}_table"))
     plot_metrics({m: f"{out}/pretrain_{m}" for m in methods}, os.path.join(out, "pretraining.png"))
-    report = write_report(out, args, stages, models, methods)
+    report = write_report(out, args, stages, models, methods, kinds)
     with open(report) as f:
         print("\n" + f.read().split("## Pictures")[0])
     print(f"Report: {report}; logs: {out}/logs/")
