@@ -108,7 +108,7 @@ def main(argv=None):
     runs = [(kind, name) for kind in kinds for name in models]
     plan = [10, 40] + [args.pretrain_iters * 0.8 + 10, 20, 40] * len(methods) + [15]
     seeds = {"probe": args.probe_seeds, "finetune": args.finetune_seeds}
-    plan += [seeds[kind] * (args.probe_iters * 0.5 + 45 if kind == "probe" else args.finetune_iters + 40)
+    plan += [seeds[kind] * (args.probe_iters * 1.2 + 30 if kind == "probe" else args.finetune_iters * 1.3 + 40)
              for kind, _ in runs] + [5] * len(kinds)
     stages = Stages(plan, os.path.join(out, "logs"), ROOT)
     stages.run("fetch real images and the tree detection set", tool("fetch_data.py"))
