@@ -268,6 +268,7 @@ def print_table(result):
                 print(f"| {grid} | {name} | {row[name]['seconds']:.4f} | {row[name]['peak_bytes'] / 2 ** 20:.0f} |")
             print(f"| {grid} | similarity/argmax | {row['ratio_similarity/argmax']:.2f} | "
                   f"(a [N,Lq,Lk,slices] tensor: {row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} MiB) |")
+            print(f"| {grid} | transform/argmax | {row['ratio_transform/argmax']:.2f} | |")
     if "decode" in result:
         rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
         print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")
