@@ -57,7 +57,11 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self.read()
-                if holder is None and time.time() - os.path.getmtime(self.path) < 10:
+                try:
+                    young = time.time() - os.path.getmtime(self.path) < 10
+                except FileNotFoundError:  # released in the meantime: try again
+                    continue
+                if holder is None and young:
                     raise LockError(f"{self.path}: another job is taking this OUTPUT_DIR right now") from None
                 if holder is not None and not stale_or_ours(holder):
                     raise LockError(
