@@ -20,6 +20,17 @@ def load_tool(name):
     return module
 
 
+def run_main(tool, *args):
+    """A tool's ``main(argv)`` run in this process, its stdout and stderr captured: a CompletedProcess."""
+    import contextlib
+    import io
+    import subprocess
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = tool.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def write_images(folder, count=12, seed=0):
     """Smooth random colour fields (not white noise, so that features have structure), various sizes."""
     os.makedirs(folder, exist_ok=True)

@@ -1,6 +1,4 @@
 """tools/convert.py: exact renaming, every foreign layout, every failure case (non-zero exit, no file)."""
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -10,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from ..conftest import PYTHON, ROOT, TOOLS, load_tool
+from ..conftest import PYTHON, ROOT, TOOLS, load_tool, run_main
 
 
 def moco_reference_name(k):
@@ -44,10 +42,7 @@ CONVERT = load_tool("convert")
 
 def convert(*args):
     """Run the converter's main in this process (interpreter start-up dominates otherwise)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = CONVERT.main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return run_main(CONVERT, *args)
 
 
 def test_command_line(tmp_path):

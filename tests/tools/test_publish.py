@@ -1,23 +1,17 @@
 """The release step: content-addressed file name, sidecar beside it, and a model card with recipe and results."""
-import contextlib
 import hashlib
-import io
 import json
-import subprocess
 
 import torch
 
-from ..conftest import load_tool
+from ..conftest import load_tool, run_main
 from .test_convert import convert, resnet_state
 
 PUBLISH = load_tool("publish")
 
 
 def publish(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = PUBLISH.main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return run_main(PUBLISH, *args)
 
 
 def pretrained_and_converted(tmp_path):
