@@ -44,9 +44,11 @@ def matching_rows(out, names):
 
 
 def write_report(out, args, stages, models, methods, kinds):
-    tables = {kind: open(f"{out}/{kind}_table.md").read() for kind in kinds}
+    tables = {kind: open(f"{out}/{kind}_table.md").read() for kind in ("dense", *kinds)}
     finetune = (f"## Full fine-tuning ({args.finetune_iters} iterations)\n\n{tables['finetune']}" if "finetune" in kinds
                 else "## Full fine-tuning\n\nNot run (`--finetune-seeds K` adds it; `--study` runs it with 5 seeds).\n")
+    with open(os.path.join(seed_dir(f"{out}/dense_random_init", 0), RESULTS_FILE)) as f:
+        blind = 100 * json.load(f)["results"]["dense"]["positives"]
     lines = []
     for i, stage in enumerate(stages.done, 1):
         took = "skipped: already done" if stage["log"] is None else f"{stage['seconds']:.0f} s"
@@ -61,6 +63,13 @@ seed 0), then Faster R-CNN R18-FPN on the held-out tree tiles (bbox AP; the VOC 
 Comparisons are paired by seed (model - baseline) with a 95% Student-t interval; "better" only where it
 excludes zero; with one seed no spread and no verdict is given.
 
+## Dense linear probe (frozen backbone, C4 cells inside a tree box or not; seeds 0..{args.dense_seeds - 1})
+
+Cell-level average precision (x 100) of a logistic regression on the frozen, BN-re-estimated C4 features; seed
+k fits on the k-th seeded half of the training tiles, the same half for every backbone. The share of test
+cells inside a box, {blind:.1f}%, is the AP of a blind guess.
+
+{tables['dense']}
 ## Frozen-backbone probe ({args.probe_iters} iterations; BN re-estimated on the training tiles, backbone frozen)
 
 {tables['probe']}
@@ -90,11 +99,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--pretrain-iters", type=int, default=120)
-    parser.add_argument("--finetune-iters", type=int, default=100)
+    parser.add_argument("--finetune-iters", type=int, default=80)
     parser.add_argument("--probe-iters", type=int, default=80)
     parser.add_argument("--finetune-seeds", type=int, default=0,
                         help="full fine-tuning: seeds 0..K-1 per model (0: none, to stay within 20 minutes)")
     parser.add_argument("--probe-seeds", type=int, default=2, help="probe: seeds 0..K-1 per model")
+    parser.add_argument("--dense-seeds", type=int, default=5, help="dense linear probe: seeds 0..K-1 per model")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--study", action="store_true",
                         help="also HoughCL translation, PixPro-style and MoCo-v2, 5 seeds, into output/study")
@@ -106,7 +116,7 @@ def main(argv=None):
     models = ["random_init", *methods]
     kinds = ("probe", "finetune") if args.finetune_seeds else ("probe",)
     runs = [(kind, name) for kind in kinds for name in models]
-    plan = [10, 40] + [args.pretrain_iters * 0.8 + 10, 20, 40] * len(methods) + [15]
+    plan = [10, 40] + [args.pretrain_iters * 0.8 + 10, 20, 40] * len(methods) + [15] + [30] * len(models) + [5]
     seeds = {"probe": args.probe_seeds, "finetune": args.finetune_seeds}
     plan += [seeds[kind] * (args.probe_iters * 1.2 + 30 if kind == "probe" else args.finetune_iters * 1.3 + 40)
              for kind, _ in runs] + [5] * len(kinds)
@@ -130,6 +140,14 @@ def main(argv=None):
     stages.run("correspondence picture (argmax vs Hough, HoughCL backbone)", tool(
         "visualize_matches.py", "--images", "datasets/photos", "--weights", f"{out}/pretrain_houghcl/backbone.pth",
         "--out", f"{out}/matches.png", "--seed", 3), f"{out}/matches.png", args.force)
+    for name in models:
+        weights = [] if name == "random_init" else ["--weights", f"{out}/pretrain_{name}/backbone.pth"]
+        stages.run(f"dense linear probe of {name} on the trees ({args.dense_seeds} seeds)", tool(
+            "dense_probe.py", "datasets/trees", *weights, "--seeds", args.dense_seeds, "--out", f"{out}/dense_{name}"),
+            os.path.join(seed_dir(f"{out}/dense_{name}", args.dense_seeds - 1), RESULTS_FILE), args.force)
+    stages.run("collect the dense probe results", tool(
+        "collect_results.py", *[f"{out}/dense_{n}" for n in models], "--names", *models,
+        "--baseline", "random_init", "--baseline", "densecl", "--out", f"{out}/dense_table"))
     for kind, name in runs:
         run_dir, iters = f"{out}/{kind}_{name}", args.probe_iters if kind == "probe" else args.finetune_iters
         weights = "" if name == "random_init" else f"{out}/{name}_r18.pkl"

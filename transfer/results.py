@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 from pretrain.checkpoint import atomic_write
 
 METRICS = ("AP", "AP50", "AP75")
+TASKS = ("bbox", "segm")
 RESULTS_FILE = "final_results.json"
 
 
@@ -78,6 +79,12 @@ def values_of(runs: Dict[int, Dict], column: str) -> Dict[int, float]:
     return {s: float(r[task][metric]) for s, r in runs.items() if task in r and metric in r[task]}
 
 
+def tasks_of(runs: Dict[int, Dict]) -> List[str]:
+    """The tasks of the runs, Detectron2's first (bbox, segm), then the others (the dense probe's ``dense``)."""
+    found = {task for r in runs.values() for task in r}
+    return [t for t in TASKS if t in found] + sorted(found - set(TASKS))
+
+
 def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) -> List[Dict]:
     """One row per model: name, n, seeds, and ``{column: (mean, std or None)}`` for every metric present."""
     rows = []
@@ -85,7 +92,7 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
         runs = load_runs(run_dir)
         row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
                "seeds": sorted(runs), "runs": runs}
-        for task in ("bbox", "segm"):
+        for task in tasks_of(runs):
             for metric in METRICS:
                 values = values_of(runs, f"{task}/{metric}")
                 if values and len(values) == len(runs):

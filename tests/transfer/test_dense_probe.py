@@ -1,0 +1,93 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy import optimize
+
+from tests.conftest import load_tool, run_main
+from tests.synthetic import write_voc
+from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_bn, training_half
+
+
+def test_cell_labels_equal_a_loop_over_cells_and_boxes():
+    boxes = torch.tensor([[10, 5, 60, 40], [70, 70, 99, 95], [0, 0, 3, 3]], dtype=torch.float32)
+    height, width, gh, gw = 100, 120, 7, 9
+    expected = torch.zeros(gh, gw, dtype=torch.bool)
+    for i in range(gh):
+        for j in range(gw):
+            y, x = (i + 0.5) * height / gh, (j + 0.5) * width / gw
+            expected[i, j] = any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in boxes.tolist())
+    assert torch.equal(cell_labels(boxes, height, width, gh, gw), expected)
+    assert expected.any() and not expected.all()
+    assert not cell_labels(torch.zeros(0, 4), height, width, gh, gw).any()
+
+
+def test_average_precision_is_the_mean_precision_at_each_positive():
+    rng = np.random.default_rng(1)
+    scores, labels = rng.random(200), rng.random(200) < 0.3
+    ranked = np.argsort(-scores)
+    by_hand = np.mean([labels[ranked[:k + 1]].mean() for k in range(200) if labels[ranked[k]]])
+    assert average_precision(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(by_hand, abs=1e-12)
+    assert average_precision(torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, True, False])) == 1.0
+    assert np.isnan(average_precision(torch.tensor([1.0, 2.0]), torch.tensor([False, False])))
+
+
+def test_logistic_fit_equals_scipy_minimiser_of_the_same_objective():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5))
+    y = (x @ np.array([1.5, -2.0, 0.0, 0.5, 1.0]) + 0.3 + rng.normal(size=300) > 0)
+    decay = 1e-2
+
+    def objective(p):
+        z = x @ p[:5] + p[5]
+        return np.mean(np.logaddexp(0, z) - y * z) + decay * np.sum(p[:5] ** 2)
+
+    reference = optimize.minimize(objective, np.zeros(6), method="BFGS", options={"gtol": 1e-10}).x
+    w, b = fit_logistic(torch.tensor(x), torch.tensor(y), weight_decay=decay)
+    assert np.allclose(w.numpy(), reference[:5], atol=1e-5) and abs(float(b) - reference[5]) < 1e-5
+
+
+def test_bn_reestimation_averages_the_batch_statistics_of_the_stem():
+    import torchvision
+
+    from pretrain.backbone import normalise
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    images = [torch.rand(3, 32, 32) for _ in range(6)]
+    reestimate_bn(model, images, batch=3)
+    assert not model.training
+    with torch.no_grad():
+        stem = [model.conv1(normalise(torch.stack(images[i:i + 3]))) for i in (0, 3)]
+    expected = torch.stack([s.mean((0, 2, 3)) for s in stem]).mean(0)
+    assert torch.allclose(model.bn1.running_mean, expected, atol=1e-5)
+
+
+def test_training_halves_are_seeded_halves():
+    assert training_half(10, 0) == training_half(10, 0) and len(training_half(10, 0)) == 5
+    assert training_half(10, 0) != training_half(10, 1)
+
+
+def test_tool_writes_seeds_that_rerun_identically_and_collect(tmp_path):
+    voc = write_voc(str(tmp_path), classes=("box",), train=8, test=4, size=(128, 128))
+    tool = load_tool("dense_probe")
+    runs = []
+    for out in ("a", "b"):
+        result = run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / out)
+        assert result.returncode == 0, result.stderr
+        runs.append([json.load(open(tmp_path / out / f"seed_{k}" / "final_results.json")) for k in range(2)])
+    assert [r["results"] for r in runs[0]] == [r["results"] for r in runs[1]]
+    first = runs[0][0]["results"]["dense"]
+    # Flat rectangles on a textured background: even random features separate them from it.
+    assert first["AP"] > 100 * first["positives"] + 5
+    collected = run_main(load_tool("collect_results"), tmp_path / "a", tmp_path / "b", "--baseline", "a")
+    assert collected.returncode == 0 and "dense/AP" in collected.stdout and "+0.00" in collected.stdout
+
+
+def test_tool_names_a_missing_split(tmp_path):
+    voc = write_voc(str(tmp_path), classes=("box",), train=2, test=1)
+    result = run_main(load_tool("dense_probe"), voc, "--seeds", 1, "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert "train.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "out")

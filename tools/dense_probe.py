@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""The dense linear probe of a frozen backbone on a VOC-layout detection set (seconds, not minutes).
+
+    tools/dense_probe.py datasets/trees --weights output/demo/pretrain_houghcl/backbone.pth --seeds 5 \
+        --out output/demo/dense_houghcl
+    tools/collect_results.py output/demo/dense_random_init output/demo/dense_houghcl --baseline dense_random_init
+
+Every cell of the stage's feature map is labelled by whether its centre lies in a box; a logistic regression on
+a seeded half of the training tiles scores the test tiles; the metric is their cell-level average precision
+(x 100). Writes OUT/seed_k/final_results.json (``dense/AP``), the layout collect_results.py reads.
+"""
+import argparse
+import json
+import sys
+
+from pretrain.backbone import STAGES, BackboneError
+from transfer.datasets import voc_class_names
+from transfer.dense_probe import dense_probe, load_tiles
+from transfer.results import seed_dir, write_final_results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("voc_dir", help="a VOC-layout folder (Annotations, ImageSets/Main, JPEGImages)")
+    parser.add_argument("--train", default="train", help="training split (default: train)")
+    parser.add_argument("--test", default="test", help="test split (default: test)")
+    parser.add_argument("--weights", help="backbone.pth, a pretraining checkpoint or another project's weights "
+                                          "(default: random init)")
+    parser.add_argument("--depth", type=int, default=18, help="ResNet depth at random init (default: 18)")
+    parser.add_argument("--layer", default="layer3", choices=STAGES, help="stage probed (default: layer3, C4)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1: the training halves (default: 5)")
+    parser.add_argument("--weight-decay", type=float, default=1e-3)
+    parser.add_argument("--out", required=True, help="run folder: OUT/seed_k/final_results.json")
+    args = parser.parse_args(argv)
+    try:
+        classes = voc_class_names(args.voc_dir, args.train)
+        train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
+        results = dense_probe(train, test, args.weights, range(args.seeds), args.layer, args.depth,
+                              args.weight_decay)
+    except (BackboneError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay")}
+    for seed, result in results.items():
+        write_final_results(seed_dir(args.out, seed), result, seed, args.weights or "", json.dumps(settings),
+                            probe="dense linear")
+        print(f"seed {seed}: dense AP {result['dense']['AP']:.2f}")
+    print(f"wrote {args.out}/seed_0..{args.seeds - 1}/final_results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
