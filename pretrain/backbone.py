@@ -221,13 +221,13 @@ def architecture(depth: int, groups: int = 1, width_per_group: int = 64) -> str:
     return f"ResNet-{depth}" + (f" (width {width_per_group})" if width_per_group != 64 else "")
 
 
-def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None) -> torch.nn.Module:
+def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None, seed: int = 0) -> torch.nn.Module:
     """A torchvision ResNet in eval mode: the backbone of ``weights`` (any layout; its depth when ``depth`` is
-    None), or a seeded random init (ResNet-18 when ``depth`` is None)."""
+    None), or a random init drawn with ``seed`` (ResNet-18 when ``depth`` is None)."""
     found = extract_resnet(read_checkpoint(weights), path=weights) if weights else None
     if found is not None and depth is not None and found.depth != depth:
         raise BackboneError(f"{weights}: holds a ResNet-{found.depth}, not a ResNet-{depth}")
-    torch.manual_seed(0)  # random init is reproducible too
+    torch.manual_seed(seed)  # random init is reproducible too
     model = torchvision_resnet(found.depth, found.groups, found.width_per_group) if found else torchvision_resnet(
         depth or 18)
     if found is not None:

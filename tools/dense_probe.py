@@ -30,22 +30,30 @@ def main(argv=None) -> int:
     parser.add_argument("--layer", default="layer3", choices=STAGES, help="stage probed (default: layer3, C4)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1: the training halves (default: 5)")
     parser.add_argument("--weight-decay", type=float, default=1e-3)
+    parser.add_argument("--as-seed", type=int, default=None, metavar="S",
+                        help="write one result, the mean over the halves, as seed S: OUT/seed_S (to pair backbones "
+                             "by their pretraining seed S; at random init S also draws the weights)")
     parser.add_argument("--out", required=True, help="run folder: OUT/seed_k/final_results.json")
     args = parser.parse_args(argv)
     try:
         classes = voc_class_names(args.voc_dir, args.train)
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
         results = dense_probe(train, test, args.weights, range(args.seeds), args.layer, args.depth,
-                              args.weight_decay)
+                              args.weight_decay, init_seed=args.as_seed or 0)
     except (BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay")}
+    settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay", "seeds")}
+    for seed, result in results.items():
+        print(f"half {seed}: dense AP {result['dense']['AP']:.2f}")
+    if args.as_seed is not None:
+        mean = {key: sum(r["dense"][key] for r in results.values()) / len(results) for key in ("AP", "positives")}
+        results = {args.as_seed: {"dense": mean}}
+        print(f"seed {args.as_seed}: dense AP {mean['AP']:.2f} (mean over {args.seeds} halves)")
     for seed, result in results.items():
         write_final_results(seed_dir(args.out, seed), result, seed, args.weights or "", json.dumps(settings),
                             probe="dense linear")
-        print(f"seed {seed}: dense AP {result['dense']['AP']:.2f}")
-    print(f"wrote {args.out}/seed_0..{args.seeds - 1}/final_results.json")
+    print(f"wrote {', '.join(seed_dir(args.out, s) for s in results)} (final_results.json)")
     return 0
 
 

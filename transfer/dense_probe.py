@@ -119,10 +119,11 @@ def training_half(count: int, seed: int) -> List[int]:
 
 
 def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Optional[str], seeds: Sequence[int],
-                layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3) -> Dict[int, Dict]:
+                layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
+                init_seed: int = 0) -> Dict[int, Dict]:
     """``{seed: {"dense": {"AP": ap x 100, "positives": fraction of test cells inside a box}}}`` for the
-    backbone of ``weights`` (a seeded random init when None)."""
-    model = build_resnet(depth=None if weights else depth, weights=weights)
+    backbone of ``weights`` (a random init drawn with ``init_seed`` when None)."""
+    model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed)
     reestimate_bn(model, [t["image"] for t in train])
     x_train, y_train, tile = cell_features(model, train, layer)
     x_test, y_test, _ = cell_features(model, test, layer)

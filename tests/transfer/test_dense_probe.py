@@ -91,3 +91,19 @@ def test_tool_names_a_missing_split(tmp_path):
     assert result.returncode == 1
     assert "train.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_as_seed_records_the_mean_over_halves_and_draws_the_random_init(tmp_path):
+    voc = write_voc(str(tmp_path), classes=("box",), train=6, test=3, size=(96, 96))
+    tool = load_tool("dense_probe")
+    halves = run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / "halves")
+    assert halves.returncode == 0, halves.stderr
+    aps = [json.load(open(tmp_path / "halves" / f"seed_{k}" / "final_results.json"))["results"]["dense"]["AP"]
+           for k in range(2)]
+    for seed in (0, 3):
+        assert run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--as-seed", seed,
+                        "--out", tmp_path / "pooled").returncode == 0
+    pooled = {k: json.load(open(tmp_path / "pooled" / f"seed_{k}" / "final_results.json")) for k in (0, 3)}
+    assert pooled[0]["seed"] == 0 and pooled[0]["results"]["dense"]["AP"] == pytest.approx(sum(aps) / 2)
+    assert pooled[3]["results"]["dense"]["AP"] != pooled[0]["results"]["dense"]["AP"]  # another random init
+    assert sorted(os.listdir(tmp_path / "pooled")) == ["seed_0", "seed_3"]
