@@ -130,7 +130,7 @@ def main(argv=None):
         stages.run(f"pretrain {method} (ResNet-18, {args.pretrain_iters} iterations)", tool(
             "pretrain_net.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume", *opts,
             "SOLVER.MAX_ITER", args.pretrain_iters, "OUTPUT_DIR", run_dir), f"{run_dir}/backbone.pth", args.force,
-            progress=lambda d=run_dir: last_iteration(f"{d}/metrics.jsonl"), total=args.pretrain_iters)
+            progress=lambda d=run_dir: last_iteration(f"{d}/metrics.jsonl"), total=args.pretrain_iters, clear=[run_dir])
         stages.run(f"convert {method} to Detectron2 and verify", tool(
             "convert.py", f"{run_dir}/backbone.pth", f"{out}/{method}_r18.pkl", "--verify"),
             f"{out}/{method}_r18.pkl", args.force)
@@ -144,7 +144,8 @@ def main(argv=None):
         weights = [] if name == "random_init" else ["--weights", f"{out}/pretrain_{name}/backbone.pth"]
         stages.run(f"dense linear probe of {name} on the trees ({args.dense_seeds} seeds)", tool(
             "dense_probe.py", "datasets/trees", *weights, "--seeds", args.dense_seeds, "--out", f"{out}/dense_{name}"),
-            os.path.join(seed_dir(f"{out}/dense_{name}", args.dense_seeds - 1), RESULTS_FILE), args.force)
+            os.path.join(seed_dir(f"{out}/dense_{name}", args.dense_seeds - 1), RESULTS_FILE), args.force,
+            clear=[f"{out}/dense_{name}"])
     stages.run("collect the dense probe results", tool(
         "collect_results.py", *[f"{out}/dense_{n}" for n in models], "--names", *models,
         "--baseline", "random_init", "--baseline", "densecl", "--out", f"{out}/dense_table"))
@@ -158,7 +159,7 @@ def main(argv=None):
                    os.path.join(seed_dir(run_dir, seeds[kind] - 1), RESULTS_FILE), args.force,
                    progress=lambda d=run_dir, n=seeds[kind]: sum(
                        last_iteration(os.path.join(seed_dir(d, k), "metrics.json"), 1) for k in range(n)),
-                   total=iters * seeds[kind])
+                   total=iters * seeds[kind], clear=[run_dir])
     for kind in kinds:
         stages.run(f"collect the {kind} results", tool(
             "collect_results.py", *[f"{out}/{kind}_{n}" for n in models], "--names", *models,

@@ -1,17 +1,27 @@
 """Long pipelines of tool runs (the demo, the study): one line per stage with elapsed time and ETA, a progress
 bar inside the long stages, each stage's full output in its own log file, and stages already done skipped.
+A stage is done when its output exists and its inputs are those it was run with: the command and the bytes of
+every file the command reads (a YAML config with its ``_BASE_`` chain, weights) are recorded in
+``LOG_DIR/stages.json``; a changed config or checkpoint reruns the stage.
 
 A stage's progress is read from the files the tool writes anyway: ``metrics.jsonl`` of a pretraining run,
 ``metrics.json`` of a Detectron2 run (both one JSON object per line with the iteration).
 """
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from typing import Callable, List, Optional, Sequence
 
+import yaml
 from tqdm import tqdm
+
+from pretrain.checkpoint import atomic_write
+
+OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read
 
 
 def last_iteration(path: str, offset: int = 0) -> int:
@@ -29,6 +39,35 @@ def last_iteration(path: str, offset: int = 0) -> int:
     return last
 
 
+def input_files(path: str) -> List[str]:
+    """``path`` and, for a YAML config, the files of its ``_BASE_`` chain."""
+    files = [path]
+    if path.endswith((".yaml", ".yml")):
+        with open(path) as f:
+            base = (yaml.safe_load(f) or {}).get("_BASE_")
+        if base:
+            files += input_files(os.path.join(os.path.dirname(path), base))
+    return files
+
+
+def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None) -> str:
+    """sha256 of the command's arguments and of the bytes of every existing file among them that it reads
+    (not ``output``, not the argument of an output flag)."""
+    digest = hashlib.sha256()
+    for i, arg in enumerate(command):
+        digest.update(arg.encode() + b"\0")
+        path = os.path.join(cwd, arg)
+        written = (i > 0 and command[i - 1] in OUTPUT_FLAGS) or (output is not None and os.path.abspath(
+            path) == os.path.abspath(os.path.join(cwd, output)))
+        if i == 0 or written or not os.path.isfile(path):
+            continue
+        for name in input_files(path):
+            with open(name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def clock(seconds: float) -> str:
     return time.strftime("%M:%S" if seconds < 3600 else "%H:%M:%S", time.gmtime(max(0.0, seconds)))
 
@@ -42,6 +81,15 @@ class Stages:
         self.number, self.started, self.spent_planned = 0, time.time(), 0.0
         self.done: List[dict] = []
         os.makedirs(log_dir, exist_ok=True)
+        self.record_path = os.path.join(log_dir, "stages.json")
+        self.records = {}
+        if os.path.exists(self.record_path):
+            with open(self.record_path) as f:
+                self.records = json.load(f)
+
+    def record(self, title: str, value: str) -> None:
+        self.records[title] = value
+        atomic_write(self.record_path, lambda f: f.write(json.dumps(self.records, indent=1).encode()))
 
     def eta(self) -> float:
         elapsed = time.time() - self.started
@@ -49,18 +97,32 @@ class Stages:
         return pace * sum(self.plan[self.number:])
 
     def run(self, title: str, command: Sequence[str], done_when: Optional[str] = None, force: bool = False,
-            progress: Optional[Callable[[], int]] = None, total: int = 0) -> None:
+            progress: Optional[Callable[[], int]] = None, total: int = 0, clear: Sequence[str] = ()) -> None:
+        """Run ``command`` unless ``done_when`` exists and the inputs are unchanged. ``clear``: what the stage
+        writes, removed before it is redone, so that no tool resumes from the previous run."""
         self.number += 1
         name = f"{self.number:02d}_" + "".join(c if c.isalnum() else "_" for c in title.lower())[:60].strip("_")
         log = os.path.join(self.log_dir, name + ".log")
         head = f"[{self.number}/{len(self.plan)} {clock(time.time() - self.started)}, ETA {clock(self.eta())}]"
         planned = self.plan[self.number - 1]
-        if done_when and os.path.exists(done_when) and not force:
+        inputs = fingerprint(command, self.cwd, done_when)
+        recorded = self.records.get(title)
+        if done_when and os.path.exists(done_when) and not force and recorded in (None, inputs):
+            if recorded is None:  # done before stages were recorded: adopted as it is
+                self.record(title, inputs)
             print(f"{head} {title}: already done ({done_when})", flush=True)
             self.plan[self.number - 1] = 0.0  # skipped: no time of its own, and the pace is unchanged
             self.done.append({"title": title, "command": list(command), "log": None, "seconds": 0.0})
             return
-        print(f"{head} {title} (log: {log})", flush=True)
+        redo = bool(done_when and os.path.exists(done_when))
+        print(f"{head} {title}{' (its inputs changed since it ran)' if redo and not force else ''} (log: {log})",
+              flush=True)
+        if redo:
+            for path in clear:
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
         start = time.time()
         with open(log, "w") as out:
             out.write("$ " + " ".join(command) + "\n")
@@ -81,4 +143,5 @@ class Stages:
                 tail = f.read().splitlines()[-15:]
             print("\n".join("    " + line for line in tail), file=sys.stderr)
             sys.exit(f"stage {self.number} ({title}) failed with exit status {process.returncode}; full log: {log}")
+        self.record(title, inputs)
         print(f"    done in {clock(seconds)}", flush=True)

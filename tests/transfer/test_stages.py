@@ -24,7 +24,7 @@ def test_stages_log_skip_and_fail(tmp_path, capsys):
     marker = tmp_path / "done.txt"
     stages.run("write a file", [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('hello')"],
                done_when=str(marker))
-    logs = sorted((tmp_path / "logs").iterdir())
+    logs = sorted((tmp_path / "logs").glob("*.log"))
     assert len(logs) == 1 and "hello" in logs[0].read_text()
     stages.run("write a file again", [sys.executable, "-c", "raise SystemExit(3)"], done_when=str(marker))
     out = capsys.readouterr().out
@@ -33,3 +33,25 @@ def test_stages_log_skip_and_fail(tmp_path, capsys):
         stages.run("fails", [sys.executable, "-c", "print('why'); raise SystemExit(3)"])
     assert "why" in capsys.readouterr().err
     assert [s["title"] for s in stages.done] == ["write a file", "write a file again", "fails"]
+
+
+def test_a_stage_reruns_when_a_config_it_reads_changes_and_clears_its_output(tmp_path, capsys):
+    base, config = tmp_path / "base.yaml", tmp_path / "run.yaml"
+    base.write_text("SOLVER:\n  BASE_LR: 0.1\n")
+    config.write_text("_BASE_: base.yaml\n")
+    out = tmp_path / "run"
+    # Appends one line per run to out/runs.txt: a stale file left by an earlier run would show.
+    command = [sys.executable, "-c", f"import os; os.makedirs({str(out)!r}, exist_ok=True); "
+               f"open({str(out / 'runs.txt')!r}, 'a').write('run\\n')", "--config-file", str(config)]
+
+    def run():
+        Stages([1.0], str(tmp_path / "logs"), str(tmp_path)).run("train", command, str(out / "runs.txt"),
+                                                                 clear=[str(out)])
+        return capsys.readouterr().out
+
+    assert "already done" not in run()
+    assert "already done" in run()  # same command, same files
+    base.write_text("SOLVER:\n  BASE_LR: 0.2\n")  # the _BASE_ of the config changes
+    assert "its inputs changed" in run()
+    assert (out / "runs.txt").read_text() == "run\n"  # the old output was cleared, not appended to
+    assert "already done" in run()
