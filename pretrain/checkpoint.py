@@ -81,7 +81,8 @@ def load_file(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
 
 
-def _iteration_of(path: str) -> int:
+def checkpoint_iteration(path: str) -> int:
+    """The iteration in a checkpoint's file name (``model_0000120.pth`` -> 120); -1 for other names."""
     match = re.search(r"model_(\d+)\.pth$", path)
     return int(match.group(1)) if match else -1
 
@@ -93,11 +94,12 @@ def load_latest(output_dir: str) -> Optional[Tuple[str, Dict[str, Any]]]:
     warning (never silently). Raises when checkpoints exist but none can be read.
     """
     pointer = os.path.join(output_dir, POINTER)
-    candidates = sorted(glob.glob(os.path.join(output_dir, "model_*.pth")), key=_iteration_of, reverse=True)
+    candidates = sorted(glob.glob(os.path.join(output_dir, "model_*.pth")), key=checkpoint_iteration, reverse=True)
     if os.path.exists(pointer):
         with open(pointer) as f:
             named = os.path.join(output_dir, f.read().strip())
-        candidates = [named] + [c for c in candidates if c != named and _iteration_of(c) < _iteration_of(named)]
+        candidates = [named] + [c for c in candidates
+                                if c != named and checkpoint_iteration(c) < checkpoint_iteration(named)]
     if not candidates:
         return None
     errors = []

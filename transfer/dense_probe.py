@@ -10,6 +10,8 @@ As in the detection probe, every backbone's BN statistics are first re-estimated
 precise BN), the same way for all. Seed ``s`` fits on a seeded half of the training tiles, the same half for
 every backbone: the comparison is paired, and its spread is that of the probe's training data.
 """
+import glob
+import os
 import random
 from typing import Dict, List, Optional, Sequence
 
@@ -136,3 +138,34 @@ def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Optional[s
         results[seed] = {"dense": {"AP": 100 * average_precision(scores, y_test),
                                    "positives": float(y_test.double().mean())}}
     return results
+
+
+def checkpoints_of(run_dir: str) -> List[tuple]:
+    """``[(iteration, path)]`` of a pretraining run's ``model_*.pth``, in order."""
+    from pretrain.checkpoint import checkpoint_iteration
+    paths = glob.glob(os.path.join(run_dir, "model_*.pth"))
+    if not paths:
+        raise ValueError(f"{run_dir}: no model_*.pth checkpoints (set SOLVER.CHECKPOINT_PERIOD below MAX_ITER)")
+    return sorted((checkpoint_iteration(p), p) for p in paths)
+
+
+def budget_curve(train: Sequence[Dict], test: Sequence[Dict], runs: Dict[str, str], seeds: Sequence[int],
+                 layer: str = "layer3") -> List[Dict]:
+    """The dense probe of every checkpoint of every pretraining run, each paired by seed (training half) with
+    the random init of the same depth: ``[{"model", "iteration", "AP", "std", "difference": paired(...)}]``,
+    random init first (iteration 0)."""
+    from transfer.results import mean_std, paired
+
+    def row(model, iteration, results):
+        aps = [r["dense"]["AP"] for r in results.values()]
+        return {"model": model, "iteration": iteration, "AP": mean_std(aps)[0], "std": mean_std(aps)[1],
+                "results": results}
+
+    baseline = row("random_init", 0, dense_probe(train, test, None, seeds, layer))
+    rows = [baseline]
+    for name, run_dir in runs.items():
+        for iteration, path in checkpoints_of(run_dir):
+            rows.append(row(name, iteration, dense_probe(train, test, path, seeds, layer)))
+    for r in rows[1:]:
+        r["difference"] = paired(r["results"], baseline["results"], "dense/AP")
+    return rows

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""What pretraining time buys: the dense linear probe of every checkpoint of pretraining runs, against random init.
+
+    tools/pretrain_net.py --config-file configs/pretrain/demo_r18_cpu.yaml MODEL.MATCHER hough \
+        SOLVER.MAX_ITER 600 SOLVER.CHECKPOINT_PERIOD 120 OUTPUT_DIR output/budget/houghcl
+    tools/budget_curve.py output/budget/houghcl output/budget/densecl --out output/budget/curve
+
+Each checkpoint ``model_*.pth`` is probed like tools/dense_probe.py (seeds = training halves), and paired by seed
+with the random init. Minutes are the iterations times the run's median seconds per iteration (its
+metrics.jsonl), or ``--seconds-per-iteration``. Writes OUT.json, OUT.md and OUT.png.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+from pretrain.backbone import STAGES, BackboneError
+from pretrain.checkpoint import atomic_write
+from pretrain.engine import read_metrics
+from transfer.datasets import voc_class_names
+from transfer.dense_probe import budget_curve, load_tiles
+
+
+def seconds_per_iteration(run_dir: str) -> float:
+    times = [r["time"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if r.get("iteration", 0) > 1]
+    if not times:
+        raise ValueError(f"{run_dir}: no metrics.jsonl rows to time the iterations by")
+    return statistics.median(times)
+
+
+def plot(rows, minutes, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    base = rows[0]
+    ax.axhspan(base["AP"] - base["std"], base["AP"] + base["std"], color="grey", alpha=0.2)
+    ax.axhline(base["AP"], color="grey", label="random init (band: std over seeds)")
+    for name in dict.fromkeys(r["model"] for r in rows[1:]):
+        own = [r for r in rows[1:] if r["model"] == name]
+        ax.errorbar([r["iteration"] * minutes[name] for r in own], [r["AP"] for r in own],
+                    yerr=[r["std"] for r in own], marker="o", capsize=3, label=name)
+    ax.set(xlabel="pretraining minutes (ResNet-18, this CPU)", ylabel="dense probe AP (trees, C4)",
+           title="What pretraining time buys")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def to_markdown(rows, minutes) -> str:
+    lines = ["| backbone | iterations | minutes | dense AP | - random init | 95% CI | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r.get("difference")
+        ci = f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d and d["ci95"] else "-"
+        mins = f"{r['iteration'] * minutes.get(r['model'], 0):.1f}"
+        lines.append(f"| {r['model']} | {r['iteration']} | {mins} | {r['AP']:.2f} ± {r['std']:.2f} | "
+                     f"{d['mean']:+.2f} | {ci} | {d['verdict']} |" if d else
+                     f"| {r['model']} | 0 | 0 | {r['AP']:.2f} ± {r['std']:.2f} | - | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="pretraining runs with model_*.pth")
+    parser.add_argument("--names", nargs="+", help="one name per RUN_DIR (default: the folder names)")
+    parser.add_argument("--voc", default="datasets/trees", help="VOC-layout detection set (default: the trees)")
+    parser.add_argument("--layer", default="layer3", choices=STAGES)
+    parser.add_argument("--seeds", type=int, default=5, help="training halves 0..K-1 (default: 5)")
+    parser.add_argument("--seconds-per-iteration", type=float, default=None,
+                        help="for the minutes (default: each run's median from its metrics.jsonl)")
+    parser.add_argument("--out", required=True, help="writes OUT.json, OUT.md, OUT.png")
+    args = parser.parse_args(argv)
+    names = args.names or [os.path.basename(os.path.normpath(d)) for d in args.run_dirs]
+    if len(names) != len(args.run_dirs) or "random_init" in names:
+        parser.error("--names needs one name per RUN_DIR, none of them random_init")
+    try:
+        runs = dict(zip(names, args.run_dirs))
+        minutes = {n: (args.seconds_per_iteration or seconds_per_iteration(d)) / 60 for n, d in runs.items()}
+        classes = voc_class_names(args.voc, "train")
+        train, test = (load_tiles(args.voc, split, classes) for split in ("train", "test"))
+        rows = budget_curve(train, test, runs, range(args.seeds), args.layer)
+    except (BackboneError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    table = to_markdown(rows, minutes)
+    print(table, end="")
+    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
+    atomic_write(args.out + ".json", lambda f: f.write(json.dumps(
+        {"minutes_per_iteration": minutes, "rows": rows}, indent=1).encode()))
+    plot(rows, minutes, args.out + ".png")
+    print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
