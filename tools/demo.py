@@ -43,6 +43,23 @@ def matching_rows(out, names):
     return "\n".join(rows)
 
 
+def spread_rows(out, models, kinds):
+    """Seed-to-seed std of each measurement side by side (the noise each one has at this scale)."""
+    columns = {"dense": "dense/AP", "probe": "bbox/AP", "finetune": "bbox/AP"}
+    found = {}
+    for kind in ("dense", *kinds):
+        with open(f"{out}/{kind}_table.json") as f:
+            found[kind] = {r["model"]: r.get(columns[kind]) for r in json.load(f)["models"]}
+    titles = {"dense": "dense probe AP", "probe": "detection probe bbox AP", "finetune": "full fine-tuning bbox AP"}
+    rows = ["| model | " + " | ".join(f"{titles[kind]} (mean ± std)" for kind in found) + " |",
+            "|---|" + "---|" * len(found)]
+    for name in models:
+        cells = [(f"{v[0]:.2f} ± {v[1]:.2f}" if v[1] is not None else f"{v[0]:.2f}") if v else "-"
+                 for v in (found[kind].get(name) for kind in found)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def write_report(out, args, stages, models, methods, kinds):
     tables = {kind: open(f"{out}/{kind}_table.md").read() for kind in ("dense", *kinds)}
     finetune = (f"## Full fine-tuning ({args.finetune_iters} iterations)\n\n{tables['finetune']}" if "finetune" in kinds
@@ -74,6 +91,13 @@ cells inside a box, {blind:.1f}%, is the AP of a blind guess.
 
 {tables['probe']}
 {finetune}
+## The three measurements side by side
+
+{spread_rows(out, models, kinds)}
+
+The dense probe's seeds vary only the half of the training tiles it fits on; the detection runs' seeds vary the
+data order and the heads' initialisation (and, at random init, the backbone's).
+
 ## Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos
 
 {matching_rows(out, ['random', *methods])}
