@@ -2,11 +2,11 @@
 """`make demo`: the whole toolkit on real images on a CPU, within 20 minutes; ends with output/demo/report.md.
 
 fetch real data -> pretrain HoughCL and DenseCL (ResNet-18) -> convert with --verify -> matching accuracy at C5
-and a correspondence picture -> on the tree tiles, from random init, HoughCL and DenseCL: full fine-tuning of
-Faster R-CNN R18-FPN and the frozen-backbone probe, over fixed seeds -> tables with paired comparisons against
-random init and against DenseCL -> report.md. One line per stage (elapsed, ETA), full logs under
-output/demo/logs/. Every seed is fixed: a rerun prints the same numbers. A rerun skips finished stages
-(``--force`` redoes them).
+and a correspondence picture -> on the tree tiles, from random init, HoughCL and DenseCL: the dense linear probe,
+the frozen-backbone detection probe (Faster R-CNN R18-FPN) and, with --finetune-seeds, full fine-tuning, over
+fixed seeds -> tables with paired comparisons against random init and against DenseCL -> report.md. One line per
+stage (elapsed, ETA), full logs under output/demo/logs/. Every seed is fixed: a rerun prints the same numbers.
+A rerun skips the stages whose output exists and whose inputs did not change (``--force`` redoes them).
 """
 import argparse
 import json
@@ -127,7 +127,7 @@ def main(argv=None):
     parser.add_argument("--probe-iters", type=int, default=80)
     parser.add_argument("--finetune-seeds", type=int, default=0,
                         help="full fine-tuning: seeds 0..K-1 per model (0: none, to stay within 20 minutes)")
-    parser.add_argument("--probe-seeds", type=int, default=2, help="probe: seeds 0..K-1 per model")
+    parser.add_argument("--probe-seeds", type=int, default=3, help="probe: seeds 0..K-1 per model")
     parser.add_argument("--dense-seeds", type=int, default=5, help="dense linear probe: seeds 0..K-1 per model")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--study", action="store_true",
