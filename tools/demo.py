@@ -91,7 +91,7 @@ cells inside a box, {blind:.1f}%, is the AP of a blind guess.
 
 {tables['probe']}
 {finetune}
-## The three measurements side by side
+## The measurements side by side
 
 {spread_rows(out, models, kinds)}
 
