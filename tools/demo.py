@@ -68,7 +68,9 @@ def write_report(out, args, stages, models, methods, kinds):
         blind = 100 * json.load(f)["results"]["dense"]["positives"]
     lines = []
     for i, stage in enumerate(stages.done, 1):
-        took = "skipped: already done" if stage["log"] is None else f"{stage['seconds']:.0f} s"
+        earlier = stage.get("earlier_seconds")
+        took = (f"{stage['seconds']:.0f} s" if stage["log"] is not None else "skipped: already done" + (
+            f", {earlier:.0f} s when it ran" if earlier is not None else ""))
         command = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in stage["command"])
         lines.append(f"{i}. {stage['title']} ({took})\n   `{command}`")
     ran = "\n".join(lines)

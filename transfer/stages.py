@@ -87,8 +87,8 @@ class Stages:
             with open(self.record_path) as f:
                 self.records = json.load(f)
 
-    def record(self, title: str, value: str) -> None:
-        self.records[title] = value
+    def record(self, title: str, inputs: str, seconds: Optional[float]) -> None:
+        self.records[title] = {"inputs": inputs, "seconds": seconds}
         atomic_write(self.record_path, lambda f: f.write(json.dumps(self.records, indent=1).encode()))
 
     def eta(self) -> float:
@@ -106,13 +106,16 @@ class Stages:
         head = f"[{self.number}/{len(self.plan)} {clock(time.time() - self.started)}, ETA {clock(self.eta())}]"
         planned = self.plan[self.number - 1]
         inputs = fingerprint(command, self.cwd, done_when)
-        recorded = self.records.get(title)
-        if done_when and os.path.exists(done_when) and not force and recorded in (None, inputs):
-            if recorded is None:  # done before stages were recorded: adopted as it is
-                self.record(title, inputs)
+        recorded = self.records.get(title) or {}
+        if isinstance(recorded, str):  # the first format: the inputs only
+            recorded = {"inputs": recorded, "seconds": None}
+        if done_when and os.path.exists(done_when) and not force and recorded.get("inputs", inputs) == inputs:
+            if not recorded:  # done before stages were recorded: adopted as it is, its time unknown
+                self.record(title, inputs, None)
             print(f"{head} {title}: already done ({done_when})", flush=True)
             self.plan[self.number - 1] = 0.0  # skipped: no time of its own, and the pace is unchanged
-            self.done.append({"title": title, "command": list(command), "log": None, "seconds": 0.0})
+            self.done.append({"title": title, "command": list(command), "log": None, "seconds": 0.0,
+                              "earlier_seconds": recorded.get("seconds")})
             return
         redo = bool(done_when and os.path.exists(done_when))
         print(f"{head} {title}{' (its inputs changed since it ran)' if redo and not force else ''} (log: {log})",
@@ -143,5 +146,5 @@ class Stages:
                 tail = f.read().splitlines()[-15:]
             print("\n".join("    " + line for line in tail), file=sys.stderr)
             sys.exit(f"stage {self.number} ({title}) failed with exit status {process.returncode}; full log: {log}")
-        self.record(title, inputs)
+        self.record(title, inputs, seconds)
         print(f"    done in {clock(seconds)}", flush=True)

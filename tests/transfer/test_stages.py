@@ -55,3 +55,15 @@ def test_a_stage_reruns_when_a_config_it_reads_changes_and_clears_its_output(tmp
     assert "its inputs changed" in run()
     assert (out / "runs.txt").read_text() == "run\n"  # the old output was cleared, not appended to
     assert "already done" in run()
+
+
+def test_a_skipped_stage_keeps_the_time_it_took(tmp_path):
+    marker = tmp_path / "done.txt"
+    command = [sys.executable, "-c", f"import time; time.sleep(0.3); open({str(marker)!r}, 'w').write('x')"]
+    first = Stages([1.0], str(tmp_path / "logs"), str(tmp_path))
+    first.run("write", command, str(marker))
+    again = Stages([1.0], str(tmp_path / "logs"), str(tmp_path))
+    again.run("write", command, str(marker))
+    assert again.done[0]["log"] is None
+    assert again.done[0]["earlier_seconds"] == pytest.approx(first.done[0]["seconds"])
+    assert first.done[0]["seconds"] >= 0.3
