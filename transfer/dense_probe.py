@@ -21,6 +21,8 @@ from fvcore.nn.precise_bn import update_bn_stats
 from PIL import Image
 
 from pretrain.backbone import build_resnet, normalise, resnet_stages
+from pretrain.checkpoint import checkpoint_iteration
+from transfer.results import mean_std, paired
 
 
 def load_tiles(dirname: str, split: str, classes: Sequence[str]) -> List[Dict]:
@@ -142,7 +144,6 @@ def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Optional[s
 
 def checkpoints_of(run_dir: str) -> List[tuple]:
     """``[(iteration, path)]`` of a pretraining run's ``model_*.pth``, in order."""
-    from pretrain.checkpoint import checkpoint_iteration
     paths = glob.glob(os.path.join(run_dir, "model_*.pth"))
     if not paths:
         raise ValueError(f"{run_dir}: no model_*.pth checkpoints (set SOLVER.CHECKPOINT_PERIOD below MAX_ITER)")
@@ -150,18 +151,17 @@ def checkpoints_of(run_dir: str) -> List[tuple]:
 
 
 def budget_curve(train: Sequence[Dict], test: Sequence[Dict], runs: Dict[str, str], seeds: Sequence[int],
-                 layer: str = "layer3") -> List[Dict]:
+                 layer: str = "layer3", depth: int = 18) -> List[Dict]:
     """The dense probe of every checkpoint of every pretraining run, each paired by seed (training half) with
-    the random init of the same depth: ``[{"model", "iteration", "AP", "std", "difference": paired(...)}]``,
+    the random init of a ResNet-``depth``: ``[{"model", "iteration", "AP", "std", "difference": paired(...)}]``,
     random init first (iteration 0)."""
-    from transfer.results import mean_std, paired
 
     def row(model, iteration, results):
         aps = [r["dense"]["AP"] for r in results.values()]
         return {"model": model, "iteration": iteration, "AP": mean_std(aps)[0], "std": mean_std(aps)[1],
                 "results": results}
 
-    baseline = row("random_init", 0, dense_probe(train, test, None, seeds, layer))
+    baseline = row("random_init", 0, dense_probe(train, test, None, seeds, layer, depth))
     rows = [baseline]
     for name, run_dir in runs.items():
         for iteration, path in checkpoints_of(run_dir):
