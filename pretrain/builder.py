@@ -5,8 +5,7 @@ dense head; two queues of negatives. The dense loss pulls each query location to
 chosen by the matcher, which looks at the backbone C5 features of both views (as DenseCL does).
 """
 import copy
-import dataclasses
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,8 +14,8 @@ import torchvision
 
 from . import distributed as du
 from .backbone import resnet_features, resnet_stages
-from .geometry import matching_hits, true_partners
-from .matching import MATCHERS, METHODS, MatchOptions, Positives
+from .geometry import positives_accuracy, true_partners
+from .matching import MATCHERS, Positives, all_options_from_cfg, describe_matcher, get_matcher, list_matchers
 
 
 def full_precision(device: torch.device):
@@ -28,9 +27,8 @@ def full_precision(device: torch.device):
 class Encoder(nn.Module):
     """ResNet trunk (torchvision names, no ``fc``) + global MLP head + dense 1x1-conv head."""
 
-    def __init__(self, depth: int, dim: int = 128, hidden: int = 0, dense: bool = True, vote_layer: str = "layer4"):
+    def __init__(self, depth: int, dim: int = 128, hidden: int = 0, dense: bool = True):
         super().__init__()
-        self.vote_layer = vote_layer  # a finer stage that Hough voting reads (pretrain/voting.py), or layer4
         self.backbone = torchvision.models.__dict__[f"resnet{depth}"](weights=None)
         width = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()  # the state_dict of .backbone is a plain ResNet's without fc
@@ -42,20 +40,19 @@ class Encoder(nn.Module):
     def c5(self, x: torch.Tensor) -> torch.Tensor:
         return resnet_features(self.backbone, x, "layer4")
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, stages: Tuple[str, ...] = ()):
         """Returns C5 ``[N, W, S, S]``, the global vector ``[N, D]``, the dense map ``[N, D, S, S]`` and its
         average-pooled vector ``[N, D]`` (pooled before normalisation), all normalised; dense ones None
-        without a dense head; and the features of ``vote_layer`` (None when that is C5 itself). The heads run
-        in the ambient precision; their outputs are normalised in fp32."""
-        stages = resnet_stages(self.backbone, x, ("layer4",) if self.vote_layer == "layer4" else
-                               (self.vote_layer, "layer4"))
-        c5, vote = stages["layer4"], stages.get(self.vote_layer) if self.vote_layer != "layer4" else None
+        without a dense head; and ``{stage: features}`` of the finer ``stages`` a matcher asked for. The heads
+        run in the ambient precision; their outputs are normalised in fp32."""
+        found = resnet_stages(self.backbone, x, tuple(dict.fromkeys((*stages, "layer4"))))
+        c5 = found.pop("layer4")
         g = F.normalize(self.global_head(torch.flatten(F.adaptive_avg_pool2d(c5, 1), 1)).float(), dim=1)
         if self.dense_head is None:
-            return c5, g, None, None, vote
+            return c5, g, None, None, found
         d = self.dense_head(c5).float()
         pooled = F.normalize(F.adaptive_avg_pool2d(d, 1).flatten(1), dim=1)
-        return c5, g, F.normalize(d, dim=1), pooled, vote
+        return c5, g, F.normalize(d, dim=1), pooled, found
 
 
 def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -71,10 +68,7 @@ class ContrastiveModel(nn.Module):
         self.cfg = cfg
         self.dense = m.LOSS_LAMBDA > 0
         self.temperature, self.momentum = m.TEMPERATURE, m.MOMENTUM
-        # Only the matcher that votes on a finer stage needs that stage's features out of the encoders.
-        votes_finer = self.dense and m.MATCHER == "hough" and m.HOUGH.SELECT == "transform"
-        self.encoder_q = Encoder(m.DEPTH, m.DIM, m.HIDDEN_DIM, dense=self.dense,
-                                 vote_layer=m.HOUGH.LAYER if votes_finer else "layer4")
+        self.encoder_q = Encoder(m.DEPTH, m.DIM, m.HIDDEN_DIM, dense=self.dense)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad = False
@@ -82,8 +76,19 @@ class ContrastiveModel(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         if self.dense:
             self.register_buffer("queue_dense", F.normalize(torch.randn(m.DIM, m.QUEUE_SIZE), dim=0))
-        self.matcher = MATCHERS[m.MATCHER]
-        self.match_options = MatchOptions.from_cfg(m)
+        self.matcher = get_matcher(m.MATCHER)
+        self.match_options = all_options_from_cfg(m)
+        # Diagnostics compare every matcher that chooses by appearance, each with this config's options, so that
+        # acc_<name> means the same matcher in every run.
+        # A matcher that cannot run on views of this size (too few voters) is left out, not run on noise.
+        self.diagnosed = [n for n in list_matchers(from_geometry=False) if m.DIAGNOSTICS
+                          and not MATCHERS[n].input_problem(cfg.INPUT.SIZE, self.match_options[n])]
+        self.stages = self.stages_for([m.MATCHER] if self.dense else [])
+        self.diagnostic_stages = self.stages_for([m.MATCHER] * self.dense + self.diagnosed)
+
+    def stages_for(self, names) -> Tuple[str, ...]:
+        """The backbone stages besides C5 that these matchers read."""
+        return tuple(dict.fromkeys(s for n in names for s in MATCHERS[n].stages(self.match_options[n])))
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -107,15 +112,18 @@ class ContrastiveModel(nn.Module):
         return du.world_size() > 1 and not self.cfg.MODEL.SYNC_BN
 
     @torch.no_grad()
-    def encode_keys(self, im_k: torch.Tensor):
+    def encode_keys(self, im_k: torch.Tensor, stages: Tuple[str, ...]):
         if not self.shuffle_keys():
-            return self.encoder_k(im_k)
+            return self.encoder_k(im_k, stages)
         gathered = du.concat_all_gather(im_k)
         order = du.broadcast_(torch.randperm(gathered.shape[0], device=im_k.device))
         mine = order.view(du.world_size(), -1)[du.rank()]
-        outputs = self.encoder_k(gathered[mine])
+        *outputs, found = self.encoder_k(gathered[mine], stages)
         back = torch.argsort(order).view(du.world_size(), -1)[du.rank()]
-        return tuple(None if o is None else du.concat_all_gather(o)[back] for o in outputs)
+
+        def unshuffle(o):
+            return None if o is None else du.concat_all_gather(o)[back]
+        return (*map(unshuffle, outputs), {name: unshuffle(o) for name, o in found.items()})
 
     def dense_loss(self, d_q, d_k, positives: Positives):
         """DenseCL's loss over the query cells that have a positive; fp32 inputs, called with autocast off."""
@@ -133,19 +141,18 @@ class ContrastiveModel(nn.Module):
         return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
 
     @torch.no_grad()
-    def matching_diagnostics(self, c5_q, c5_k, views, positives: Positives) -> Dict[str, torch.Tensor]:
-        """Matching accuracy of argmax and Hough on these features (the matcher's own pick reused)."""
+    def matching_diagnostics(self, c5_q, c5_k, views, positives: Optional[Positives]) -> Dict[str, torch.Tensor]:
+        """Within-one-cell matching accuracy on these features: ``acc_<name>`` of every appearance-based matcher
+        (the run's own pick reused, not recomputed) and ``acc_positives`` of the run's own positives."""
         truth = true_partners(views["box_q"], views["flip_q"], tuple(c5_q.shape[-2:]), views["box_k"],
                               views["flip_k"], tuple(c5_k.shape[-2:]))
         out = {}
-        for name in ("argmax", "hough"):
-            mine = name == self.cfg.MODEL.MATCHER and positives is not None
-            options = self.match_options
-            if name == "hough" and not mine and "vote_q" not in views:
-                options = MatchOptions(dataclasses.replace(options.hough, select="confidence"), options.threshold)
-            pick = positives.index if mine else MATCHERS[name](c5_q, c5_k, views, options).index
-            hits, counted = matching_hits(pick, truth, c5_k.shape[-1])
-            out[f"acc_{name}"] = hits.float() / counted.clamp(min=1).float()
+        for name in self.diagnosed:
+            mine = positives if name == self.cfg.MODEL.MATCHER and positives is not None else None
+            pick = mine or MATCHERS[name](c5_q, c5_k, views, self.match_options[name])
+            out[f"acc_{name}"] = positives_accuracy(pick, truth, c5_k.shape[-1])
+        if positives is not None:
+            out["acc_positives"] = positives_accuracy(positives, truth, c5_k.shape[-1])
         return out
 
     def forward(self, batch: Dict[str, torch.Tensor], lam: float, diagnostics: bool = False):
@@ -153,13 +160,14 @@ class ContrastiveModel(nn.Module):
         are on, the matching accuracy of argmax and of Hough on this batch's C5 features.
 
         The encoders run in the ambient precision (autocast under AMP); everything after them in fp32."""
-        c5_q, g_q, d_q, _, vote_q = self.encoder_q(batch["view_q"])
+        stages = self.diagnostic_stages if diagnostics else self.stages
+        c5_q, g_q, d_q, _, found_q = self.encoder_q(batch["view_q"], stages)
         with torch.no_grad():
             self.momentum_update()
-            c5_k, g_k, d_k, pooled_k, vote_k = self.encode_keys(batch["view_k"])
+            c5_k, g_k, d_k, pooled_k, found_k = self.encode_keys(batch["view_k"], stages)
         with full_precision(c5_q.device):
-            views = batch if vote_q is None else {**batch, "vote_q": vote_q.detach().float(),
-                                                  "vote_k": vote_k.float()}
+            views = {**batch, "stages_q": {k: v.detach().float() for k, v in found_q.items()},
+                     "stages_k": {k: v.float() for k, v in found_k.items()}}
             out = self.losses(c5_q.detach().float(), g_q, d_q, c5_k.float(), g_k, d_k, views, lam, diagnostics)
         self.enqueue(g_k, pooled_k)
         return out
@@ -171,8 +179,9 @@ class ContrastiveModel(nn.Module):
         out["pos_sim_global"] = l_pos.detach().mean()
         positives = None
         if self.dense:
-            positives = self.matcher(c5_q, c5_k, views, self.match_options)
+            positives = self.matcher(c5_q, c5_k, views, self.match_options[self.matcher.name])
             out["loss_dense"], out["pos_sim_dense"] = self.dense_loss(d_q, d_k, positives)
+            out.update(positives.stats)
             out["total_loss"] = (1 - lam) * out["loss_global"] + lam * out["loss_dense"]
         else:
             out["total_loss"] = out["loss_global"]
@@ -185,8 +194,10 @@ def describe(cfg) -> str:
     """The method a config trains, in words."""
     if cfg.MODEL.LOSS_LAMBDA == 0:
         return "MoCo-v2"
-    method = METHODS[cfg.MODEL.MATCHER]
-    if cfg.MODEL.MATCHER == "hough":
-        h = cfg.MODEL.HOUGH
-        method += f" ({h.SPACE}" + (f", transform voted on {h.LAYER})" if h.SELECT == "transform" else ")")
+    method = describe_matcher(cfg.MODEL.MATCHER)
+    node = cfg.MODEL.get(get_matcher(cfg.MODEL.MATCHER).config_key)
+    if node is not None and "SPACE" in node:
+        method += f", {node.SPACE} space"
+    if cfg.MODEL.MATCHER == "hough_transform":
+        method += f", voted on {node.LAYER}"
     return f"{method}, lambda {cfg.MODEL.LOSS_LAMBDA}"

@@ -1,11 +1,12 @@
 """Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
+import dataclasses
 from typing import List, Tuple
 
 import yaml
 from fvcore.common.config import CfgNode as CN
 
 from .backbone import IMAGENET_MEAN, IMAGENET_STD
-from .matching import DEFAULT_SCALES, MATCHERS, SELECTS, SPACES, VOTE_LAYERS, VOTES
+from .matching import MATCHERS, get_matcher, list_matchers, options_from_cfg
 
 _C = CN()
 _C.SEED = 0
@@ -30,29 +31,25 @@ _C.MODEL.MOMENTUM = 0.999
 _C.MODEL.TEMPERATURE = 0.2
 _C.MODEL.LOSS_LAMBDA = 0.5  # 0: MoCo-v2 (no dense branch at all)
 _C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then LOSS_LAMBDA
-_C.MODEL.MATCHER = "hough"  # argmax (DenseCL) | hough (HoughCL) | threshold (PixPro-style) | geometric (oracle)
-_C.MODEL.THRESHOLD = 0.7  # threshold matcher: fraction of the larger cell diagonal
+# The matcher that picks each query cell's positive (pretrain/matching.py): argmax (DenseCL) | hough (HoughCL as
+# the paper describes it: per-pair Hough confidence) | hough_transform (estimated-geometry positives, an extension
+# of this toolkit) | threshold (PixPro-style) | geometric (the oracle). Each one's options: MODEL.<NAME> below.
+_C.MODEL.MATCHER = "hough"
 _C.MODEL.SYNC_BN = False  # SyncBatchNorm in both encoders under DDP (otherwise shuffle-BN for the keys)
-_C.MODEL.DIAGNOSTICS = True  # matching accuracy of argmax and Hough on the same features, at logged steps
+# Matching accuracy at logged steps of every appearance-based matcher on the same features (acc_<name>), and of
+# the run's own positives (acc_positives).
+_C.MODEL.DIAGNOSTICS = True
 
-_C.MODEL.HOUGH = CN()
-_C.MODEL.HOUGH.SPACE = "similarity"  # translation | similarity (scales x horizontal flip)
-_C.MODEL.HOUGH.CENTER = True
-_C.MODEL.HOUGH.VOTE = "power"  # power | softmax | softmax2 | cosine
-_C.MODEL.HOUGH.POWER = 3.0
-_C.MODEL.HOUGH.TEMPERATURE = 0.05
-_C.MODEL.HOUGH.SIGMA = 1.0
-_C.MODEL.HOUGH.NORMALIZE_BINS = False
-_C.MODEL.HOUGH.SCALES = DEFAULT_SCALES
-# confidence: per query cell, the key cell of highest Hough confidence on C5 | transform: the views'
-# transformation voted for on the features of LAYER, refined by weighted least squares at the radii REFINE (key
-# cells of that layer), positives where it maps each C5 cell. CANDIDATES: the most similar key cells per query
-# cell that vote (0: all). Defaults chosen on datasets/photos (docs/results.md, "Hough voting at C5").
-_C.MODEL.HOUGH.SELECT = "transform"
-_C.MODEL.HOUGH.LAYER = "layer2"
-_C.MODEL.HOUGH.CANDIDATES = 32
-_C.MODEL.HOUGH.REFINE = (1.5, 1.0, 0.75)
-_C.MODEL.HOUGH.QUERY_POOL = 2  # average-pool the query's voting features by this factor: fewer, cheaper voters
+
+def options_node(defaults) -> CN:
+    """A config node whose keys are the upper-cased fields of a matcher's options dataclass, with its defaults."""
+    return CN({f.name.upper(): getattr(defaults, f.name) for f in dataclasses.fields(defaults)})
+
+
+for _name in list_matchers():
+    _defaults = get_matcher(_name).default_options()
+    if _defaults is not None:
+        _C.MODEL[get_matcher(_name).config_key] = options_node(_defaults)
 
 _C.SOLVER = CN()
 _C.SOLVER.BATCH_SIZE = 32  # per process
@@ -114,10 +111,8 @@ def load_config(config_file: str = "", opts=()) -> CN:
 
 CHOICES = {
     "MODEL.MATCHER": tuple(MATCHERS),
-    "MODEL.HOUGH.SPACE": SPACES,
-    "MODEL.HOUGH.VOTE": VOTES,
-    "MODEL.HOUGH.SELECT": SELECTS,
-    "MODEL.HOUGH.LAYER": VOTE_LAYERS,
+    **{f"MODEL.{m.config_key}.{field.upper()}": allowed for m in MATCHERS.values() if m.options
+       for field, allowed in getattr(m.options, "CHOICES", {}).items()},
     "MODEL.DEPTH": (18, 34, 50, 101),
     "SOLVER.AMP": ("off", "bf16", "fp16"),
     "DEVICE": ("auto", "cpu", "cuda"),
@@ -142,6 +137,10 @@ def validate(cfg: CN) -> None:
     if cfg.SOLVER.WEIGHT_DECAY < 0 or not 0 <= cfg.SOLVER.MOMENTUM < 1:
         raise ConfigError(f"SOLVER.WEIGHT_DECAY = {cfg.SOLVER.WEIGHT_DECAY} must be >= 0 and SOLVER.MOMENTUM = "
                           f"{cfg.SOLVER.MOMENTUM} in [0, 1)")
+    matcher = MATCHERS[cfg.MODEL.MATCHER]
+    problem = cfg.MODEL.LOSS_LAMBDA > 0 and matcher.input_problem(cfg.INPUT.SIZE, options_from_cfg(cfg.MODEL, matcher.name))
+    if problem:
+        raise ConfigError(problem)
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
         raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")
 

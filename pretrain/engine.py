@@ -191,7 +191,8 @@ def read_metrics(path: str) -> List[Dict]:
 
 
 def plot_metrics(run_dirs: Dict[str, str], path: str) -> str:
-    """Loss and matching accuracy (argmax, Hough) over the iterations of several pretraining runs, one PNG."""
+    """Loss and matching accuracy (argmax's, and the run's own positives') over the iterations of several
+    pretraining runs, one PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -200,10 +201,10 @@ def plot_metrics(run_dirs: Dict[str, str], path: str) -> str:
         rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
         its = [r["iteration"] for r in rows]
         axes[0].plot(its, [r["total_loss"] for r in rows], label=name)
-        for key, style in (("acc_argmax", "--"), ("acc_hough", "-")):
-            axes[1].plot(its, [r.get(key, float("nan")) for r in rows], style, label=f"{name}: {key[4:]}")
+        for key, style, label in (("acc_argmax", "--", "argmax"), ("acc_positives", "-", "own positives")):
+            axes[1].plot(its, [r.get(key, float("nan")) for r in rows], style, label=f"{name}: {label}")
     axes[0].set(title="pretraining loss", xlabel="iteration")
-    axes[1].set(title="matching accuracy during pretraining (C5)", xlabel="iteration")
+    axes[1].set(title="matching accuracy within one cell (C5)", xlabel="iteration")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -64,9 +64,11 @@ def points_in_grid(points: Tensor, boxes: Tensor, flips: Tensor, grid: Grid) -> 
 
 def partner_error(pred: Tensor, boxes_q: Tensor, flips_q: Tensor, grid_q: Grid,
                   boxes_k: Tensor, flips_k: Tensor, grid_k: Grid) -> Tensor:
-    """Distance, in key cells, from the centre of each selected key cell ``pred [N, Lq]`` to the exact point
-    where the query cell's centre lies in the key view: ``[N, Lq]`` (NaN where ``pred`` is -1)."""
-    points = points_in_grid(cell_centres(boxes_q, flips_q, grid_q), boxes_k, flips_k, grid_k)
+    """Distance, in key cells, from the centre of each selected key cell ``pred [N, Lq]`` (or ``[N, Lq, P]``,
+    several per query cell) to the exact point where the query cell's centre lies in the key view: the shape of
+    ``pred`` (NaN where ``pred`` is -1)."""
+    points = points_in_grid(cell_centres(boxes_q, flips_q, grid_q), boxes_k, flips_k, grid_k)   # [N, Lq, 2]
+    points = points.view(*points.shape[:2], *([1] * (pred.dim() - 2)), 2)
     w = grid_k[1]
     p = pred.clamp(min=0)
     centre = torch.stack([(p % w).float() + 0.5, torch.div(p, w, rounding_mode="floor").float() + 0.5], dim=-1)
@@ -111,10 +113,7 @@ def matching_hits(pred: Tensor, truth: Tensor, key_width: int, tolerance: int = 
     that counts from many batches can be summed before dividing.
     """
     valid = truth >= 0
-    t = truth.clamp(min=0)
-    drow = (pred // key_width - t // key_width).abs()
-    dcol = (pred % key_width - t % key_width).abs()
-    close = torch.maximum(drow, dcol) <= tolerance
+    close = chebyshev(pred, truth.clamp(min=0), key_width) <= tolerance
     return (close & valid & (pred >= 0)).sum(), valid.sum()
 
 
@@ -123,3 +122,27 @@ def matching_accuracy(pred: Tensor, truth: Tensor, key_width: int, tolerance: in
     it; NaN when no query cell has a partner."""
     hits, counted = matching_hits(pred, truth, key_width, tolerance)
     return hits.float() / counted.float() if counted.item() > 0 else torch.tensor(float("nan"))
+
+
+def chebyshev(a: Tensor, b: Tensor, key_width: int) -> Tensor:
+    """Chebyshev distance in cells between key cells ``a`` and ``b`` (broadcast indices, row-major)."""
+    return torch.maximum((a // key_width - b // key_width).abs(), (a % key_width - b % key_width).abs())
+
+
+def positive_hits(positives, truth: Tensor, key_width: int, tolerance: int = 1) -> Tuple[Tensor, Tensor]:
+    """``matching_hits`` for a matcher's positives (``.index [N, Lq]`` or ``.mask [N, Lq, Lk]``). With several
+    positives per query cell every positive pair counts once; a query cell with a true partner and no positive
+    counts as one miss."""
+    if positives.index is not None:
+        return matching_hits(positives.index, truth, key_width, tolerance)
+    mask, valid = positives.mask, (truth >= 0).unsqueeze(-1)
+    keys = torch.arange(mask.shape[-1], device=mask.device)
+    close = chebyshev(keys.view(1, 1, -1), truth.clamp(min=0).unsqueeze(-1), key_width) <= tolerance
+    empty = (~mask.any(-1) & (truth >= 0)).sum()
+    return (mask & valid & close).sum(), (mask & valid).sum() + empty
+
+
+def positives_accuracy(positives, truth: Tensor, key_width: int, tolerance: int = 1) -> Tensor:
+    """Fraction of ``positive_hits``; 0 when nothing is counted (a 0-d tensor, no host sync)."""
+    hits, counted = positive_hits(positives, truth, key_width, tolerance)
+    return hits.float() / counted.clamp(min=1).float()

@@ -5,19 +5,15 @@ image, drawn with a seeded generator; the geometry of the views gives the true p
 """
 import dataclasses
 import random
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from .backbone import build_resnet, infer_depth, resnet_stages
 from .data import list_images, readable_images, to_rgb
-from .geometry import matching_hits, partner_error
-from .matching import MATCHERS, HoughOptions, MatchOptions
+from .geometry import partner_error, positive_hits, true_partners
+from .matching import MATCHERS, Positives, list_matchers, options_from_cfg
 from .transforms import TwoViewTransform
-
-# What is compared: (registered matcher, Hough space or None). Hough in both spaces, on the same features.
-COMPARED = {"argmax": ("argmax", None), "hough_translation": ("hough", "translation"),
-            "hough_similarity": ("hough", "similarity"), "geometric": ("geometric", None)}
 
 
 def view_pairs(paths: List[str], pairs: int, seed: int, size: int, batch: int = 16) -> Iterator[Dict]:
@@ -34,15 +30,29 @@ def view_pairs(paths: List[str], pairs: int, seed: int, size: int, batch: int = 
         yield {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def pick_all(fq: torch.Tensor, fk: torch.Tensor, batch: Dict, hough: Optional[HoughOptions] = None) -> Dict:
-    """Every compared matcher's choice ``[N, Lq]`` for one batch of features, and the truth. ``batch`` holds the
-    views' geometry and, for voting on a finer stage, its features (``vote_q``, ``vote_k``)."""
-    hough = hough or HoughOptions()
-    picks = {}
-    for name, (matcher, space) in COMPARED.items():
-        opts = MatchOptions(dataclasses.replace(hough, space=space) if space else hough)
-        picks[name] = MATCHERS[matcher](fq, fk, batch, opts).index
-    return picks, picks["geometric"]
+Variant = Tuple[str, Any]  # (registered matcher, its options)
+
+
+def registered_variants(model_node=None) -> Dict[str, Variant]:
+    """Every registered matcher with its options from a config's ``MODEL`` node (default: the defaults)."""
+    return {name: (name, options_from_cfg(model_node, name) if model_node is not None
+                   else MATCHERS[name].default_options()) for name in list_matchers()}
+
+
+def pick_all(fq: torch.Tensor, fk: torch.Tensor, batch: Dict, variants: Dict[str, Variant]) -> Dict:
+    """Every variant's positives for one batch of features. ``batch`` holds the views' geometry and the finer
+    stages the variants read (``stages_q``, ``stages_k``)."""
+    return {name: MATCHERS[matcher](fq, fk, batch, options) for name, (matcher, options) in variants.items()}
+
+
+def pair_errors(positives, geometry) -> torch.Tensor:
+    """``[N, Lq, P]`` sub-cell errors of the chosen key cells (NaN where there is none): one column for an
+    index matcher, every key cell (NaN off the mask) for a mask matcher."""
+    if positives.index is not None:
+        return partner_error(positives.index.unsqueeze(-1), *geometry)
+    n, lq, lk = positives.mask.shape
+    keys = torch.arange(lk, device=positives.mask.device).expand(n, lq, lk)
+    return partner_error(torch.where(positives.mask, keys, torch.full_like(keys, -1)), *geometry)
 
 
 def scale_ratio_part(batch: Dict) -> List[str]:
@@ -77,69 +87,83 @@ def summarise_counts(stats: Dict) -> Dict:
 
 @torch.no_grad()
 def matching_study(images: str, weights: Optional[str] = None, depth: Optional[int] = None, pairs: int = 64,
-                   seed: int = 0, size: int = 224, layer: str = "layer4", hough: Optional[HoughOptions] = None) -> Dict:
-    """Per matcher: exact-cell accuracy, accuracy within one cell (Chebyshev) of the true partner, and the sub-cell
-    error (key cells from the selected cell's centre to the exact partner point), overall and split by
-    orientation (same / mirrored) and by the scale ratio of the two crops. Keys ``argmax``, ``hough_*`` at the
-    top level and ``by_orientation`` keep within-one accuracy."""
-    hough = hough or HoughOptions()
+                   seed: int = 0, size: int = 224, layer: str = "layer4",
+                   variants: Optional[Dict[str, Variant]] = None) -> Dict:
+    """Per variant (default: every registered matcher with its default options): exact-cell accuracy, accuracy
+    within one cell (Chebyshev) of the true partner, and the sub-cell error (key cells from the selected cell's
+    centre to the exact partner point), overall and split by orientation (same / mirrored) and by the scale ratio
+    of the two crops. A mask matcher (several positives per cell) counts every positive pair. Every variant sees
+    the same features of the same pairs. Each name at the top level and ``by_orientation`` keep within-one."""
+    variants = variants or registered_variants()
     paths = readable_images(list_images(images))
     if not paths:
         raise ValueError(f"{images}: no readable image")
     model = build_resnet(depth, weights)
-    stages = tuple(dict.fromkeys([layer] + ([hough.layer] if hough.select == "transform" else [])))
-    stats = {m: {p: {"exact": [0, 0], "within_one": [0, 0], "error": []} for p in PARTS} for m in COMPARED}
-    grid = None
+    finer = [s for matcher, options in variants.values() for s in MATCHERS[matcher].stages(options)]
+    stages = tuple(dict.fromkeys([layer, *finer]))
+    stats = {m: {p: {"exact": [0, 0], "within_one": [0, 0], "error": []} for p in PARTS} for m in variants}
+    grid, with_partner = None, 0
     for batch in view_pairs(paths, pairs, seed, size):
         fq, fk = (resnet_stages(model, batch[f"view_{v}"], stages) for v in ("q", "k"))
-        if hough.select == "transform" and hough.layer != "layer4":
-            batch = {**batch, "vote_q": fq[hough.layer], "vote_k": fk[hough.layer]}
+        batch = {**batch, "stages_q": fq, "stages_k": fk}
         fq, fk = fq[layer], fk[layer]
         grid = tuple(fq.shape[-2:])
-        picks, truth = pick_all(fq, fk, batch, hough)
         geometry = (batch["box_q"], batch["flip_q"], grid, batch["box_k"], batch["flip_k"], tuple(fk.shape[-2:]))
+        truth = true_partners(*geometry)
+        with_partner += int((truth >= 0).sum())
         mirrored = (batch["flip_q"] != batch["flip_k"]).tolist()
         scale_parts = scale_ratio_part(batch)
-        for name, pick in picks.items():
-            error = partner_error(pick, *geometry)
-            for i in range(pick.shape[0]):
+        for name, positives in pick_all(fq, fk, batch, variants).items():
+            error = pair_errors(positives, geometry)
+            for i in range(truth.shape[0]):
                 parts = ("all", "mirrored" if mirrored[i] else "same_orientation", scale_parts[i])
+                one = positives_of(positives, i)
                 for key, tolerance in (("exact", 0), ("within_one", 1)):
-                    hits, counted = matching_hits(pick[i:i + 1], truth[i:i + 1], fk.shape[-1], tolerance)
+                    hits, counted = positive_hits(one, truth[i:i + 1], fk.shape[-1], tolerance)
                     for part in parts:
                         stats[name][part][key][0] += int(hits)
                         stats[name][part][key][1] += int(counted)
-                valid = (truth[i] >= 0) & (pick[i] >= 0)
+                chosen = error[i][(truth[i] >= 0).unsqueeze(-1) & ~error[i].isnan()].tolist()
                 for part in parts:
-                    stats[name][part]["error"] += error[i][valid].tolist()
+                    stats[name][part]["error"] += chosen
     result = summarise_counts(stats)
-    for name in COMPARED:
+    for name in variants:
         result[name] = result["within_one"][name]["all"]
     result["by_orientation"] = {name: {p: result["within_one"][name][p] for p in ("same_orientation", "mirrored")}
-                                for name in COMPARED}
-    result["counts"] = {"pairs": pairs, "images": len(paths),
-                        "query_cells_with_partner": stats["geometric"]["all"]["exact"][1],
+                                for name in variants}
+    result["counts"] = {"pairs": pairs, "images": len(paths), "query_cells_with_partner": with_partner,
                         "grid": list(grid) if grid else None}
-    result["settings"] = {"weights": weights, "depth": infer_depth(model.state_dict(), "model"), "seed": seed,
-                          "size": size, "layer": layer, "hough": dataclasses.asdict(hough)}
+    result["settings"] = {
+        "weights": weights, "depth": infer_depth(model.state_dict(), "model"), "seed": seed, "size": size,
+        "layer": layer, "variants": {name: {"matcher": matcher, "label": MATCHERS[matcher].label,
+                                            "options": dataclasses.asdict(options) if options else None}
+                                     for name, (matcher, options) in variants.items()}}
     return result
 
 
-# The options of Hough matching at C5, one change at a time from the default (MODEL.HOUGH overrides).
+def positives_of(positives: Positives, i: int) -> Positives:
+    """The positives of image ``i`` alone, batch dimension kept."""
+    return Positives(index=None if positives.index is None else positives.index[i:i + 1],
+                     mask=None if positives.mask is None else positives.mask[i:i + 1])
+
+
+# Options of the two Hough matchers at C5, one change at a time from each one's default: (matcher, overrides).
 ABLATION = {
-    "default (transform voted on layer2, query pooled 2x, 32 candidates, refined)": [],
-    "confidence per cell on C5 (the previous default)": ["MODEL.HOUGH.SELECT", "confidence"],
-    "confidence per cell on C5, translation only": ["MODEL.HOUGH.SELECT", "confidence", "MODEL.HOUGH.SPACE",
-                                                    "translation"],
-    "confidence per cell on C5, bins normalised": ["MODEL.HOUGH.SELECT", "confidence", "MODEL.HOUGH.NORMALIZE_BINS",
-                                                   "True"],
-    "transform voted on C5 itself": ["MODEL.HOUGH.LAYER", "layer4", "MODEL.HOUGH.QUERY_POOL", "1"],
-    "transform voted on layer3": ["MODEL.HOUGH.LAYER", "layer3", "MODEL.HOUGH.QUERY_POOL", "1"],
-    "query not pooled, 16 candidates": ["MODEL.HOUGH.QUERY_POOL", "1", "MODEL.HOUGH.CANDIDATES", "16"],
-    "query pooled 4x, 64 candidates": ["MODEL.HOUGH.QUERY_POOL", "4", "MODEL.HOUGH.CANDIDATES", "64"],
-    "8 candidates": ["MODEL.HOUGH.CANDIDATES", "8"],
-    "no least-squares refinement": ["MODEL.HOUGH.REFINE", "()"],
-    "scales up to 2.8 (7 per mirror)": ["MODEL.HOUGH.SCALES", "(0.354, 0.5, 0.707, 1.0, 1.414, 2.0, 2.828)"],
-    "translation only (no scales, no mirror)": ["MODEL.HOUGH.SPACE", "translation"],
-    "confidence per cell on C5, softmax votes": ["MODEL.HOUGH.VOTE", "softmax", "MODEL.HOUGH.SELECT", "confidence"],
+    "hough (the paper's matcher, default options)": ("hough", []),
+    "hough, translation space only": ("hough", ["MODEL.HOUGH.SPACE", "translation"]),
+    "hough, features not centred": ("hough", ["MODEL.HOUGH.CENTER", "False"]),
+    "hough, raw cosine votes (unselective)": ("hough", ["MODEL.HOUGH.VOTE", "cosine"]),
+    "hough, softmax votes": ("hough", ["MODEL.HOUGH.VOTE", "softmax"]),
+    "hough, no smoothing": ("hough", ["MODEL.HOUGH.SIGMA", "0.0"]),
+    "hough, bins normalised": ("hough", ["MODEL.HOUGH.NORMALIZE_BINS", "True"]),
+    "hough_transform (extension, default options)": ("hough_transform", []),
+    "hough_transform, outside cells without positive": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.OUTSIDE", "none"]),
+    "hough_transform, voted on C5 itself": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.LAYER", "layer4",
+                                                                "MODEL.HOUGH_TRANSFORM.QUERY_POOL", "1"]),
+    "hough_transform, voted on layer3": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.LAYER", "layer3",
+                                                             "MODEL.HOUGH_TRANSFORM.QUERY_POOL", "1"]),
+    "hough_transform, query not pooled, 16 candidates": ("hough_transform", [
+        "MODEL.HOUGH_TRANSFORM.QUERY_POOL", "1", "MODEL.HOUGH_TRANSFORM.CANDIDATES", "16"]),
+    "hough_transform, no least-squares refinement": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.REFINE", "()"]),
+    "hough_transform, translation only": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.SPACE", "translation"]),
 }

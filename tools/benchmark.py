@@ -7,8 +7,8 @@
 
 Variants are interleaved (warm-up, then repetitions in turn) so that drifts of the machine hit all of them;
 each reports the median and the spread (min, max); ratios are medians of same-round ratios. Targets (goals,
-not tests): HoughCL/DenseCL step <= 1.02 at R18 and R50 (224 px, batch 8; 1.01 on GPU), HoughCL/floor <= 1.10,
-Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline.
+not tests): hough/argmax (HoughCL/DenseCL) step <= 1.02 at R18 and R50 (224 px, batch 8; 1.01 on GPU),
+hough/floor <= 1.10, Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline.
 """
 import argparse
 import json
@@ -17,23 +17,19 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import replace
 
 import torch
 
-from pretrain import matching
 from pretrain.backbone import resnet_features
 from pretrain.builder import ContrastiveModel
 from pretrain.config import get_cfg
 from pretrain.engine import amp_dtype, autocast_context, train_step
+from pretrain.hough_transform import VOTE_LAYERS
+from pretrain.matching import MATCHERS, list_matchers
 from pretrain.timing import interleaved, paired_ratio, peak_memory, sync
 
-STEP_VARIANTS = {
-    "mocov2": ["MODEL.LOSS_LAMBDA", 0.0],
-    "densecl": ["MODEL.MATCHER", "argmax"],
-    "houghcl": ["MODEL.MATCHER", "hough"],  # the default: transformation voted for on C3, applied to C5
-    "houghcl_confidence": ["MODEL.MATCHER", "hough", "MODEL.HOUGH.SELECT", "confidence"],  # per-cell, on C5
-}
+# MoCo-v2 (no dense branch), then one step variant per registered matcher, named after it.
+STEP_VARIANTS = {"mocov2": ["MODEL.LOSS_LAMBDA", 0.0], **{name: ["MODEL.MATCHER", name] for name in list_matchers()}}
 
 
 def step_cfg(args, opts):
@@ -93,7 +89,7 @@ def first_call_seconds(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def largest_batch(args, device, channels_last, variant="houghcl") -> int:
+def largest_batch(args, device, channels_last, variant="hough") -> int:
     """The largest power-of-two batch (from --batch up) whose step fits in GPU memory."""
     batch_size, fits = args.batch, 0
     while batch_size <= args.max_batch_limit:
@@ -119,10 +115,8 @@ def bench_step(args):
     first_call = {name: first_call_seconds(fn, device) for name, fn in functions.items()}
     timing = interleaved(functions, args.warmup, args.repeats, device)
     step = {name: t["median"] for name, t in timing.items()}
-    ratios = {"houghcl/densecl": paired_ratio(timing, "houghcl", "densecl"),
-              "houghcl_confidence/densecl": paired_ratio(timing, "houghcl_confidence", "densecl"),
-              "houghcl/floor": paired_ratio(timing, "houghcl", "floor"),
-              "densecl/mocov2": paired_ratio(timing, "densecl", "mocov2")}
+    ratios = {**{f"{name}/argmax": paired_ratio(timing, name, "argmax") for name in list_matchers() if name != "argmax"},
+              "hough/floor": paired_ratio(timing, "hough", "floor"), "argmax/mocov2": paired_ratio(timing, "argmax", "mocov2")}
     images_per_s = {name: args.batch / t for name, t in step.items()}
     result = {"step": step, "ratios": ratios, "spread": timing, "images_per_s": images_per_s,
               "first_call_s": first_call,
@@ -133,35 +127,29 @@ def bench_step(args):
         if args.max_batch:
             del functions, batch
             torch.cuda.empty_cache()
-            result["largest_batch"] = {"houghcl": largest_batch(args, device, channels_last)}
+            result["largest_batch"] = {"hough": largest_batch(args, device, channels_last)}
     return result
 
 
 def bench_match(args):
+    """Every appearance-based matcher with its default options on random feature grids. A matcher that reads a
+    finer backbone stage is given the grid's own features as that stage (a real finer stage is 2-4x larger)."""
     device = torch.device(args.device)
-    options = matching.MatchOptions.from_cfg(get_cfg().MODEL)
-    # Confidence selection on the grid, and transform selection voting on the grid's own features (a finer
-    # voting stage, the default at C5, would be a 4x finer grid here).
-    confidence = replace(options.hough, select="confidence")
-    compared = {"argmax": ("argmax", options),
-                "hough_translation": ("hough", matching.MatchOptions(replace(confidence, space="translation"))),
-                "hough_similarity": ("hough", matching.MatchOptions(replace(confidence, space="similarity"))),
-                "hough_transform": ("hough", matching.MatchOptions(replace(options.hough, layer="layer4")))}
     result = {}
+    names = list_matchers(from_geometry=False)
     for grid in args.grids:
         fq = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
         fk = torch.randn(args.match_batch, args.channels, grid, grid, device=device)
-        functions = {name: (lambda m=matcher, o=opts: matching.MATCHERS[m](fq, fk, {}, o))
-                     for name, (matcher, opts) in compared.items()}
+        views = {"stages_q": {s: fq for s in VOTE_LAYERS}, "stages_k": {s: fk for s in VOTE_LAYERS}}
+        functions = {name: (lambda m=MATCHERS[name]: m(fq, fk, views)) for name in names}
         timing = interleaved(functions, 1, args.match_repeats, device)
-        lq = grid * grid
         result[str(grid)] = {
             name: {"seconds": t["median"], "min": t["min"], "max": t["max"],
                    "peak_bytes": peak_memory(functions[name], (fq, fk), device)}
             for name, t in timing.items()}
-        result[str(grid)]["ratio_similarity/argmax"] = timing["hough_similarity"]["median"] / timing["argmax"]["median"]
-        result[str(grid)]["ratio_transform/argmax"] = timing["hough_transform"]["median"] / timing["argmax"]["median"]
-        result[str(grid)]["bytes_of_N_Lq_Lk_slices_tensor"] = args.match_batch * lq * lq * 10 * 4
+        for name in names[1:]:
+            result[str(grid)][f"ratio_{name}/argmax"] = timing[name]["median"] / timing["argmax"]["median"]
+        result[str(grid)]["bytes_of_N_Lq_Lk_slices_tensor"] = args.match_batch * grid ** 4 * 10 * 4
     return {"match": result, "settings": {"batch": args.match_batch, "channels": args.channels,
                                           "device": str(device)}}
 
@@ -260,15 +248,16 @@ def print_table(result):
         for name, b in result.get("peak_memory_bytes", {}).items():
             print(f"peak memory {name}: {b / 2 ** 30:.2f} GiB")
         if "largest_batch" in result:
-            print(f"largest batch (houghcl): {result['largest_batch']['houghcl']}")
+            print(f"largest batch (hough): {result['largest_batch']['hough']}")
     if "match" in result:
         print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
         for grid, row in result["match"].items():
-            for name in ("argmax", "hough_translation", "hough_similarity", "hough_transform"):
+            for name in list_matchers(from_geometry=False):
                 print(f"| {grid} | {name} | {row[name]['seconds']:.4f} | {row[name]['peak_bytes'] / 2 ** 20:.0f} |")
-            print(f"| {grid} | similarity/argmax | {row['ratio_similarity/argmax']:.2f} | "
-                  f"(a [N,Lq,Lk,slices] tensor: {row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} MiB) |")
-            print(f"| {grid} | transform/argmax | {row['ratio_transform/argmax']:.2f} | |")
+            for key in (k for k in row if k.startswith("ratio_")):
+                print(f"| {grid} | {key[6:]} | {row[key]:.2f} | |")
+            print(f"| {grid} | (a [N,Lq,Lk,slices] tensor would need) | | "
+                  f"{row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} |")
     if "decode" in result:
         rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
         print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")

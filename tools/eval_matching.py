@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Matching accuracy of argmax, Hough (translation, similarity) and the geometric oracle on the same features.
+"""Matching accuracy of every registered matcher (pretrain/matching.py) on the same features of real view pairs.
 
     tools/eval_matching.py --images datasets/photos --pairs 96 --seed 0 --out output/matching.json
     tools/eval_matching.py --images datasets/photos --weights output/pretrain/x/backbone.pth --out m.json
@@ -7,8 +7,9 @@
 Over K seeded pairs of MoCo-v2 views of real images, for the query cells with a true partner: the fraction whose
 selected key cell IS the partner (exact), the fraction within one cell of it, and the sub-cell error (key cells
 from the selected cell's centre to the exact partner point), split by orientation and by the crops' scale
-ratio in the JSON. Random initialisation when no weights are given. Hough settings come from the pretraining
-config (``--config-file``, default: the built-in defaults) and KEY VALUE overrides.
+ratio in the JSON. Random initialisation when no weights are given. Each matcher's options come from the
+pretraining config (``--config-file``, default: the built-in defaults) and KEY VALUE overrides. ``--ablation``:
+the options of the two Hough matchers, one change at a time from each one's defaults, on the same pairs.
 """
 import argparse
 import json
@@ -17,8 +18,8 @@ import sys
 from pretrain.backbone import BackboneError
 from pretrain.checkpoint import atomic_write
 from pretrain.config import ConfigError, load_config
-from pretrain.matching import HoughOptions
-from pretrain.matching_eval import ABLATION, COMPARED, matching_study
+from pretrain.matching import MATCHERS, options_from_cfg
+from pretrain.matching_eval import ABLATION, matching_study, registered_variants
 
 
 def main(argv=None):
@@ -33,10 +34,10 @@ def main(argv=None):
     parser.add_argument("--layer", default="layer4", choices=("layer3", "layer4"))
     parser.add_argument("--tolerance", type=int, choices=(0, 1), default=None,
                         help="summary line for one tolerance only (0: exact cell, 1: within one cell)")
-    parser.add_argument("--config-file", default="", help="pretraining config for MODEL.HOUGH and MODEL.DEPTH")
+    parser.add_argument("--config-file", default="", help="pretraining config: each matcher's options")
     parser.add_argument("--out", required=True, help="JSON file to write (with --ablation: also OUT.md)")
     parser.add_argument("--ablation", action="store_true",
-                        help="every option of Hough matching at C5, one change at a time from the default")
+                        help="the options of both Hough matchers at C5, one change at a time from the defaults")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
     args = parser.parse_args(argv)
     if args.ablation:
@@ -44,7 +45,7 @@ def main(argv=None):
     try:
         cfg = load_config(args.config_file, args.opts)
         result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, args.layer,
-                                HoughOptions.from_cfg(cfg.MODEL.HOUGH))
+                                registered_variants(cfg.MODEL))
     except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -56,50 +57,52 @@ def main(argv=None):
 
     print("| matcher | exact | within one | median error | mean error | within one, same orientation | mirrored |\n"
           "|---|---|---|---|---|---|---|")
-    for name in COMPARED:
+    for name in MATCHERS:
         exact, near, error = (result[k][name] for k in ("exact", "within_one", "error"))
         err = error["all"] or {"median": None, "mean": None}
-        print(f"| {name} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | {fmt(err['mean'])} | "
+        print(f"| {name}: {MATCHERS[name].label} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | {fmt(err['mean'])} | "
               f"{fmt(near['same_orientation'])} | {fmt(near['mirrored'])} |")
     if args.tolerance is not None:
         key = "exact" if args.tolerance == 0 else "within_one"
-        print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in COMPARED))
+        print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
     atomic_write(args.out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
     print(f"wrote {args.out}")
     return 0
 
 
 def ablation(args) -> int:
-    """One matching study per option of ABLATION, on the same pairs; a Markdown table with each row's command."""
-    rows, lines = {}, []
+    """Every row of ABLATION on the same pairs and features; a Markdown table with each row's overrides."""
+    variants, overrides = {}, {}
+    try:
+        for name, (matcher, extra) in ABLATION.items():
+            cfg = load_config(args.config_file, list(args.opts) + extra)
+            variants[name], overrides[name] = (matcher, options_from_cfg(cfg.MODEL, matcher)), extra
+        cfg = load_config(args.config_file, list(args.opts))
+        for name in ("argmax", "threshold", "geometric"):  # the baselines and the oracle, beside every row
+            variants[name], overrides[name] = (name, options_from_cfg(cfg.MODEL, name)), []
+        result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, "layer4",
+                                variants)
+    except (ConfigError, BackboneError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    rows = {name: {"matcher": variants[name][0], "overrides": overrides[name], **summary(result, name)}
+            for name in variants}
     weights = f" --weights {args.weights}" if args.weights else ""
     base = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} --size {args.size}"
-            f"{weights}{f' --depth {args.depth}' if args.depth else ''} --out x.json")
-    for name, overrides in ABLATION.items():
-        try:
-            cfg = load_config(args.config_file, list(args.opts) + overrides)
-            result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size,
-                                    "layer4", HoughOptions.from_cfg(cfg.MODEL.HOUGH))
-        except (ConfigError, BackboneError, ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        matcher = "hough_similarity" if cfg.MODEL.HOUGH.SPACE == "similarity" else "hough_translation"
-        rows[name] = {"overrides": overrides, "argmax": summary(result, "argmax"), "hough": summary(result, matcher),
-                      "depth": result["settings"]["depth"]}
-        print(f"{name}: {rows[name]['hough']}", flush=True)
-    first = next(iter(rows.values()))
-    lines = [f"ResNet-{first['depth']}, {'weights ' + args.weights if args.weights else 'random init'}, C5 (7 x 7), "
-             f"{args.pairs} view pairs; argmax: exact {first['argmax']['exact']:.3f}, within one "
-             f"{first['argmax']['within_one']:.3f}, median error {first['argmax']['median_error']:.2f}", "",
-             "| Hough option | exact | within one | median error | mean error | command: `" + base + "` plus |",
+            f"{weights}{f' --depth {args.depth}' if args.depth else ''} --ablation --out x.json")
+    grid = result["counts"]["grid"]
+    lines = [f"ResNet-{result['settings']['depth']}, {'weights ' + args.weights if args.weights else 'random init'}, "
+             f"C5 ({grid[0]} x {grid[1]}), {args.pairs} view pairs, {result['counts']['query_cells_with_partner']} "
+             f"query cells with a true partner; `{base}`", "",
+             "| matcher and options | exact | within one | median error | mean error | overrides |",
              "|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        h = row["hough"]
-        lines.append(f"| {name} | {h['exact']:.3f} | {h['within_one']:.3f} | {h['median_error']:.2f} | "
-                     f"{h['mean_error']:.2f} | {' '.join(row['overrides']) or '(nothing)'} |")
+        lines.append(f"| {name} | {row['exact']:.3f} | {row['within_one']:.3f} | {row['median_error']:.2f} | "
+                     f"{row['mean_error']:.2f} | {' '.join(row['overrides']) or '(nothing)'} |")
     table = "\n".join(lines) + "\n"
     print(table)
-    atomic_write(args.out, lambda f: f.write((json.dumps(rows, indent=2) + "\n").encode()))
+    atomic_write(args.out, lambda f: f.write((json.dumps({"rows": rows, "counts": result["counts"],
+                                                          "settings": result["settings"]}, indent=2) + "\n").encode()))
     atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
     print(f"wrote {args.out} and {args.out}.md")
     return 0

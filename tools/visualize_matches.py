@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""The positive pairs argmax and Hough matching choose, on the view pairs where they disagree most.
+"""The positive pairs every appearance-based matcher chooses, on the view pairs where they disagree most.
 
     tools/visualize_matches.py --images datasets/photos --weights backbone.pth --out output/matches.png
 
-Of --pairs seeded view pairs (the pretraining augmentation), the --show pairs where the two matchers pick
-different key cells for the most query cells. Per pair: argmax (DenseCL) and Hough (HoughCL) drawn on the same
+Of --pairs seeded view pairs (the pretraining augmentation), the --show pairs where the matchers pick different
+key cells for the most query cells. Per pair, one row per registered matcher that chooses by appearance (argmax:
+DenseCL; hough: HoughCL as the paper describes it; hough_transform: this toolkit's extension), drawn on the same
 two views, each query cell with a true partner joined to its chosen key cell: green, the true partner; orange,
-one cell away; red, wrong. Beside the Hough row, its Hough-space vote map (the winning slice; brighter: more
-votes). The caption gives both matchers' accuracy over ALL pairs evaluated, not only the drawn ones.
+one cell away; red, wrong. The caption gives every matcher's accuracy over ALL pairs evaluated, not only the
+drawn ones.
 """
 import argparse
 import os
@@ -16,12 +17,12 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-from pretrain import matching
 from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, build_resnet, resnet_stages
 from pretrain.config import load_config
 from pretrain.data import list_images, readable_images
 from pretrain.geometry import matching_hits, true_partners
-from pretrain.matching_eval import view_pairs
+from pretrain.matching import MATCHERS, list_matchers
+from pretrain.matching_eval import pick_all, registered_variants, view_pairs
 
 GAP, LABEL = 8, 18
 
@@ -41,22 +42,16 @@ def colour(pick, truth, width):
     return (40, 200, 60) if d == 0 else (240, 160, 30) if d == 1 else (230, 40, 40)
 
 
-def vote_map(votes, size):
-    v = votes - votes.min()
-    v = (255 * v / v.max().clamp(min=1e-12)).to(torch.uint8).numpy()
-    return Image.fromarray(v).resize((size, size), Image.NEAREST).convert("RGB")
-
-
 def draw(pairs, grid_q, grid_k, size, caption):
-    """``pairs``: [(view_q, view_k, truth [Lq], [(label, picks [Lq])], votes [Y, X])]. Returns the picture."""
+    """``pairs``: [(view_q, view_k, truth [Lq], [(label, picks [Lq])])]. Returns the picture."""
     rows = sum(len(p[3]) for p in pairs)
     lines = caption.split("\n")
-    canvas = Image.new("RGB", (3 * size + 2 * GAP, rows * (size + LABEL) + LABEL * len(lines)), "white")
+    canvas = Image.new("RGB", (2 * size + GAP, rows * (size + LABEL) + LABEL * len(lines)), "white")
     pen = ImageDraw.Draw(canvas)
     for k, line in enumerate(lines):
         pen.text((4, 3 + k * LABEL), line, fill="black")
     y = LABEL * len(lines)
-    for view_q, view_k, truth, matchers, votes in pairs:
+    for view_q, view_k, truth, matchers in pairs:
         for label, picks in matchers:
             y += LABEL
             canvas.paste(to_image(view_q), (0, y))
@@ -68,9 +63,6 @@ def draw(pairs, grid_q, grid_k, size, caption):
                 b = cell_centre(int(picks[i]), grid_k, size, size + GAP, y)
                 pen.line([a, b], fill=colour(int(picks[i]), int(truth[i]), grid_k[1]), width=1)
             pen.text((4, y - LABEL + 3), f"{label}: {exact}/{len(valid)} exact on this pair", fill="black")
-            if label.startswith("Hough"):
-                canvas.paste(vote_map(votes, size), (2 * size + 2 * GAP, y))
-                pen.text((2 * size + 2 * GAP + 4, y - LABEL + 3), "Hough votes, winning slice", fill="black")
             y += size
     return canvas
 
@@ -93,25 +85,24 @@ def main(argv=None):
         return 1
     batch = next(view_pairs(paths, args.pairs, args.seed, args.size, batch=args.pairs))
     model = build_resnet(args.depth, args.weights)
-    options = matching.HoughOptions.from_cfg(load_config().MODEL.HOUGH)
-    stages = tuple(dict.fromkeys(["layer4", options.layer]))
-    fq, fk = (resnet_stages(model, batch[f"view_{v}"], stages) for v in ("q", "k"))
-    vq, vk, fq, fk = fq[options.layer], fk[options.layer], fq["layer4"], fk["layer4"]
+    variants = {name: variant for name, variant in registered_variants(load_config().MODEL).items()
+                if name in list_matchers(from_geometry=False)}
+    finer = [s for matcher, options in variants.values() for s in MATCHERS[matcher].stages(options)]
+    fq, fk = (resnet_stages(model, batch[f"view_{v}"], tuple(dict.fromkeys(["layer4", *finer]))) for v in "qk")
+    batch = {**batch, "stages_q": fq, "stages_k": fk}
+    fq, fk = fq["layer4"], fk["layer4"]
     grid_q, grid_k = tuple(fq.shape[-2:]), tuple(fk.shape[-2:])
     truth = true_partners(batch["box_q"], batch["flip_q"], grid_q, batch["box_k"], batch["flip_k"], grid_k)
-    argmax = matching.argmax_match(fq, fk)
-    hough, _, votes = matching.transform_match(fq, fk, vq, vk, options, details=True)
-    rates = {}
-    for name, pick in (("argmax", argmax), ("Hough", hough)):
-        rates[name] = [float(h) / max(1, int(c)) for h, c in
-                       (matching_hits(pick, truth, grid_k[1], t) for t in (0, 1))]
-    disagree = ((argmax != hough) & (truth >= 0)).sum(1)
+    picks = {name: positives.index for name, positives in pick_all(fq, fk, batch, variants).items()}
+    rates = {name: [float(h) / max(1, int(c)) for h, c in (matching_hits(pick, truth, grid_k[1], t) for t in (0, 1))]
+             for name, pick in picks.items()}
+    stacked = torch.stack(list(picks.values()))                        # [M, N, Lq]
+    disagree = ((stacked != stacked[:1]).any(0) & (truth >= 0)).sum(1)
     shown = disagree.argsort(descending=True)[:args.show].tolist()
-    caption = (f"All {args.pairs} view pairs: argmax exact {rates['argmax'][0]:.3f}, within one "
-               f"{rates['argmax'][1]:.3f};\nHough exact {rates['Hough'][0]:.3f}, within one {rates['Hough'][1]:.3f}."
-               f"\nDrawn: the {args.show} pairs where they disagree most.")
-    pairs = [(batch["view_q"][i], batch["view_k"][i], truth[i],
-              [("argmax (DenseCL)", argmax[i]), (f"Hough, {options.select} (HoughCL)", hough[i])], votes[i])
+    caption = "\n".join([f"All {args.pairs} view pairs, exact / within one cell:"] + [
+        f"{name}: {r[0]:.3f} / {r[1]:.3f}" for name, r in rates.items()] +
+        [f"Drawn: the {args.show} pairs where the matchers disagree most."])
+    pairs = [(batch["view_q"][i], batch["view_k"][i], truth[i], [(name, pick[i]) for name, pick in picks.items()])
              for i in shown]
     picture = draw(pairs, grid_q, grid_k, args.size, caption)
     tmp = args.out + ".tmp.png"

@@ -28,7 +28,7 @@ def first_batch(cfg, world=1, rank=0):
     return next(iter(epoch_loader(cfg, dataset, epoch=0, start_batch=0, world=world, rank=rank)))
 
 
-@pytest.mark.parametrize("matcher", ["argmax", "hough", "threshold", "geometric"])
+@pytest.mark.parametrize("matcher", ["argmax", "hough", "hough_transform", "threshold", "geometric"])
 def test_one_step(image_folder, matcher):
     cfg = make_cfg(image_folder, "MODEL.MATCHER", matcher, "MODEL.MOMENTUM", 0.9)
     torch.manual_seed(0)
@@ -41,7 +41,8 @@ def test_one_step(image_folder, matcher):
     q_before = [p.clone() for p in model.encoder_q.parameters()]
     k_before = [p.clone() for p in model.encoder_k.parameters()]
     out = model(batch, lam=0.5, diagnostics=True)
-    for name in ("total_loss", "loss_global", "loss_dense", "acc_argmax", "acc_hough", "pos_sim_dense"):
+    for name in ("total_loss", "loss_global", "loss_dense", "acc_argmax", "acc_hough", "acc_hough_transform",
+                 "acc_positives", "pos_sim_dense"):
         assert torch.isfinite(out[name]), name
     torch.testing.assert_close(out["total_loss"], 0.5 * out["loss_global"] + 0.5 * out["loss_dense"])
     assert model.queue_ptr.item() == 4
@@ -57,6 +58,24 @@ def test_one_step(image_folder, matcher):
     out["total_loss"].backward()
     assert all(p.grad is None for p in model.encoder_k.parameters())
     assert model.encoder_q.dense_head[0].weight.grad.abs().sum() > 0
+
+
+def test_diagnostics_name_the_same_matcher_in_every_run(image_folder):
+    # The same weights and batch under every matcher: acc_<name> must not depend on which matcher trains.
+    outs = {}
+    for matcher in ("argmax", "hough", "hough_transform", "threshold"):
+        cfg = make_cfg(image_folder, "MODEL.MATCHER", matcher)
+        torch.manual_seed(0)
+        model = ContrastiveModel(cfg).eval()
+        outs[matcher] = model(first_batch(cfg), lam=0.5, diagnostics=True)
+    for name in ("acc_argmax", "acc_hough", "acc_hough_transform"):
+        values = {matcher: float(out[name]) for matcher, out in outs.items()}
+        assert max(values.values()) - min(values.values()) < 1e-6, (name, values)
+    for matcher in ("argmax", "hough", "hough_transform"):
+        assert float(outs[matcher]["acc_positives"]) == float(outs[matcher][f"acc_{matcher}"])
+    assert 0.0 < float(outs["threshold"]["acc_positives"]) <= 1.0
+    assert 0.0 <= float(outs["hough_transform"]["outside_share"]) <= 1.0
+    assert "outside_share" not in outs["hough"]
 
 
 def test_queue_wraps_around(image_folder):

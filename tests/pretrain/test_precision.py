@@ -39,13 +39,13 @@ def test_bf16_autocast_leaves_positives_and_logits_fp32(image_folder, monkeypatc
     # the matching and the contrastive logits, which must not depend on the ambient autocast.
     forward = Encoder.forward
 
-    def fp32_encoder(self, x):
+    def fp32_encoder(self, x, stages=()):
         with torch.autocast("cpu", enabled=False):
-            return forward(self, x)
+            return forward(self, x, stages)
 
     monkeypatch.setattr(Encoder, "forward", fp32_encoder)
     outputs = {}
-    for matcher in ("argmax", "hough"):
+    for matcher in ("argmax", "hough", "hough_transform"):
         cfg = load_config(os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml"),
                           ["DATA.ROOT", image_folder, "MODEL.QUEUE_SIZE", 64, "INPUT.SIZE", 224, "MODEL.MATCHER",
                            matcher, "SOLVER.BATCH_SIZE", 8])
@@ -63,11 +63,12 @@ def test_bf16_autocast_leaves_positives_and_logits_fp32(image_folder, monkeypatc
         for autocast in (False, True):
             model.load_state_dict(state)
             outputs[matcher, autocast] = step(model, batch, autocast, monkeypatch)
-    for matcher in ("argmax", "hough"):
+    for matcher in ("argmax", "hough", "hough_transform"):
         (ref, ref_seen), (amp, amp_seen) = outputs[matcher, False], outputs[matcher, True]
         assert torch.equal(amp_seen["positives"].index, ref_seen["positives"].index), matcher
         assert set(amp_seen["dtypes"]) == {torch.float32}, amp_seen["dtypes"]
-        for name in ("loss_global", "loss_dense", "total_loss", "acc_argmax", "acc_hough"):
+        for name in ("loss_global", "loss_dense", "total_loss", "acc_argmax", "acc_hough", "acc_hough_transform",
+                     "acc_positives"):
             assert amp[name].dtype == torch.float32
             torch.testing.assert_close(amp[name], ref[name], atol=1e-3, rtol=0)
 

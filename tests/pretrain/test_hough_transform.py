@@ -1,6 +1,6 @@
-"""The views' transformation voted for and refined (pretrain/voting.py): a brute-force reference of the votes,
-least squares against NumPy, and planted transformations with sub-cell shifts, anisotropic scales and mirrored
-views among decoys, where transform selection finds the planted partners and argmax takes the decoys."""
+"""The estimated-geometry extension (pretrain/hough_transform.py): a brute-force reference of the votes, least
+squares against NumPy, planted transformations with sub-cell shifts, anisotropic scales and mirrored views among
+decoys (the transformation finds the planted partners, argmax takes the decoys), and pooled voters on odd grids."""
 import math
 
 import numpy as np
@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain import matching
 from pretrain.geometry import matching_accuracy
-from pretrain.voting import ViewTransform, cell_offsets, transform_positives, vote_transform, weighted_line
-
-SCALES = matching.DEFAULT_SCALES
+from pretrain.hough import DEFAULT_SCALES as SCALES
+from pretrain.hough import cell_offsets, similarity, smooth
+from pretrain.hough_transform import (TransformOptions, ViewTransform, input_problem, transform_positives,
+                                      vote_transform, weighted_line)
+from pretrain.matching import MATCHERS, argmax_match
 
 
 def planted_transform(scale_x=-1.3, shift_x=0.35, scale_y=0.85, shift_y=-0.4, grid_q=12, grid_k=14,
@@ -57,7 +58,7 @@ def brute_force_peak(sim, grid_q, grid_k, scales, candidates, power, sigma):
                 bx = min(max(round(tx + lim_x), 0), 2 * lim_x)
                 by = min(max(round(ty + lim_y), 0), 2 * lim_y)
                 hough[k, by, bx] += vote
-    hough = matching.smooth(hough, sigma)
+    hough = smooth(hough, sigma)
     k, by, bx = np.unravel_index(int(hough.argmax()), hough.shape)
     s, f = slices[k]
     return f * s, bx - lim_x, s, by - lim_y
@@ -66,7 +67,7 @@ def brute_force_peak(sim, grid_q, grid_k, scales, candidates, power, sigma):
 def test_votes_against_brute_force():
     fq, fk, _, _ = planted_transform(scale_x=-1.0, shift_x=1.0, scale_y=1.0, shift_y=-1.0, grid_q=6, grid_k=7,
                                      decoy_fraction=0.2)
-    sim = matching.similarity(fq, fk, center=True)
+    sim = similarity(fq, fk, center=True)
     t = vote_transform(sim, (6, 6), (7, 7), SCALES, candidates=5, power=3.0, sigma=1.0, refine=())
     expected = brute_force_peak(sim, (6, 6), (7, 7), SCALES, 5, 3.0, 1.0)
     assert [float(x) for x in t] == pytest.approx([float(x) for x in expected], abs=1e-5)
@@ -93,15 +94,14 @@ def test_weighted_line_against_numpy():
     dict(scale_x=0.62, shift_x=0.2, scale_y=0.62, shift_y=0.45, grid_q=14, grid_k=12)])
 def test_transform_selection_finds_the_planted_transform_among_decoys(planted):
     fq, fk, truth, decoyed = planted_transform(**planted)
-    sim = matching.similarity(fq, fk, center=True)
+    sim = similarity(fq, fk, center=True)
     t = vote_transform(sim, tuple(fq.shape[-2:]), tuple(fk.shape[-2:]), SCALES)
     assert float(t.scale_x) == pytest.approx(planted["scale_x"], abs=0.06)
     assert float(t.scale_y) == pytest.approx(planted["scale_y"], abs=0.06)
     assert float(t.shift_x) == pytest.approx(planted["shift_x"], abs=0.25)
     assert float(t.shift_y) == pytest.approx(planted["shift_y"], abs=0.25)
-    opts = matching.HoughOptions(select="transform", layer="layer4", query_pool=1)
-    picked = matching.MATCHERS["hough"](fq, fk, {}, matching.MatchOptions(opts)).index
-    argmax = matching.argmax_match(fq, fk)
+    picked = MATCHERS["hough_transform"](fq, fk, {}, TransformOptions(layer="layer4", query_pool=1)).index
+    argmax = argmax_match(fq, fk)
     width = fk.shape[-1]
     partnered = truth >= 0
     assert matching_accuracy(picked[partnered].view(1, -1), truth[partnered].view(1, -1), width, 0) > 0.9
@@ -120,9 +120,33 @@ def test_transform_found_on_a_finer_grid_is_applied_to_the_coarse_cells():
     assert torch.equal(inside[0], ok) and torch.equal(index[0][ok], (row * 7 + col)[ok])
 
 
-def test_the_default_matcher_needs_the_voting_features():
+def test_the_extension_needs_the_voting_features():
     fq, fk = torch.randn(1, 8, 7, 7), torch.randn(1, 8, 7, 7)
-    with pytest.raises(ValueError, match="MODEL.HOUGH.LAYER layer2"):
-        matching.MATCHERS["hough"](fq, fk, {}, matching.MatchOptions())
-    views = {"vote_q": torch.randn(1, 4, 28, 28), "vote_k": torch.randn(1, 4, 28, 28)}
-    assert matching.MATCHERS["hough"](fq, fk, views, matching.MatchOptions()).index.shape == (1, 49)
+    with pytest.raises(ValueError, match="MODEL.HOUGH_TRANSFORM.LAYER layer2"):
+        MATCHERS["hough_transform"](fq, fk, {})
+    views = {"stages_q": {"layer2": torch.randn(1, 4, 28, 28)}, "stages_k": {"layer2": torch.randn(1, 4, 28, 28)}}
+    assert MATCHERS["hough_transform"](fq, fk, views).index.shape == (1, 49)
+
+
+@pytest.mark.parametrize("grid", [14, 15, 24, 25, 28, 29])
+@pytest.mark.parametrize("layer", ["layer4", "layer2"])
+def test_pooled_voters_on_identical_views_give_the_oracle_at_odd_and_even_grids(grid, layer):
+    # Floor pooling of an odd grid drops its last row and column: the pooled voters' centres are not twice a
+    # centred offset. On identical views every cell must still land on itself (before: 0.22 at grid 7).
+    g = torch.Generator().manual_seed(grid)
+    features = torch.randn(4, 32, grid, grid, generator=g)
+    c5 = features if layer == "layer4" else torch.randn(4, 16, 7, 7, generator=g)
+    views = {"stages_q": {"layer2": features}, "stages_k": {"layer2": features}}
+    positives = MATCHERS["hough_transform"](c5, c5, views, TransformOptions(layer=layer, query_pool=2))
+    cells = c5.shape[-1] * c5.shape[-2]
+    assert float((positives.index == torch.arange(cells)).float().mean()) >= 0.95
+    assert float(positives.stats["outside_share"]) <= 0.05
+
+
+def test_grids_with_too_few_pooled_voters_are_refused():
+    f = torch.randn(1, 8, 7, 7)
+    with pytest.raises(ValueError, match="3 voters per side"):
+        MATCHERS["hough_transform"](f, f, {}, TransformOptions(layer="layer4", query_pool=2))
+    assert "INPUT.SIZE 224" in input_problem(224, TransformOptions(layer="layer4", query_pool=2))
+    assert input_problem(224, TransformOptions()) is None            # layer2: 28 x 28, 14 voters per side
+    assert input_problem(112, TransformOptions()) is None            # the demo: 14 x 14, 7 voters per side

@@ -1,0 +1,54 @@
+"""Where cells lie in the original image (pretrain/geometry.py): true partners under crops and flips by hand, the
+oracle, PixPro's positives and the accuracy counts."""
+import math
+
+import torch
+
+from pretrain.geometry import (cell_centres, matching_accuracy, partner_error, positive_hits, threshold_positives,
+                               true_partners)
+from pretrain.matching import MATCHERS, Positives
+
+
+def test_geometry_under_crop_and_flip_by_hand():
+    q_box = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    k_box = torch.tensor([[50.0, 0.0, 150.0, 100.0]])
+    no, yes = torch.tensor([False]), torch.tensor([True])
+    torch.testing.assert_close(cell_centres(q_box, no, (2, 2))[0],
+                               torch.tensor([[25.0, 25.0], [75.0, 25.0], [25.0, 75.0], [75.0, 75.0]]))
+    torch.testing.assert_close(cell_centres(q_box, yes, (2, 2))[0, :2], torch.tensor([[75.0, 25.0], [25.0, 25.0]]))
+    # Query cells at x=25 fall outside the key crop; those at x=75 land in the key's first column.
+    assert true_partners(q_box, no, (2, 2), k_box, no, (2, 2)).tolist() == [[-1, 0, -1, 2]]
+    # Mirroring the key moves that column to the right.
+    assert true_partners(q_box, no, (2, 2), k_box, yes, (2, 2)).tolist() == [[-1, 1, -1, 3]]
+    # Mirroring the query swaps which query cells see the key.
+    assert true_partners(q_box, yes, (2, 2), k_box, no, (2, 2)).tolist() == [[0, -1, 2, -1]]
+    # A key view at twice the scale: 2x2 key grid over the query's 4x4 grid.
+    big = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    partners = true_partners(q_box, no, (4, 4), big, no, (2, 2)).view(4, 4)
+    assert partners.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+
+
+def test_oracle_is_perfect_and_accuracy_counts_tolerance():
+    boxes_q = torch.tensor([[10.0, 20.0, 110.0, 90.0], [0.0, 0.0, 64.0, 64.0]])
+    boxes_k = torch.tensor([[40.0, 30.0, 140.0, 120.0], [16.0, 0.0, 48.0, 32.0]])
+    flips_q, flips_k = torch.tensor([False, True]), torch.tensor([True, False])
+    truth = true_partners(boxes_q, flips_q, (7, 7), boxes_k, flips_k, (7, 7))
+    assert (truth >= 0).any()
+    assert matching_accuracy(truth, truth, 7).item() == 1.0
+    views = {"box_q": boxes_q, "flip_q": flips_q, "box_k": boxes_k, "flip_k": flips_k}
+    grid = torch.zeros(2, 1, 7, 7)
+    oracle = MATCHERS["geometric"](grid, grid, views)
+    assert oracle.mask is None and torch.equal(oracle.index, truth)
+    pred = torch.tensor([[0, 8, 3]])
+    labels = torch.tensor([[1, 16, -1]])  # cell 0 vs 1: one column off; 8 vs 16: one row off; third: no partner
+    assert matching_accuracy(pred, labels, 8, tolerance=1).item() == 1.0
+    assert matching_accuracy(pred, labels, 8, tolerance=0).item() == 0.0
+    assert math.isnan(matching_accuracy(pred, torch.full((1, 3), -1), 8).item())
+
+
+def test_threshold_positives():
+    box, no = torch.tensor([[0.0, 0.0, 70.0, 70.0]]), torch.tensor([False])
+    same = threshold_positives(box, no, (7, 7), box, no, (7, 7))
+    assert torch.equal(same[0], torch.eye(49, dtype=torch.bool))  # neighbours are 1 cell > 0.7 diagonal away
+    shifted = threshold_positives(box, no, (7, 7), box + torch.tensor([[5.0, 0.0, 5.0, 0.0]]), no, (7, 7))
+    assert shifted[0].sum(dim=1).max() <= 2 and shifted.any()
