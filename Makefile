@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.project-installed
+# Every pip call of the setup (the installer's too) takes the exact versions of constraints.txt.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 .PHONY: setup test demo lint clean
 
@@ -19,7 +21,7 @@ $(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "make setup: step 'venv' failed"; exit 1; }
 
 # Reinstalled only when the project's metadata changes, so that a second `make setup` is a quick no-op.
-$(STAMP): $(PY) setup.cfg pyproject.toml
+$(STAMP): $(PY) setup.cfg pyproject.toml constraints.txt
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || { \
 		echo "make setup: step 'torch': pip install $(TORCH)"; \
 		$(PIP) install $(TORCH) || { echo "make setup: step 'torch' failed"; exit 1; }; }

@@ -2,6 +2,7 @@
 import argparse
 import errno
 import glob
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from .config import ConfigError, check_resume_config, load_config
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
 from .lock import LockError, OutputLock
+from .provenance import provenance
 from .transforms import TwoViewTransform
 
 logger = logging.getLogger("pretrain")
@@ -196,6 +198,11 @@ def main(argv=None) -> int:
         setup_logging(cfg.OUTPUT_DIR)
         if du.is_main_process():
             atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump().encode()))
+            # Where this run's weights come from; a resumed run keeps each part's record (provenance.jsonl).
+            record = json.dumps({"resumed": bool(args.resume), "method": describe(cfg),
+                                 **provenance(du.world_size(), cfg.SOLVER.BATCH_SIZE, device)}) + "\n"
+            with open(os.path.join(cfg.OUTPUT_DIR, "provenance.jsonl"), "a") as f:
+                f.write(record)
         logger.info("config %s, output %s", args.config_file, cfg.OUTPUT_DIR)
         return train(cfg, args.resume, device)
     except (DataError, CheckpointError, FloatingPointError) as e:

@@ -102,7 +102,7 @@ def matching_study(images: str, weights: Optional[str] = None, depth: Optional[i
     finer = [s for matcher, options in variants.values() for s in MATCHERS[matcher].stages(options)]
     stages = tuple(dict.fromkeys([layer, *finer]))
     stats = {m: {p: {"exact": [0, 0], "within_one": [0, 0], "error": []} for p in PARTS} for m in variants}
-    grid, with_partner = None, 0
+    grid, with_partner, reported = None, 0, {m: {} for m in variants}
     for batch in view_pairs(paths, pairs, seed, size):
         fq, fk = (resnet_stages(model, batch[f"view_{v}"], stages) for v in ("q", "k"))
         batch = {**batch, "stages_q": fq, "stages_k": fk}
@@ -114,6 +114,8 @@ def matching_study(images: str, weights: Optional[str] = None, depth: Optional[i
         mirrored = (batch["flip_q"] != batch["flip_k"]).tolist()
         scale_parts = scale_ratio_part(batch)
         for name, positives in pick_all(fq, fk, batch, variants).items():
+            for key, value in positives.stats.items():  # weighted by the batch's pairs: a mean over pairs
+                reported[name][key] = reported[name].get(key, 0.0) + float(value) * truth.shape[0] / pairs
             error = pair_errors(positives, geometry)
             for i in range(truth.shape[0]):
                 parts = ("all", "mirrored" if mirrored[i] else "same_orientation", scale_parts[i])
@@ -131,6 +133,7 @@ def matching_study(images: str, weights: Optional[str] = None, depth: Optional[i
         result[name] = result["within_one"][name]["all"]
     result["by_orientation"] = {name: {p: result["within_one"][name][p] for p in ("same_orientation", "mirrored")}
                                 for name in variants}
+    result["matcher_stats"] = reported
     result["counts"] = {"pairs": pairs, "images": len(paths), "query_cells_with_partner": with_partner,
                         "grid": list(grid) if grid else None}
     result["settings"] = {

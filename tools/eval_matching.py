@@ -62,6 +62,9 @@ def main(argv=None):
         err = error["all"] or {"median": None, "mean": None}
         print(f"| {name}: {MATCHERS[name].label} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | {fmt(err['mean'])} | "
               f"{fmt(near['same_orientation'])} | {fmt(near['mirrored'])} |")
+    for name, stats in result["matcher_stats"].items():
+        for key, value in stats.items():
+            print(f"{name} {key}: {value:.3f}")
     if args.tolerance is not None:
         key = "exact" if args.tolerance == 0 else "within_one"
         print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
@@ -85,8 +88,8 @@ def ablation(args) -> int:
     except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rows = {name: {"matcher": variants[name][0], "overrides": overrides[name], **summary(result, name)}
-            for name in variants}
+    rows = {name: {"matcher": variants[name][0], "overrides": overrides[name], **summary(result, name),
+                   **result["matcher_stats"][name]} for name in variants}
     weights = f" --weights {args.weights}" if args.weights else ""
     base = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} --size {args.size}"
             f"{weights}{f' --depth {args.depth}' if args.depth else ''} --ablation --out x.json")
@@ -94,11 +97,12 @@ def ablation(args) -> int:
     lines = [f"ResNet-{result['settings']['depth']}, {'weights ' + args.weights if args.weights else 'random init'}, "
              f"C5 ({grid[0]} x {grid[1]}), {args.pairs} view pairs, {result['counts']['query_cells_with_partner']} "
              f"query cells with a true partner; `{base}`", "",
-             "| matcher and options | exact | within one | median error | mean error | overrides |",
-             "|---|---|---|---|---|---|"]
+             "| matcher and options | exact | within one | median error | mean error | cells outside the key view "
+             "(hough_transform) | overrides |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
+        outside = f"{row['outside_share']:.3f}" if "outside_share" in row else "-"
         lines.append(f"| {name} | {row['exact']:.3f} | {row['within_one']:.3f} | {row['median_error']:.2f} | "
-                     f"{row['mean_error']:.2f} | {' '.join(row['overrides']) or '(nothing)'} |")
+                     f"{row['mean_error']:.2f} | {outside} | {' '.join(row['overrides']) or '(nothing)'} |")
     table = "\n".join(lines) + "\n"
     print(table)
     atomic_write(args.out, lambda f: f.write((json.dumps({"rows": rows, "counts": result["counts"],

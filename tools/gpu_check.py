@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from pretrain.matching import list_matchers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
 
@@ -122,7 +124,7 @@ def print_table(report):
           f"images/s: {ips}; {ratios}; largest batch {step.get('largest_batch')} |")
     match = steps["matchers"].get("result", {}).get("match", {})
     cells = "; ".join(f"grid {g}: " + ", ".join(f"{m} {row[m]['seconds'] * 1e3:.2f} ms"
-                                                for m in ("argmax", "hough_translation", "hough_similarity"))
+                                                for m in list_matchers(from_geometry=False))
                       for g, row in match.items())
     print(f"| matchers | {steps['matchers']['status']} | {steps['matchers']['seconds']} | {cells} |")
     rate = steps["faster_rcnn_c4"].get("seconds_per_iter")

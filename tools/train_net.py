@@ -20,6 +20,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from pretrain.lock import LockError, OutputLock
+from pretrain.provenance import provenance
 from transfer.config import setup_cfg  # importing the package registers the extra-norm ROI head
 from transfer.datasets import DatasetError, check_datasets, evaluation_metric, register_from_args
 from transfer.results import ResultsError, seed_dir, write_final_results
@@ -43,7 +44,9 @@ def main(args):
         if len(cfg.TEST.EXPECTED_RESULTS):
             verify_results(cfg, results)
         metrics = {name: evaluation_metric(name) for name in cfg.DATASETS.TEST}
-        path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump(), metric=metrics)
+        world = comm.get_world_size()
+        path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump(),
+                                   provenance(world, cfg.SOLVER.IMS_PER_BATCH // world), metric=metrics)
         logger.info("results written to %s", path)
     return results
 

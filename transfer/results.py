@@ -15,6 +15,7 @@ import re
 from typing import Dict, List, Optional, Sequence
 
 from pretrain.checkpoint import atomic_write
+from pretrain.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
 TASKS = ("bbox", "segm")
@@ -29,10 +30,13 @@ def seed_dir(output_dir: str, seed: int) -> str:
     return os.path.join(output_dir, f"seed_{seed}")
 
 
-def write_final_results(output_dir: str, results: Dict, seed: int, weights: str, config: str, **extra) -> str:
-    """``output_dir/final_results.json``, atomically: the metrics, the seed, the weights and the config."""
+def write_final_results(output_dir: str, results: Dict, seed: int, weights: str, config: str,
+                        origin: Optional[Dict] = None, **extra) -> str:
+    """``output_dir/final_results.json``, atomically: the metrics, the seed, the weights, where the numbers came
+    from (``origin``, default: this process's ``provenance()``) and the config."""
     path = os.path.join(output_dir, RESULTS_FILE)
-    payload = {"results": results, "seed": seed, "weights": weights, **extra, "config": config}
+    payload = {"results": results, "seed": seed, "weights": weights, **extra,
+               "provenance": origin or provenance(), "config": config}
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     return path
 

@@ -1,12 +1,14 @@
 """Long pipelines of tool runs (the demo, the study): one line per stage with elapsed time and ETA, a progress
 bar inside the long stages, each stage's full output in its own log file, and stages already done skipped.
-A stage is done when its output exists and its inputs are those it was run with: the command and the bytes of
-every file the command reads (a YAML config with its ``_BASE_`` chain, weights) are recorded in
-``LOG_DIR/stages.json``; a changed config or checkpoint reruns the stage.
+A stage is done when its output exists and its inputs are those it was run with: the command, the bytes of
+every file the command reads (a YAML config with its ``_BASE_`` chain, weights, the tool script), the source of
+the project's packages the tool imports (directly or through each other) and the versions of the packages that
+decide its numbers are recorded in ``LOG_DIR/stages.json``; a change to any of them reruns the stage.
 
 A stage's progress is read from the files the tool writes anyway: ``metrics.jsonl`` of a pretraining run,
 ``metrics.json`` of a Detectron2 run (both one JSON object per line with the iteration).
 """
+import ast
 import hashlib
 import json
 import os
@@ -14,12 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Set
 
 import yaml
 from tqdm import tqdm
 
 from pretrain.checkpoint import atomic_write
+from pretrain.provenance import versions_line
 
 OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read
 
@@ -50,10 +53,43 @@ def input_files(path: str) -> List[str]:
     return files
 
 
+def imported_names(path: str) -> Set[str]:
+    """The top-level names of every module a Python file imports (at any depth of its code)."""
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def package_files(cwd: str, package: str) -> List[str]:
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(cwd, package))
+                  for name in names if name.endswith(".py"))
+
+
+def library_files(script: str, cwd: str) -> List[str]:
+    """The source files of the project's packages (folders of ``cwd`` with an ``__init__.py``) that ``script``
+    imports, directly or through those packages."""
+    def local(names: Iterable[str]) -> Set[str]:
+        return {n for n in names if os.path.isfile(os.path.join(cwd, n, "__init__.py"))}
+    seen, todo = set(), local(imported_names(script))
+    while todo:
+        package = todo.pop()
+        seen.add(package)
+        for path in package_files(cwd, package):
+            todo |= local(imported_names(path)) - seen
+    return [path for package in sorted(seen) for path in package_files(cwd, package)]
+
+
 def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None) -> str:
-    """sha256 of the command's arguments and of the bytes of every existing file among them that it reads
-    (not ``output``, not the argument of an output flag)."""
-    digest = hashlib.sha256()
+    """sha256 of the command's arguments, of the bytes of every existing file among them that it reads (not
+    ``output``, not the argument of an output flag), of the project's library code a Python script among them
+    imports, and of the versions of the packages that decide the numbers."""
+    digest = hashlib.sha256(versions_line().encode() + b"\0")
     for i, arg in enumerate(command):
         digest.update(arg.encode() + b"\0")
         path = os.path.join(cwd, arg)
@@ -61,7 +97,8 @@ def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None) 
             path) == os.path.abspath(os.path.join(cwd, output)))
         if i == 0 or written or not os.path.isfile(path):
             continue
-        for name in input_files(path):
+        library = library_files(path, cwd) if path.endswith(".py") else []
+        for name in input_files(path) + library:
             with open(name, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)

@@ -101,11 +101,13 @@ def test_eval_matching_oracle_is_perfect(image_folder, tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert data["geometric"] == 1.0
-    for key in ("argmax", "hough_translation", "hough_similarity"):
+    assert data["geometric"] == 1.0 and data["exact"]["geometric"]["all"] == 1.0
+    assert 0.0 < data["threshold"] <= 1.0  # every positive pair counts
+    for key in ("argmax", "hough", "hough_transform"):
         assert 0.0 <= data[key] <= 1.0
+        assert data["settings"]["variants"][key]["label"] in result.stdout
     assert data["counts"]["pairs"] == 6 and data["counts"]["query_cells_with_partner"] > 0
-    assert "| geometric | 1.000 |" in result.stdout
+    assert "| geometric: geometric oracle | 1.000 |" in result.stdout
 
 
 @pytest.mark.slow
@@ -140,14 +142,15 @@ def test_picture_is_written_at_the_right_size(image_folder, tmp_path):
                              "--size", "128", "--pairs", "8", "--show", "2", "--out", str(out)], capture_output=True,
                             text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "All 8 view pairs: argmax exact" in result.stdout and "Drawn: the 2 pairs where they disagree most" in \
-        result.stdout
+    for name in ("argmax", "hough", "hough_transform"):  # every appearance-based matcher of the registry
+        assert f"\n{name}: " in result.stdout
+    assert "Drawn: the 2 pairs where the matchers disagree most" in result.stdout
     with Image.open(out) as img:
-        # two pairs x (argmax row, Hough row), each a label line and the views; three caption lines on top
-        assert img.size == (3 * 128 + 2 * 8, 4 * (128 + 18) + 3 * 18)
-        assert img.getpixel((3 * 128 + 10, 3 * 18 + 18 + 128 + 18 + 64)) != (255, 255, 255)
+        # two pairs x three matchers, each a label line and the views; five caption lines on top
+        assert img.size == (2 * 128 + 8, 6 * (128 + 18) + 5 * 18)
         pixels = np.asarray(img.convert("RGB"))
     colours = {tuple(c) for c in pixels.reshape(-1, 3).tolist()}
     assert colours & {(40, 200, 60), (240, 160, 30), (230, 40, 40)}  # matches were drawn
-    vote_map = pixels[3 * 18 + 18 + 128 + 18:, 2 * 128 + 16:][:128]  # beside the first Hough row
-    assert vote_map.std() > 0  # a map, not a blank
+    for row in range(6):  # every row shows both views, not a blank
+        top = 5 * 18 + row * (128 + 18) + 18
+        assert pixels[top:top + 128].std() > 0

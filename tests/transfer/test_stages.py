@@ -67,3 +67,36 @@ def test_a_skipped_stage_keeps_the_time_it_took(tmp_path):
     assert again.done[0]["log"] is None
     assert again.done[0]["earlier_seconds"] == pytest.approx(first.done[0]["seconds"])
     assert first.done[0]["seconds"] >= 0.3
+
+
+def test_a_stage_reruns_when_the_library_code_its_tool_imports_changes(tmp_path, capsys):
+    # A project with two packages: the tool imports `alpha`, which imports `beta`; `gamma` is unrelated.
+    for package, body in (("alpha", "from beta import core\n"), ("beta", ""), ("gamma", "")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(body)
+        (tmp_path / package / "core.py").write_text("VALUE = 1\n")
+    tool = tmp_path / "tool.py"
+    tool.write_text("import sys\n\ndef main():\n    from alpha import core\n    open(sys.argv[1], 'a').write('run\\n')\n"
+                    "main()\n")
+    marker = tmp_path / "out.txt"
+
+    def run():
+        Stages([1.0], str(tmp_path / "logs"), str(tmp_path)).run(
+            "tool", [sys.executable, str(tool), str(marker)], str(marker), clear=[str(marker)])
+        return capsys.readouterr().out
+
+    assert "already done" not in run()
+    (tmp_path / "gamma" / "core.py").write_text("VALUE = 2\n")
+    assert "already done" in run()  # a package the tool does not import
+    (tmp_path / "beta" / "core.py").write_text("VALUE = 2\n")
+    assert "its inputs changed" in run()  # imported through alpha, inside a function: still seen
+    assert "already done" in run()
+
+
+def test_package_versions_are_part_of_the_fingerprint(monkeypatch, tmp_path):
+    from transfer import stages
+    command = [sys.executable, "-c", "pass"]
+    assert "torch==" in stages.versions_line() and "numpy==" in stages.versions_line()
+    before = stages.fingerprint(command, str(tmp_path))
+    monkeypatch.setattr(stages, "versions_line", lambda: "torch==0.0")
+    assert stages.fingerprint(command, str(tmp_path)) != before
