@@ -138,7 +138,8 @@ def validate(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.WEIGHT_DECAY = {cfg.SOLVER.WEIGHT_DECAY} must be >= 0 and SOLVER.MOMENTUM = "
                           f"{cfg.SOLVER.MOMENTUM} in [0, 1)")
     matcher = MATCHERS[cfg.MODEL.MATCHER]
-    problem = cfg.MODEL.LOSS_LAMBDA > 0 and matcher.input_problem(cfg.INPUT.SIZE, options_from_cfg(cfg.MODEL, matcher.name))
+    options = options_from_cfg(cfg.MODEL, matcher.name)
+    problem = cfg.MODEL.LOSS_LAMBDA > 0 and matcher.input_problem(cfg.INPUT.SIZE, options)
     if problem:
         raise ConfigError(problem)
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:

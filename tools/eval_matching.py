@@ -60,7 +60,8 @@ def main(argv=None):
     for name in MATCHERS:
         exact, near, error = (result[k][name] for k in ("exact", "within_one", "error"))
         err = error["all"] or {"median": None, "mean": None}
-        print(f"| {name}: {MATCHERS[name].label} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | {fmt(err['mean'])} | "
+        print(f"| {name}: {MATCHERS[name].label} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | "
+              f"{fmt(err['mean'])} | "
               f"{fmt(near['same_orientation'])} | {fmt(near['mirrored'])} |")
     for name, stats in result["matcher_stats"].items():
         for key, value in stats.items():

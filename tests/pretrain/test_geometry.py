@@ -4,8 +4,15 @@ import math
 
 import torch
 
-from pretrain.geometry import (cell_centres, matching_accuracy, partner_error, positive_hits, threshold_positives,
-                               true_partners)
+from pretrain.geometry import (
+    cell_centres,
+    matching_accuracy,
+    matching_hits,
+    partner_error,
+    positive_hits,
+    threshold_positives,
+    true_partners,
+)
 from pretrain.matching import MATCHERS, Positives
 
 
@@ -52,3 +59,38 @@ def test_threshold_positives():
     assert torch.equal(same[0], torch.eye(49, dtype=torch.bool))  # neighbours are 1 cell > 0.7 diagonal away
     shifted = threshold_positives(box, no, (7, 7), box + torch.tensor([[5.0, 0.0, 5.0, 0.0]]), no, (7, 7))
     assert shifted[0].sum(dim=1).max() <= 2 and shifted.any()
+
+
+def test_positive_hits_of_a_mask_count_every_pair_against_a_loop():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 6, 9, generator=g) < 0.3
+    mask[0, 2] = False  # a query cell with a partner and no positive: one miss
+    truth = torch.randint(-1, 9, (2, 6), generator=g)
+    truth[0, 2] = 4
+    for tolerance in (0, 1):
+        hits = counted = 0
+        for n in range(2):
+            for i in range(6):
+                if truth[n, i] < 0:
+                    continue
+                keys = [j for j in range(9) if mask[n, i, j]]
+                counted += max(1, len(keys))
+                t = int(truth[n, i])
+                hits += sum(max(abs(j // 3 - t // 3), abs(j % 3 - t % 3)) <= tolerance for j in keys)
+        got = positive_hits(Positives(mask=mask), truth, 3, tolerance)
+        assert (int(got[0]), int(got[1])) == (hits, counted)
+    # An index is counted as matching_hits counts it.
+    index = torch.randint(0, 9, (2, 6), generator=g)
+    assert [int(x) for x in positive_hits(Positives(index=index), truth, 3)] == \
+        [int(x) for x in matching_hits(index, truth, 3)]
+
+
+def test_partner_error_of_several_positives_per_cell_equals_one_at_a_time():
+    box_q, box_k = torch.tensor([[0.0, 0.0, 90.0, 90.0]]), torch.tensor([[20.0, 10.0, 110.0, 80.0]])
+    no = torch.tensor([False])
+    geometry = (box_q, no, (3, 3), box_k, torch.tensor([True]), (4, 4))
+    picks = torch.tensor([[[0, 5, -1]] * 9])                       # [1, 9, 3]
+    several = partner_error(picks, *geometry)
+    for p in range(3):
+        torch.testing.assert_close(several[..., p], partner_error(picks[..., p], *geometry), equal_nan=True)
+    assert several[..., 2].isnan().all()

@@ -63,7 +63,7 @@ def test_result_shape_dtype_and_batch_independence():
         assert torch.equal(both[1:], hough.hough_match(fq2, fk2, hough.HoughOptions(space=space)))
     # Non-square grids of different sizes and unnormalised inputs are accepted.
     out = hough.hough_match(torch.randn(3, 16, 5, 7), 10 * torch.randn(3, 16, 6, 4),
-                               hough.HoughOptions(space="similarity"))
+                            hough.HoughOptions(space="similarity"))
     assert out.shape == (3, 35) and int(out.max()) < 24
 
 
@@ -145,8 +145,6 @@ def test_votes_are_selective_and_validated():
         hough.votes(sim, "nope")
     with pytest.raises(ValueError, match="unknown Hough space"):
         hough.slices_for("affine")
-
-
 
 
 def centred_cosine_float64(fq, fk):

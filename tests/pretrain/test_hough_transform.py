@@ -11,8 +11,14 @@ import torch.nn.functional as F
 from pretrain.geometry import matching_accuracy
 from pretrain.hough import DEFAULT_SCALES as SCALES
 from pretrain.hough import cell_offsets, similarity, smooth
-from pretrain.hough_transform import (TransformOptions, ViewTransform, input_problem, transform_positives,
-                                      vote_transform, weighted_line)
+from pretrain.hough_transform import (
+    TransformOptions,
+    ViewTransform,
+    input_problem,
+    transform_positives,
+    vote_transform,
+    weighted_line,
+)
 from pretrain.matching import MATCHERS, argmax_match
 
 

@@ -66,7 +66,8 @@ def test_a_new_matcher_is_available_to_evaluation_without_other_edits(monkeypatc
         offset: int = 0
 
     def nearest(fq, fk, views, options):
-        return matching.Positives(index=(matching.argmax_match(fq, fk) + options.offset) % (fk.shape[-1] * fk.shape[-2]))
+        cells = fk.shape[-1] * fk.shape[-2]
+        return matching.Positives(index=(matching.argmax_match(fq, fk) + options.offset) % cells)
 
     from pretrain import matching_eval
     monkeypatch.setitem(matching.MATCHERS, "nearest", None)  # removed again after the test

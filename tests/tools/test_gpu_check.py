@@ -21,8 +21,9 @@ def test_gpu_check_cpu_smoke(tmp_path):
     if not torch.cuda.is_available():
         assert counts["skipped"] == counts["tests"]  # skipped cleanly, not failed
     step = report["steps"]["step_benchmark"]["result"]
-    assert {"mocov2", "argmax", "hough", "hough_transform", "floor"} <= set(step["images_per_s"])
-    assert {"hough/argmax", "hough_transform/argmax", "hough/floor"} <= set(step["ratios"])
+    # The smoke's 64 px views leave hough_transform too few voters: left out and said so, the others measured.
+    assert {"mocov2", "argmax", "hough", "threshold", "geometric", "floor"} <= set(step["images_per_s"])
+    assert {"hough/argmax", "hough/floor"} <= set(step["ratios"]) and "voters" in step["not_run"]["hough_transform"]
     assert {"argmax", "hough", "hough_transform"} <= set(report["steps"]["matchers"]["result"]["match"]["7"])
     assert "AP50" in report["steps"]["faster_rcnn_c4"]["result"]["results"]["bbox"]
     first_line = result.stdout.splitlines()[0]

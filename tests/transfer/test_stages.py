@@ -76,8 +76,8 @@ def test_a_stage_reruns_when_the_library_code_its_tool_imports_changes(tmp_path,
         (tmp_path / package / "__init__.py").write_text(body)
         (tmp_path / package / "core.py").write_text("VALUE = 1\n")
     tool = tmp_path / "tool.py"
-    tool.write_text("import sys\n\ndef main():\n    from alpha import core\n    open(sys.argv[1], 'a').write('run\\n')\n"
-                    "main()\n")
+    tool.write_text("import sys\n\ndef main():\n    from alpha import core\n"
+                    "    open(sys.argv[1], 'a').write('run\\n')\n\nmain()\n")
     marker = tmp_path / "out.txt"
 
     def run():

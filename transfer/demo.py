@@ -1,0 +1,218 @@
+"""The demo and the study as data: which backbones are pretrained with which seeds, and every stage that measures
+them, as tool commands; ``run`` executes them (``transfer/stages.py``) and writes the report.
+
+fetch real data -> pretrain each method with each pretraining seed (ResNet-18) -> matching accuracy of every
+registered matcher at C5 -> the dense linear probe of every backbone, random init drawn with the same seeds,
+paired by pretraining seed -> convert the seed-0 backbones with --verify -> a Detectron2 detection stage on the
+tree tiles -> tables, report.md. A claim about a method varies the pretraining seed: the dense-probe intervals
+below are over pretraining seeds, not over the probe's halves of the training tiles.
+"""
+import dataclasses
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from pretrain.checkpoint import atomic_write
+from pretrain.engine import plot_metrics
+from pretrain.matching import MATCHERS, list_matchers
+from pretrain.provenance import provenance, provenance_lines
+from transfer.results import RESULTS_FILE, seed_dir
+from transfer.stages import Stages, last_iteration
+
+TREES = ["--voc", "trees_train", "datasets/trees", "train", "--voc", "trees_test", "datasets/trees", "test"]
+DETECTION = {"probe": "configs/transfer/tiny/trees_R_18_FPN_probe_cpu.yaml",
+             "finetune": "configs/transfer/tiny/trees_R_18_FPN_cpu.yaml"}
+# HoughCL as the paper describes it (the `hough` matcher) against its baseline DenseCL.
+METHODS = {"houghcl": ["MODEL.MATCHER", "hough"], "densecl": ["MODEL.MATCHER", "argmax"]}
+# The study adds, with the same budget each: this toolkit's estimated-geometry extension beside the oracle it
+# approximates and PixPro-style positives, and MoCo-v2.
+STUDY_METHODS = {**METHODS, "hough_transform": ["MODEL.MATCHER", "hough_transform"],
+                 "geometric_oracle": ["MODEL.MATCHER", "geometric"], "pixpro_style": ["MODEL.MATCHER", "threshold"],
+                 "mocov2": ["MODEL.LOSS_LAMBDA", 0.0]}
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a run of the pipeline measures."""
+    out: str
+    methods: Dict[str, List]
+    pretrain_seeds: int = 3
+    pretrain_iters: int = 60
+    dense_halves: int = 5          # the dense probe of one backbone: the mean over this many training halves
+    detection_seeds: Dict[str, int] = dataclasses.field(default_factory=lambda: {"probe": 1})
+    detection_iters: int = 80
+    python: str = sys.executable
+
+    @property
+    def models(self) -> List[str]:
+        return ["random_init", *self.methods]
+
+
+@dataclasses.dataclass
+class Stage:
+    title: str
+    command: List[str]
+    done_when: Optional[str] = None
+    clear: Sequence[str] = ()
+    progress_file: Optional[str] = None  # a metrics file whose last iteration is the progress
+    total: int = 0
+    seconds: float = 10.0                # expected, for the ETA
+
+
+def tool(plan: Plan, name: str, *args) -> List[str]:
+    return [plan.python, os.path.join("tools", name), *map(str, args)]
+
+
+def pretrain_dir(plan: Plan, method: str, seed: int) -> str:
+    return f"{plan.out}/pretrain_{method}_seed{seed}"
+
+
+def stages_of(plan: Plan) -> List[Stage]:
+    """Every stage of the pipeline, in order."""
+    out, found = plan.out, []
+    found.append(Stage("fetch real images and the tree detection set", tool(plan, "fetch_data.py"), seconds=10))
+    found.append(Stage("matching accuracy of every matcher at random initialisation", tool(
+        plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--depth", 18, "--out",
+        f"{out}/matching_random_init.json"), f"{out}/matching_random_init.json", seconds=30))
+    for seed in range(plan.pretrain_seeds):
+        for method, opts in plan.methods.items():
+            run_dir = pretrain_dir(plan, method, seed)
+            found.append(Stage(
+                f"pretrain {method}, seed {seed} (ResNet-18, {plan.pretrain_iters} iterations)", tool(
+                    plan, "pretrain_net.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume",
+                    *opts, "SEED", seed, "SOLVER.MAX_ITER", plan.pretrain_iters, "OUTPUT_DIR", run_dir),
+                f"{run_dir}/backbone.pth", [run_dir], f"{run_dir}/metrics.jsonl", plan.pretrain_iters,
+                plan.pretrain_iters * 0.75 + 12))
+    for method in plan.methods:
+        found.append(Stage(f"matching accuracy of every matcher with the {method} backbone (seed 0)", tool(
+            plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--weights",
+            f"{pretrain_dir(plan, method, 0)}/backbone.pth", "--out", f"{out}/matching_{method}.json"),
+            f"{out}/matching_{method}.json", seconds=30))
+    found.append(Stage("correspondence picture: every appearance-based matcher on the houghcl backbone (seed 0)", tool(
+        plan, "visualize_matches.py", "--images", "datasets/photos", "--weights",
+        f"{pretrain_dir(plan, 'houghcl', 0)}/backbone.pth", "--out", f"{out}/matches.png", "--seed", 3),
+        f"{out}/matches.png", seconds=20))
+    for seed in range(plan.pretrain_seeds):
+        for name in plan.models:
+            weights = [] if name == "random_init" else ["--weights", f"{pretrain_dir(plan, name, seed)}/backbone.pth"]
+            found.append(Stage(f"dense linear probe of {name}, pretraining seed {seed}", tool(
+                plan, "dense_probe.py", "datasets/trees", *weights, "--seeds", plan.dense_halves, "--as-seed", seed,
+                "--out", f"{out}/dense_{name}"), os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
+                [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
+    found.append(collect(plan, "dense"))
+    kinds = [kind for kind, seeds in plan.detection_seeds.items() if seeds]
+    for name in plan.methods:
+        found.append(Stage(f"convert {name} (seed 0) to Detectron2 and verify", tool(
+            plan, "convert.py", f"{pretrain_dir(plan, name, 0)}/backbone.pth", f"{out}/{name}_r18.pkl", "--verify"),
+            f"{out}/{name}_r18.pkl", seconds=15))
+    for kind in kinds:
+        seeds, iters = plan.detection_seeds[kind], plan.detection_iters
+        for name in plan.models:
+            run_dir = f"{out}/{kind}_{name}"
+            weights = "" if name == "random_init" else f"{out}/{name}_r18.pkl"
+            found.append(Stage(
+                f"{kind} Faster R-CNN R18-FPN on the trees from {name} ({iters} iterations, {seeds} seed(s))",
+                tool(plan, "train_net.py", "--config-file", DETECTION[kind], *TREES, "--seeds", seeds, "--resume",
+                     "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", iters, "SOLVER.STEPS", f"({int(iters * 0.8)},)",
+                     "OUTPUT_DIR", run_dir),
+                os.path.join(seed_dir(run_dir, seeds - 1), RESULTS_FILE), [run_dir],
+                seconds=seeds * (iters * 0.6 + 25)))
+        found.append(collect(plan, kind))
+    return found
+
+
+def collect(plan: Plan, kind: str) -> Stage:
+    return Stage(f"collect the {kind} results", tool(
+        plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in plan.models], "--names", *plan.models,
+        "--baseline", "random_init", "--baseline", "densecl", "--out", f"{plan.out}/{kind}_table"), seconds=5)
+
+
+def run(plan: Plan, root: str, force: bool = False) -> str:
+    """Run every stage (skipping those done with unchanged inputs unless ``force``), then write the report."""
+    found = stages_of(plan)
+    runner = Stages([s.seconds for s in found], os.path.join(plan.out, "logs"), root)
+    for stage in found:
+        progress = None
+        if stage.progress_file:
+            progress = (lambda path=stage.progress_file: last_iteration(path))
+        runner.run(stage.title, stage.command, stage.done_when, force, progress, stage.total, stage.clear)
+    plot_metrics({f"{m} seed {s}": pretrain_dir(plan, m, s) for m in plan.methods for s in range(plan.pretrain_seeds)},
+                 os.path.join(plan.out, "pretraining.png"))
+    return write_report(plan, runner, root)
+
+
+def matching_rows(out: str, names: Sequence[str]) -> str:
+    """Exact / within-one accuracy of every registered matcher, one row per backbone."""
+    matchers = list_matchers()
+    rows = ["| backbone | " + " | ".join(matchers) + " |", "|---|" + "---|" * len(matchers)]
+    for name in names:
+        with open(os.path.join(out, f"matching_{name}.json")) as f:
+            r = json.load(f)
+        rows.append(f"| {name} | " + " | ".join(f"{r['exact'][m]['all']:.3f} / {r['within_one'][m]['all']:.3f}"
+                                                for m in matchers) + " |")
+    legend = "; ".join(f"`{m}`: {MATCHERS[m].label}" for m in matchers)
+    return "\n".join(rows) + f"\n\nEach cell: exact / within one cell. {legend}."
+
+
+def stage_lines(runner: Stages, root: str) -> str:
+    lines = []
+    for i, stage in enumerate(runner.done, 1):
+        earlier = stage.get("earlier_seconds")
+        took = (f"{stage['seconds']:.0f} s" if stage["log"] is not None else "skipped: already done" + (
+            f", {earlier:.0f} s when it ran" if earlier is not None else ""))
+        command = " ".join(os.path.relpath(c, root) if c.startswith(root) else c for c in stage["command"])
+        lines.append(f"{i}. {stage['title']} ({took})\n   `{command}`")
+    return "\n".join(lines)
+
+
+def write_report(plan: Plan, runner: Stages, root: str) -> str:
+    out = plan.out
+    tables = {kind: open(f"{out}/{kind}_table.md").read()
+              for kind in ["dense", *[k for k, n in plan.detection_seeds.items() if n]]}
+    with open(os.path.join(seed_dir(f"{out}/dense_random_init", 0), RESULTS_FILE)) as f:
+        blind = 100 * json.load(f)["results"]["dense"]["positives"]
+    detection = "\n".join(
+        f"## Detection: {kind} ({plan.detection_iters} iterations, {plan.detection_seeds[kind]} seed(s), backbones of "
+        f"pretraining seed 0)\n\n{tables[kind]}" for kind in tables if kind != "dense")
+    seeds = f"0..{plan.pretrain_seeds - 1}"
+    report = f"""# Pipeline report
+
+ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
+(`configs/pretrain/demo_r18_cpu.yaml`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
+same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
+only where it excludes zero; with one seed no spread and no verdict is given.
+
+## Dense linear probe, paired by pretraining seed
+
+Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
+average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
+table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
+of test cells inside a box, {blind:.1f}%, is the AP of a blind guess.
+
+{tables['dense']}
+{detection}
+
+## Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos, backbones of pretraining seed 0
+
+{matching_rows(out, plan.models)}
+
+All matchers see the same features of the same pairs; for threshold every positive pair counts.
+
+## Pictures
+
+- `pretraining.png`: the pretraining losses, and the matching accuracy of each run's own positives.
+- `matches.png`: view pairs where the matchers disagree most, the positives of argmax, hough (the paper's) and
+  hough_transform (the extension) drawn on the same pairs.
+
+## Where these numbers come from
+
+{provenance_lines(provenance())}
+
+## What ran
+
+{stage_lines(runner, root)}
+"""
+    path = f"{out}/report.md"
+    atomic_write(path, lambda f: f.write(report.encode()))
+    return path
