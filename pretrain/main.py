@@ -82,6 +82,13 @@ def has_checkpoint(output_dir: str) -> bool:
     return os.path.exists(os.path.join(output_dir, POINTER)) or bool(glob.glob(os.path.join(output_dir, "model_*.pth")))
 
 
+def run_files(output_dir: str) -> list:
+    """What a pretraining run leaves in its folder (a new run there would overwrite or mix with it)."""
+    names = ["config.yaml", "backbone.pth", "metrics.jsonl", POINTER]
+    found = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
+    return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth")))[:3]
+
+
 def rng_state():
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -190,6 +197,10 @@ def main(argv=None) -> int:
             resuming = args.resume and has_checkpoint(cfg.OUTPUT_DIR) and os.path.exists(saved)
             if resuming and not args.allow_config_change:
                 check_resume_config(saved, cfg)
+            held = run_files(cfg.OUTPUT_DIR)
+            if held and not args.resume:
+                raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds another run ({', '.join(held)}): continue it "
+                                  "with --resume, or give this run a new OUTPUT_DIR")
     except (LockError, ConfigError) as e:
         lock.release()
         print(f"error: {e}", file=sys.stderr)

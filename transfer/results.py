@@ -107,7 +107,9 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
 
 def paired(runs: Dict[int, Dict], baseline: Dict[int, Dict], column: str) -> Optional[Dict]:
     """Model minus baseline over the seeds both have: per-seed differences, their mean, the 95% Student-t CI
-    (None at n = 1) and a verdict. None when they share no seed."""
+    (None at n = 1), a verdict, and the smallest true difference these seeds would detect (``detectable``: a
+    two-sided paired t-test at 95% with 80% power, at the observed spread of the differences). None when they
+    share no seed."""
     from scipy import stats
     a, b = values_of(runs, column), values_of(baseline, column)
     seeds = sorted(set(a) & set(b))
@@ -115,13 +117,15 @@ def paired(runs: Dict[int, Dict], baseline: Dict[int, Dict], column: str) -> Opt
         return None
     diffs = [a[s] - b[s] for s in seeds]
     mean, std, n = mean_std(diffs)
-    ci = None
+    ci = detectable = None
     verdict = "n = 1: no spread, no verdict"
     if n > 1:
         half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
         ci = (mean - half, mean + half)
         verdict = "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "not distinguishable at 95%"
-    return {"seeds": seeds, "differences": diffs, "mean": mean, "ci95": ci, "n": n, "verdict": verdict}
+        detectable = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * std / math.sqrt(n)
+    return {"seeds": seeds, "differences": diffs, "mean": mean, "ci95": ci, "n": n, "verdict": verdict,
+            "detectable": detectable}
 
 
 def compare(rows: List[Dict], baseline: str, skip: Sequence[str] = ()) -> List[Dict]:
@@ -163,13 +167,14 @@ def to_markdown(rows: List[Dict]) -> str:
 
 
 def comparisons_to_markdown(comparisons: List[Dict]) -> str:
-    lines = ["| model | baseline | metric | n | mean difference | 95% CI | verdict | per-seed differences |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | baseline | metric | n | mean difference | 95% CI | verdict | detectable (80% power) | "
+             "per-seed differences |", "|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         ci = f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "-"
+        detectable = f"{c['detectable']:.2f}" if c.get("detectable") is not None else "-"
         diffs = ", ".join(f"{s}: {d:+.2f}" for s, d in zip(c["seeds"], c["differences"]))
         lines.append(f"| {c['model']} | {c['baseline']} | {c['metric']} | {c['n']} | {c['mean']:+.2f} | {ci} | "
-                     f"{c['verdict']} | {diffs} |")
+                     f"{c['verdict']} | {detectable} | {diffs} |")
     return "\n".join(lines) + "\n"
 
 

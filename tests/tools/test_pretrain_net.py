@@ -157,6 +157,20 @@ def test_resume_refuses_a_changed_config(image_folder, tmp_path, capsys):
                                                                   "0.3"]) == 0
 
 
+def test_a_new_run_in_a_finished_runs_folder_is_refused(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)]
+    assert main(common) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "log.txt"}
+    capsys.readouterr()
+    assert main(common + ["MODEL.MATCHER", "argmax", "SEED", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds another run (config.yaml, backbone.pth" in err and "--resume" in err
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "log.txt"}
+    assert after == before  # nothing overwritten, nothing added
+    assert main(["--resume"] + common) == 0  # continuing it is what --resume is for
+
+
 def test_yaml_syntax_and_learning_rate_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("MODEL:\n  DEPTH: [18\n")

@@ -34,6 +34,9 @@ def test_paired_differences_by_hand(tmp_path):
     half = 4.3027 * 1.1547 / 3 ** 0.5
     assert c["ci95"] == pytest.approx((1 / 3 - half, 1 / 3 + half), abs=1e-3)
     assert c["verdict"] == "not distinguishable at 95%"
+    # The smallest difference three seeds at this spread would detect: (t(0.975, 2) + t(0.8, 2)) sd / sqrt(3),
+    # t(0.8, 2) = 1.0607 (tables).
+    assert c["detectable"] == pytest.approx((4.3027 + 1.0607) * 1.1547 / 3 ** 0.5, abs=1e-3)
     assert not any(model == "late" for model, _ in by_model)
     # One run shows no spread: the mean alone.
     assert "| late | 1 | 7 | 30.00 | 50.00 | 25.00 |" in to_markdown(rows)
@@ -64,8 +67,10 @@ def test_collect_results_baseline_writes_md_csv_json(tmp_path):
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "t.md").read_text()
-    # differences 10, 9, 11: mean 10, sd 1, half width 4.3027 / sqrt(3) = 2.484
-    row = "| houghcl | random | bbox/AP | 3 | +10.00 | [+7.52, +12.48] | better | 0: +10.00, 1: +9.00, 2: +11.00 |"
+    # differences 10, 9, 11: mean 10, sd 1, half width 4.3027 / sqrt(3) = 2.484; the smallest difference
+    # detectable with 80% power: (4.3027 + 1.0607) / sqrt(3) = 3.10
+    row = ("| houghcl | random | bbox/AP | 3 | +10.00 | [+7.52, +12.48] | better | 3.10 | "
+           "0: +10.00, 1: +9.00, 2: +11.00 |")
     assert row in md
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["comparisons"][0]["verdict"] == "better" and data["models"][0]["seeds"] == [0, 1, 2]
