@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from pretrain.backbone import KNOWN_HEADS, BackboneError, architecture
-from transfer.weights import WeightsError, convert, remove_with_sidecar, verify
+from transfer.weights import WeightsError, convert, remove_with_sidecar
 
 
 def parse_args(argv=None):
@@ -56,6 +56,7 @@ def main(argv=None) -> int:
           f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}\n"
           f"wrote {args.output} and {args.output}.json")
     if args.verify:
+        from transfer.coverage import verify  # Detectron2 is needed for --verify only
         try:
             verify(args.output, weights)
         except Exception as e:

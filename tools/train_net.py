@@ -21,7 +21,7 @@ from detectron2.utils import comm
 
 from pretrain.lock import LockError, OutputLock
 from pretrain.provenance import provenance
-from transfer.config import setup_cfg  # importing the package registers the extra-norm ROI head
+from transfer.config import setup_cfg
 from transfer.datasets import DatasetError, check_datasets, evaluation_metric, register_from_args
 from transfer.results import ResultsError, seed_dir, write_final_results
 from transfer.trainer import LaunchError, TransferTrainer, check_launcher, parse_args, setup

@@ -1,4 +1,4 @@
-"""Detectron2 add-on for fine-tuning self-supervised backbones: importing it registers the extra-norm Res5 ROI
-head; the rest is configs (configs/transfer/) and a thin tools/train_net.py."""
-from . import roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from .config import add_transfer_config, setup_cfg  # noqa: F401
+"""Fine-tuning self-supervised backbones in Detectron2, and everything around it: converting weights, results
+tables, the dense probe, pipelines of tool runs. Only the Detectron2 add-on modules import Detectron2
+(``config``, ``coverage``, ``datasets``, ``probe``, ``roi_heads``, ``trainer``); importing them registers what
+they add, as a Detectron2 project package does."""

@@ -1,16 +1,26 @@
-"""The coverage check that stops a fine-tuning from quietly starting on partly random weights.
+"""The Detectron2 checks of converted weights: the coverage check that stops a fine-tuning from quietly starting
+on partly random weights, and ``verify`` (what ``tools/convert.py --verify`` runs).
 
 Detectron2 only WARNS about keys missing from MODEL.WEIGHTS: a broken conversion trains from random weights
 without an error. Here every ResNet parameter of the model must come from the file.
 """
 import logging
+import os
+import pickle
 import re
-from typing import List, NamedTuple
+from typing import Dict, List, NamedTuple
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling.backbone import ResNet
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.modeling.backbone import ResNet, build_resnet_backbone
 
-from .weights import WeightsError
+from pretrain.backbone import ResNetWeights, normalise, resnet_features, torchvision_resnet
+
+from . import roi_heads  # noqa: F401  (the C4 model of verify uses the extra-norm Res5 ROI head)
+from .config import CONFIGS, setup_cfg
+from .weights import WeightsError, architecture_opts, read_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +106,49 @@ def load_with_report(model, weights: str, allow_partial: bool = False, quiet: bo
     return CoverageReport([n for n in wanted if n not in missing],
                           new_module_names(new, resnet_prefixes(checkpointer.model)), len(new),
                           checkpointer.unexpected)
+
+
+def res5_error(pkl_path: str, weights: ResNetWeights, settings: Dict, size: int = 160) -> float:
+    """Max relative difference between Detectron2's res5 and torchvision's layer4 on one random image."""
+    opts = ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.OUT_FEATURES", ["res5"], "MODEL.RESNETS.STRIDE_IN_1X1",
+            settings["MODEL.RESNETS.STRIDE_IN_1X1"]]
+    cfg = setup_cfg(os.path.join(CONFIGS, "Base-SSL.yaml"), architecture_opts(weights) + opts)
+    d2 = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    with open(pkl_path, "rb") as f:
+        d2.load_state_dict({k: torch.as_tensor(v) for k, v in pickle.load(f)["model"].items()}, strict=True)
+    tv = torchvision_resnet(weights.depth, weights.groups, weights.width_per_group).eval()
+    tv.load_state_dict(weights.tensors, strict=False)
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, size, size) * 255  # RGB in [0, 255], as Detectron2 reads it
+    mean, std = torch.tensor(settings["MODEL.PIXEL_MEAN"]), torch.tensor(settings["MODEL.PIXEL_STD"])
+    tv_input = normalise(image / 255)
+    with torch.no_grad():
+        a = d2((image - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))["res5"]
+        b = resnet_features(tv, tv_input, "layer4")
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> None:
+    """The converted file computes what the source computes, and a C4 and an FPN model built from
+    configs/transfer/ take every backbone parameter from it. Prints what it checked; raises WeightsError."""
+    settings = read_sidecar(pkl_path)["input_settings"]
+    error = res5_error(pkl_path, weights, settings)
+    print(f"verify: Detectron2 res5 vs torchvision layer4 on a random image: max relative error {error:.2e} "
+          f"(limit {tolerance:.0e})")
+    if not error < tolerance:
+        raise WeightsError(f"{pkl_path}: converted weights do not reproduce the source network "
+                           f"(relative error {error:.2e})")
+    models = [("FPN", "coco_R_50_FPN_1x.yaml")]
+    if weights.depth >= 50:
+        models.insert(0, ("C4", "voc_R_50_C4_24k.yaml"))
+    else:
+        print("verify: C4 skipped: Detectron2's Res5 ROI head is built from bottleneck blocks (ResNet-50+)")
+    for name, config in models:
+        cfg = setup_cfg(os.path.join(CONFIGS, config), architecture_opts(weights) + ["MODEL.DEVICE", "cpu"])
+        report = load_with_report(build_model(cfg), pkl_path, quiet=True)
+        print(f"verify: {name} model from configs/transfer/{config}: all {len(report.loaded)} backbone parameters "
+              f"loaded from the file; {report.new_tensors} tensors start new as expected for a backbone "
+              f"({', '.join(report.new_modules)})")
+        if report.unused:
+            raise WeightsError(f"{pkl_path}: {len(report.unused)} keys of the file are not used by the {name} "
+                               f"model: {report.unused}")

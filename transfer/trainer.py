@@ -16,6 +16,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator

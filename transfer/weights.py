@@ -12,15 +12,7 @@ from typing import Dict, Optional
 
 import torch
 
-from pretrain.backbone import (
-    BackboneError,
-    ResNetWeights,
-    extract_resnet,
-    normalise,
-    read_checkpoint,
-    resnet_features,
-    torchvision_resnet,
-)
+from pretrain.backbone import BackboneError, ResNetWeights, extract_resnet, read_checkpoint
 from pretrain.checkpoint import atomic_write, sha256_of
 
 # Settings a Detectron2 model needs for weights trained on torchvision-normalised RGB input.
@@ -179,57 +171,3 @@ def architecture_opts(weights: ResNetWeights):
     # Detectron2 builds ResNet-18/34 from basic blocks only with 64 channels out of res2.
     basic = ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64] if weights.depth < 50 else []
     return [x for key, value in architecture_settings(weights).items() for x in (key, value)] + basic
-
-
-def res5_error(pkl_path: str, weights: ResNetWeights, settings: Dict, size: int = 160) -> float:
-    """Max relative difference between Detectron2's res5 and torchvision's layer4 on one random image."""
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling.backbone import build_resnet_backbone
-
-    from .config import CONFIGS, setup_cfg
-    opts = ["MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.OUT_FEATURES", ["res5"], "MODEL.RESNETS.STRIDE_IN_1X1",
-            settings["MODEL.RESNETS.STRIDE_IN_1X1"]]
-    cfg = setup_cfg(os.path.join(CONFIGS, "Base-SSL.yaml"), architecture_opts(weights) + opts)
-    d2 = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
-    with open(pkl_path, "rb") as f:
-        d2.load_state_dict({k: torch.as_tensor(v) for k, v in pickle.load(f)["model"].items()}, strict=True)
-    tv = torchvision_resnet(weights.depth, weights.groups, weights.width_per_group).eval()
-    tv.load_state_dict(weights.tensors, strict=False)
-    torch.manual_seed(0)
-    image = torch.rand(1, 3, size, size) * 255  # RGB in [0, 255], as Detectron2 reads it
-    mean, std = torch.tensor(settings["MODEL.PIXEL_MEAN"]), torch.tensor(settings["MODEL.PIXEL_STD"])
-    tv_input = normalise(image / 255)
-    with torch.no_grad():
-        a = d2((image - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))["res5"]
-        b = resnet_features(tv, tv_input, "layer4")
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> None:
-    """The converted file computes what the source computes, and a C4 and an FPN model built from
-    configs/transfer/ take every backbone parameter from it. Prints what it checked; raises WeightsError."""
-    from detectron2.modeling import build_model
-
-    from .config import CONFIGS, setup_cfg
-    from .coverage import load_with_report
-    settings = read_sidecar(pkl_path)["input_settings"]
-    error = res5_error(pkl_path, weights, settings)
-    print(f"verify: Detectron2 res5 vs torchvision layer4 on a random image: max relative error {error:.2e} "
-          f"(limit {tolerance:.0e})")
-    if not error < tolerance:
-        raise WeightsError(f"{pkl_path}: converted weights do not reproduce the source network "
-                           f"(relative error {error:.2e})")
-    models = [("FPN", "coco_R_50_FPN_1x.yaml")]
-    if weights.depth >= 50:
-        models.insert(0, ("C4", "voc_R_50_C4_24k.yaml"))
-    else:
-        print("verify: C4 skipped: Detectron2's Res5 ROI head is built from bottleneck blocks (ResNet-50+)")
-    for name, config in models:
-        cfg = setup_cfg(os.path.join(CONFIGS, config), architecture_opts(weights) + ["MODEL.DEVICE", "cpu"])
-        report = load_with_report(build_model(cfg), pkl_path, quiet=True)
-        print(f"verify: {name} model from configs/transfer/{config}: all {len(report.loaded)} backbone parameters "
-              f"loaded from the file; {report.new_tensors} tensors start new as expected for a backbone "
-              f"({', '.join(report.new_modules)})")
-        if report.unused:
-            raise WeightsError(f"{pkl_path}: {len(report.unused)} keys of the file are not used by the {name} "
-                               f"model: {report.unused}")

@@ -17,7 +17,7 @@ pytest.importorskip("detectron2")
 from detectron2.modeling import build_model  # noqa: E402
 
 from pretrain.config import flatten  # noqa: E402
-from transfer import setup_cfg  # noqa: E402
+from transfer.config import setup_cfg  # noqa: E402
 from transfer.coverage import resnet_parameter_names  # noqa: E402
 
 CONFIGS = os.path.join(ROOT, "configs", "transfer")
