@@ -79,3 +79,14 @@ def test_conversion_tables_and_probes_import_without_detectron2():
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainer needs it: No module named 'detectron2" in result.stdout  # the blocker works
+
+
+def test_the_readme_layout_table_lists_every_module_once():
+    import re
+    with open(os.path.join(ROOT, "README.md")) as f:
+        listed = re.findall(r"^\| `([a-z_]+/[a-z_0-9]+\.(?:py|sh))` \| [^|]+ \|$", f.read(), flags=re.M)
+    on_disk = [os.path.relpath(p, ROOT) for folder in ("pretrain", "transfer", "tools")
+               for p in glob.glob(os.path.join(ROOT, folder, "*.*")) if p.endswith((".py", ".sh"))
+               and not p.endswith("__init__.py")]
+    assert sorted(listed) == sorted(set(listed)), "a module is listed twice"
+    assert sorted(listed) == sorted(on_disk)
