@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torchvision
 
-from .checkpoint import atomic_torch_save
+from .files import atomic_torch_save
 
 # The normalisation of torchvision ResNets, which every self-supervised recipe here trains with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

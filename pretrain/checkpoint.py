@@ -1,60 +1,21 @@
 """Checkpoints that survive kill -9: written to a temp file, fsynced, renamed; ``last_checkpoint`` names the
 newest, as in Detectron2. A damaged newest checkpoint falls back to the previous one, with a warning."""
 import glob
-import hashlib
 import logging
 import os
 import re
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from .files import atomic_torch_save, atomic_write
+
 logger = logging.getLogger(__name__)
 POINTER = "last_checkpoint"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
     pass
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
-            raise OSError(e.errno, e.strerror, path) from e
-        raise
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def checkpoint_name(iteration: int) -> str:

@@ -150,11 +150,11 @@ def validate(cfg: CN) -> None:
 SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.EPOCHS")
 
 
-def flatten(node, prefix: str = "") -> dict:
+def flat_keys(node, prefix: str = "") -> dict:
     out = {}
     for key, value in node.items():
         if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = list(value) if isinstance(value, (list, tuple)) else value
     return out
@@ -162,7 +162,7 @@ def flatten(node, prefix: str = "") -> dict:
 
 def config_changes(saved: CN, cfg: CN) -> List[Tuple[str, object, object]]:
     """``(key, saved value, new value)`` for every key that differs, except the schedule length."""
-    old, new = flatten(saved), flatten(cfg)
+    old, new = flat_keys(saved), flat_keys(cfg)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS]
 

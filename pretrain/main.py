@@ -13,10 +13,11 @@ import torch
 from . import distributed as du
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
-from .checkpoint import POINTER, CheckpointError, atomic_write, load_latest, save_checkpoint
+from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
 from .config import ConfigError, check_resume_config, load_config
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
+from .files import atomic_write
 from .lock import LockError, OutputLock
 from .provenance import provenance
 from .transforms import TwoViewTransform

@@ -16,8 +16,8 @@ import statistics
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from pretrain.checkpoint import atomic_write
 from pretrain.engine import read_metrics
+from pretrain.files import atomic_write
 from transfer.datasets import voc_class_names
 from transfer.dense_probe import budget_curve, load_tiles
 
@@ -49,7 +49,7 @@ def plot(rows, minutes, path):
     plt.close(fig)
 
 
-def to_markdown(rows, minutes) -> str:
+def curve_markdown(rows, minutes) -> str:
     lines = ["| backbone | iterations | minutes | dense AP | - random init | 95% CI | verdict |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     except (BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    table = to_markdown(rows, minutes)
+    table = curve_markdown(rows, minutes)
     print(table, end="")
     atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
     atomic_write(args.out + ".json", lambda f: f.write(json.dumps(

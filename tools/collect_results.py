@@ -10,7 +10,7 @@ differences, their mean, a 95% Student-t confidence interval and a verdict. Writ
 import argparse
 import sys
 
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from transfer.results import ResultsError, compare, comparisons_to_markdown, summarise, to_csv, to_json, to_markdown
 
 

@@ -16,8 +16,8 @@ import json
 import sys
 
 from pretrain.backbone import BackboneError
-from pretrain.checkpoint import atomic_write
 from pretrain.config import ConfigError, load_config
+from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS, options_from_cfg
 from pretrain.matching_eval import ABLATION, matching_study, registered_variants
 

@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from xml.etree import ElementTree as ET
 
-from pretrain.checkpoint import sha256_of
+from pretrain.files import sha256_of
 
 SOURCES = [
     {"package": "foolbox", "version": "3.3.4",

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from pretrain.checkpoint import atomic_write
 from pretrain.engine import plot_metrics
+from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS, list_matchers
 from pretrain.provenance import provenance, provenance_lines
 from transfer.results import RESULTS_FILE, seed_dir

@@ -50,7 +50,7 @@ def cell_labels(boxes: torch.Tensor, height: int, width: int, grid_h: int, grid_
     return (inside_y[:, :, None] & inside_x[:, None, :]).any(0)
 
 
-def reestimate_bn(model: torch.nn.Module, images: Sequence[torch.Tensor], batch: int = 16) -> None:
+def reestimate_backbone_bn(model: torch.nn.Module, images: Sequence[torch.Tensor], batch: int = 16) -> None:
     """Every BN layer's running statistics := their average over the batches of ``images`` (train mode, no
     gradient); the model is left in eval mode."""
     by_size: Dict[tuple, List[torch.Tensor]] = {}
@@ -128,7 +128,7 @@ def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Optional[s
     """``{seed: {"dense": {"AP": ap x 100, "positives": fraction of test cells inside a box}}}`` for the
     backbone of ``weights`` (a random init drawn with ``init_seed`` when None)."""
     model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed)
-    reestimate_bn(model, [t["image"] for t in train])
+    reestimate_backbone_bn(model, [t["image"] for t in train])
     x_train, y_train, tile = cell_features(model, train, layer)
     x_test, y_test, _ = cell_features(model, test, layer)
     results = {}

@@ -32,7 +32,7 @@ def resnet_of(detector):
     return getattr(detector.backbone, "bottom_up", detector.backbone)
 
 
-def reestimate_bn(detector, data_loader, iterations: int) -> int:
+def reestimate_detector_bn(detector, data_loader, iterations: int) -> int:
     """Replace the running statistics of every BN layer of the backbone by their average over ``iterations``
     training batches (fvcore's precise BN: equal weight per batch). Returns the number of BN layers."""
     layers = [m for m in resnet_of(detector).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

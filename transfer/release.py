@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from pretrain.checkpoint import atomic_write, sha256_of
+from pretrain.files import atomic_write, sha256_of
 
 from .results import summarise, to_markdown
 from .weights import WeightsError, read_sidecar

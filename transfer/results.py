@@ -14,7 +14,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
@@ -41,7 +41,7 @@ def write_final_results(output_dir: str, results: Dict, seed: int, weights: str,
     return path
 
 
-def flatten(results: Dict) -> Dict[str, Dict[str, float]]:
+def single_dataset(results: Dict) -> Dict[str, Dict[str, float]]:
     """One dataset per run: ``{dataset: {task: {metric: v}}}`` or ``{task: {metric: v}}`` -> the latter."""
     if results and all(isinstance(v, dict) and set(v) <= {"bbox", "segm"} for v in results.values()):
         return next(iter(results.values()))
@@ -67,7 +67,7 @@ def load_runs(run_dir: str) -> Dict[int, Dict]:
         seed = data.get("seed", int(folder.group(1)) if folder else 0)
         if seed in runs:
             raise ResultsError(f"{path}: seed {seed} appears twice in {run_dir}")
-        runs[int(seed)] = flatten(results)
+        runs[int(seed)] = single_dataset(results)
     return runs
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Set
 import yaml
 from tqdm import tqdm
 
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.provenance import versions_line
 
 OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read

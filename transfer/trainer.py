@@ -20,7 +20,7 @@ from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head t
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator
-from .probe import freeze_backbone, reestimate_bn
+from .probe import freeze_backbone, reestimate_detector_bn
 from .weights import WeightsError, check_input_settings
 
 logger = logging.getLogger("transfer")
@@ -95,7 +95,7 @@ class TransferTrainer(DefaultTrainer):
         model = super().build_model(cfg)
         if cfg.TRANSFER.PROBE.ENABLED:
             load_pretrained(cfg, model)
-            layers = reestimate_bn(model, cls.build_train_loader(cfg), cfg.TRANSFER.PROBE.BN_ITERS)
+            layers = reestimate_detector_bn(model, cls.build_train_loader(cfg), cfg.TRANSFER.PROBE.BN_ITERS)
             frozen = freeze_backbone(model)
             logger.info("probe: BN statistics of %d layers re-estimated on %d training batches; backbone frozen "
                         "(%d parameters)", layers, cfg.TRANSFER.PROBE.BN_ITERS, frozen)

@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
-from pretrain.checkpoint import CheckpointError, atomic_torch_save, load_latest
+from pretrain.checkpoint import CheckpointError, load_latest
 from pretrain.engine import read_metrics
+from pretrain.files import atomic_torch_save
 
 from ..conftest import PYTHON, ROOT, TOOLS, write_images
 from .test_pretrain_net import broken_files
@@ -99,7 +100,7 @@ def test_interrupted_write_leaves_previous_checkpoint_intact(tmp_path):
         f.write(b"partial bytes of a new checkpoint")
         raise Crash()
 
-    from pretrain.checkpoint import atomic_write
+    from pretrain.files import atomic_write
     with pytest.raises(Crash):
         atomic_write(str(path), crashing_writer)
     assert torch.load(path, weights_only=True)["iteration"] == 2
@@ -112,7 +113,7 @@ def test_kill_9_during_checkpoint_write_never_corrupts_the_target(tmp_path):
     atomic_torch_save({"model": {"w": torch.zeros(2)}, "iteration": 4}, str(target))
     script = (
         "import sys, torch\n"
-        "from pretrain.checkpoint import atomic_write\n"
+        "from pretrain.files import atomic_write\n"
         "def slow(f):\n"
         "    for _ in range(1000):\n"
         "        f.write(b'x' * 100000); f.flush()\n"

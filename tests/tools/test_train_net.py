@@ -16,7 +16,7 @@ pytest.importorskip("detectron2")
 
 from detectron2.modeling import build_model  # noqa: E402
 
-from pretrain.config import flatten  # noqa: E402
+from pretrain.config import flat_keys  # noqa: E402
 from transfer.config import setup_cfg  # noqa: E402
 from transfer.coverage import resnet_parameter_names  # noqa: E402
 
@@ -109,7 +109,7 @@ def published(values, base_file=None):
         for part in parents:
             node = node[part]
         node[leaf] = value
-    return flatten(cfg)
+    return flat_keys(cfg)
 
 
 @pytest.mark.parametrize("config,values,base", [
@@ -117,7 +117,7 @@ def published(values, base_file=None):
     ("coco_R_50_FPN_1x.yaml", PUBLISHED_COCO, "Base-RCNN-FPN.yaml"),
     ("coco_R_50_FPN_1x_random_init.yaml", PUBLISHED_COCO_RANDOM, "Base-RCNN-FPN.yaml")])
 def test_merged_protocol_configs_equal_the_published_ones(config, values, base):
-    ours = flatten(setup_cfg(os.path.join(CONFIGS, config)))
+    ours = flat_keys(setup_cfg(os.path.join(CONFIGS, config)))
     theirs = published(values, base)
     ignored = {"OUTPUT_DIR", "MODEL.WEIGHTS"}
     differ = {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs)

@@ -8,7 +8,7 @@ from scipy import optimize
 
 from tests.conftest import load_tool, run_main
 from tests.synthetic import write_voc
-from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_bn, training_half
+from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_backbone_bn, training_half
 
 
 def test_cell_labels_equal_a_loop_over_cells_and_boxes():
@@ -56,7 +56,7 @@ def test_bn_reestimation_averages_the_batch_statistics_of_the_stem():
     torch.manual_seed(0)
     model = torchvision.models.resnet18()
     images = [torch.rand(3, 32, 32) for _ in range(6)]
-    reestimate_bn(model, images, batch=3)
+    reestimate_backbone_bn(model, images, batch=3)
     assert not model.training
     with torch.no_grad():
         stem = [model.conv1(normalise(torch.stack(images[i:i + 3]))) for i in (0, 3)]

@@ -17,7 +17,7 @@ from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from transfer.config import CONFIGS, setup_cfg  # noqa: E402
-from transfer.probe import freeze_backbone, reestimate_bn, resnet_of  # noqa: E402
+from transfer.probe import freeze_backbone, reestimate_detector_bn, resnet_of  # noqa: E402
 
 PROBE = os.path.join(CONFIGS, "tiny", "trees_R_18_FPN_probe_cpu.yaml")
 
@@ -32,7 +32,7 @@ def test_bn_statistics_are_the_average_over_training_batches_then_frozen():
     cfg = setup_cfg(PROBE, ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     data = batches()
-    assert reestimate_bn(model, data, len(data)) == 20
+    assert reestimate_detector_bn(model, data, len(data)) == 20
     stem = resnet_of(model).stem
     means, variances = [], []
     with torch.no_grad():
