@@ -11,6 +11,7 @@ a seeded half of the training tiles scores the test tiles; the metric is their c
 """
 import argparse
 import json
+import os
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
@@ -44,6 +45,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay", "seeds")}
+    # What the number measures: the same for every backbone that may be paired with this one.
+    evaluation = {"metric": f"dense linear probe cell AP of {args.layer}, mean over {args.seeds} training halves",
+                  "source": os.path.abspath(args.voc_dir), "split": args.test, "train": args.train,
+                  "weight_decay": args.weight_decay}
     for seed, result in results.items():
         print(f"half {seed}: dense AP {result['dense']['AP']:.2f}")
     if args.as_seed is not None:
@@ -52,7 +57,7 @@ def main(argv=None) -> int:
         print(f"seed {args.as_seed}: dense AP {mean['AP']:.2f} (mean over {args.seeds} halves)")
     for seed, result in results.items():
         write_final_results(seed_dir(args.out, seed), result, seed, args.weights or "", json.dumps(settings),
-                            probe="dense linear")
+                            probe="dense linear", evaluation=[evaluation])
     print(f"wrote {', '.join(seed_dir(args.out, s) for s in results)} (final_results.json)")
     return 0
 

@@ -22,9 +22,20 @@ from detectron2.utils import comm
 from pretrain.lock import LockError, OutputLock
 from pretrain.provenance import provenance
 from transfer.config import setup_cfg
-from transfer.datasets import DatasetError, check_datasets, evaluation_metric, register_from_args
+from transfer.datasets import DatasetError, check_datasets, evaluation_identity, evaluation_metric, register_from_args
 from transfer.results import ResultsError, seed_dir, write_final_results
-from transfer.trainer import LaunchError, TransferTrainer, check_launcher, parse_args, setup
+from transfer.trainer import (
+    LaunchError,
+    ResumeError,
+    TransferTrainer,
+    check_finished,
+    check_launcher,
+    check_resume,
+    parse_args,
+    resolve_norms,
+    saved_config,
+    setup,
+)
 from transfer.weights import WeightsError
 
 logger = logging.getLogger("transfer")
@@ -46,7 +57,8 @@ def main(args):
         metrics = {name: evaluation_metric(name) for name in cfg.DATASETS.TEST}
         world = comm.get_world_size()
         path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump(),
-                                   provenance(world, cfg.SOLVER.IMS_PER_BATCH // world), metric=metrics)
+                                   provenance(world, cfg.SOLVER.IMS_PER_BATCH // world), metric=metrics,
+                                   evaluation=[evaluation_identity(name) for name in cfg.DATASETS.TEST])
         logger.info("results written to %s", path)
     return results
 
@@ -68,21 +80,41 @@ def run(args) -> int:
         return run_seeds(args, base)
 
 
+def resumed_cfg(args, extra):
+    """The config a process of this command builds (norms resolved for its world size), to hold against the
+    config the run in its folder started with."""
+    cfg = setup_cfg(args.config_file, list(args.opts) + extra, freeze=False)
+    resolve_norms(cfg, args.num_gpus * args.num_machines)
+    return cfg
+
+
 def run_seeds(args, base) -> int:
-    """One fine-tuning with the config's seed (drawn once and recorded if it is -1), or seeds 0..K-1."""
+    """One fine-tuning with the config's seed (drawn once and recorded if it is -1; on --resume, the run's own),
+    or seeds 0..K-1. A resume must continue the same experiment: same config, same weights."""
     if not args.seeds:
-        seed = base.SEED if base.SEED >= 0 else secrets.randbelow(2 ** 31)
-        print(f"seed {seed}{' (drawn: the config says SEED -1)' if base.SEED < 0 else ''}", flush=True)
+        saved = saved_config(base.OUTPUT_DIR) if args.resume else None
+        if saved is not None:
+            seed, why = int(saved["SEED"]), f" (the run's own, from {base.OUTPUT_DIR}/config.yaml)"
+        else:
+            seed = base.SEED if base.SEED >= 0 else secrets.randbelow(2 ** 31)
+            why = " (drawn: the config says SEED -1)" if base.SEED < 0 else ""
+        if saved is not None:
+            check_resume(resumed_cfg(args, ["SEED", str(seed)]), base.OUTPUT_DIR)
+        print(f"seed {seed}{why}", flush=True)
         args.opts = list(args.opts) + ["SEED", str(seed)]
         launch_one(args)
         return 0
     for k in range(args.seeds):
         out = seed_dir(base.OUTPUT_DIR, k)
-        if args.resume and os.path.exists(os.path.join(out, "final_results.json")):
-            print(f"seed {k}: already finished ({out}/final_results.json), skipped")
+        finished = os.path.join(out, "final_results.json")
+        if args.resume and os.path.exists(finished):
+            check_finished(finished, base.MODEL.WEIGHTS)
+            print(f"seed {k}: already finished ({finished}), skipped")
             continue
         one = type(args)(**vars(args))
         one.opts = list(args.opts) + ["SEED", str(k), "OUTPUT_DIR", out]
+        if args.resume:
+            check_resume(resumed_cfg(one, []), out)
         print(f"seed {k} ({k + 1} of {args.seeds}) -> {out}", flush=True)
         launch_one(one)
     return 0
@@ -92,6 +124,7 @@ if __name__ == "__main__":
     arguments = parse_args()
     try:
         sys.exit(run(arguments))
-    except (WeightsError, ResultsError, DatasetError, LockError, LaunchError, FileNotFoundError, ValueError) as e:
+    except (WeightsError, ResultsError, DatasetError, LockError, LaunchError, ResumeError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

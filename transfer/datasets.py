@@ -32,9 +32,10 @@ class DatasetError(ValueError):
 
 def voc_year(dirname: str) -> int:
     """2007 for a ``VOC2007`` folder (its test set is scored with the 11-point metric of the VOC07 protocol);
-    the year of any other ``VOCyyyy`` folder; 2012 (area under the curve) for folders named otherwise."""
-    found = re.findall(r"VOC(\d{4})", os.path.abspath(dirname))
-    return int(found[-1]) if found else 2012
+    the year of any other ``VOCyyyy`` folder; 2012 (area under the curve) for folders named otherwise. Only the
+    folder's own name counts: a set kept somewhere under a ``VOC2007`` folder is not VOC2007."""
+    found = re.fullmatch(r"VOC(\d{4})", os.path.basename(os.path.normpath(os.path.abspath(dirname))))
+    return int(found.group(1)) if found else 2012
 
 
 def check_voc_layout(dirname: str, split: str) -> None:
@@ -137,6 +138,15 @@ def evaluation_metric(dataset_name: str) -> str:
     if kind == "coco":
         return "COCO AP (pycocotools)"
     return str(kind)
+
+
+def evaluation_identity(dataset_name: str) -> dict:
+    """What a test number measures: the metric, the files scored and the split, for final_results.json. Tables
+    pair two runs only when these agree."""
+    meta = MetadataCatalog.get(dataset_name)
+    source = meta.get("dirname", None) or meta.get("json_file", None)
+    return {"dataset": dataset_name, "metric": evaluation_metric(dataset_name),
+            "source": os.path.abspath(source) if source else None, "split": meta.get("split", None)}
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str):

@@ -50,6 +50,21 @@ def single_dataset(results: Dict) -> Dict[str, Dict[str, float]]:
 
 def load_runs(run_dir: str) -> Dict[int, Dict]:
     """``{seed: {task: {metric: value}}}`` for every finished seed of a run directory."""
+    return {seed: single_dataset(data["results"]) for seed, data in read_results(run_dir).items()}
+
+
+def evaluation_of(run_dir: str) -> Optional[str]:
+    """What the runs of ``run_dir`` measured (metric, files scored, split), as one canonical string; None when
+    their files do not say (written before it was recorded). Seeds evaluated differently are an error."""
+    found = {json.dumps(data.get("evaluation"), sort_keys=True) for data in read_results(run_dir).values()}
+    if len(found) > 1:
+        raise ResultsError(f"{run_dir}: its seeds were evaluated differently: {sorted(found)}")
+    only = found.pop()
+    return None if only == "null" else only
+
+
+def read_results(run_dir: str) -> Dict[int, Dict]:
+    """``{seed: the parsed final_results.json}`` of a run directory (``seed_*/`` or the folder itself)."""
     paths = sorted(glob.glob(os.path.join(run_dir, "seed_*", RESULTS_FILE)))
     if not paths and os.path.exists(os.path.join(run_dir, RESULTS_FILE)):
         paths = [os.path.join(run_dir, RESULTS_FILE)]
@@ -60,14 +75,14 @@ def load_runs(run_dir: str) -> Dict[int, Dict]:
         try:
             with open(path) as f:
                 data = json.load(f)
-            results = data["results"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+            data["results"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise ResultsError(f"{path}: not a train_net results file ({e})") from None
         folder = re.search(r"seed_(\d+)$", os.path.dirname(path))
         seed = data.get("seed", int(folder.group(1)) if folder else 0)
         if seed in runs:
             raise ResultsError(f"{path}: seed {seed} appears twice in {run_dir}")
-        runs[int(seed)] = single_dataset(results)
+        runs[int(seed)] = data
     return runs
 
 
@@ -95,7 +110,7 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
     for i, run_dir in enumerate(run_dirs):
         runs = load_runs(run_dir)
         row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
-               "seeds": sorted(runs), "runs": runs}
+               "seeds": sorted(runs), "runs": runs, "evaluation": evaluation_of(run_dir)}
         for task in tasks_of(runs):
             for metric in METRICS:
                 values = values_of(runs, f"{task}/{metric}")
@@ -137,6 +152,10 @@ def compare(rows: List[Dict], baseline: str, skip: Sequence[str] = ()) -> List[D
     for row in rows:
         if row is base[0] or row["model"] in skip:
             continue
+        known = None not in (row.get("evaluation"), base[0].get("evaluation"))
+        if known and row["evaluation"] != base[0]["evaluation"]:
+            raise ResultsError(f"{row['model']} and {baseline} were not evaluated alike, their numbers cannot be "
+                               f"paired: {row['model']}: {row['evaluation']}; {baseline}: {base[0]['evaluation']}")
         for column in columns_of([row]):
             result = paired(row["runs"], base[0]["runs"], column)
             if result is not None:

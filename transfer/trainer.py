@@ -6,15 +6,20 @@ wrong input settings. On resume, the checkpointer's own resume is used (the run'
 """
 import importlib
 import inspect
+import json
 import logging
 import os
 import re
 import sys
+from typing import Optional
 
 import torch
+import yaml
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+
+from pretrain.config import flat_keys
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
 from .config import setup_cfg
@@ -46,6 +51,46 @@ def resolve_norms(cfg, world_size: int):
 
 class LaunchError(RuntimeError):
     pass
+
+
+class ResumeError(ValueError):
+    """A resume that would mix two experiments in one folder; the message names the keys or the files."""
+
+
+# What a resumed fine-tuning may differ in: whether partial weights are allowed (a loading check, not the run).
+RESUME_IGNORED = ("TRANSFER.ALLOW_PARTIAL_WEIGHTS",)
+
+
+def saved_config(output_dir: str) -> Optional[dict]:
+    """The config Detectron2 wrote to ``output_dir/config.yaml`` when the run started (None if none)."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_resume(cfg, output_dir: str) -> None:
+    """Refuse to continue the run in ``output_dir`` with a config other than the one it started with."""
+    saved = saved_config(output_dir)
+    if saved is None:
+        return
+    old, new = flat_keys(saved), flat_keys(yaml.safe_load(cfg.dump()))
+    changes = [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k) and k not in RESUME_IGNORED]
+    if changes:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
+        raise ResumeError(f"--resume with a config that differs from {output_dir}/config.yaml: {listed}; continue "
+                          "with the run's own config, or use another OUTPUT_DIR for another experiment")
+
+
+def check_finished(results_path: str, weights: str) -> None:
+    """A finished run counts for ``weights`` only if it was fine-tuned from them."""
+    with open(results_path) as f:
+        finished = json.load(f).get("weights")
+    if finished != weights:
+        raise ResumeError(f"{results_path}: this run was fine-tuned from MODEL.WEIGHTS {finished!r}, not "
+                          f"{weights!r}; use another OUTPUT_DIR for other weights")
 
 
 def check_launcher(world_size: int, device: str) -> None:

@@ -151,6 +151,12 @@ def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
     header = csv_text[0].split(",")
     assert float(row[header.index("bbox/AP50 mean")]) == pytest.approx(statistics.mean(aps), abs=1e-4)
     assert float(row[header.index("bbox/AP50 std")]) == pytest.approx(statistics.stdev(aps), abs=1e-4)
+    # Finished seeds count for the weights they were fine-tuned from only.
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
+                  "--num-gpus", 1, "--seeds", 2, "--resume", "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", 2,
+                  "OUTPUT_DIR", out, env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 1 and "already finished" not in result.stdout
+    assert f"was fine-tuned from MODEL.WEIGHTS '{converted / 'r50.pkl'}', not ''" in result.stderr
 
 
 @pytest.mark.slow
@@ -232,6 +238,14 @@ def test_drawn_seed_is_recorded_and_reruns_identically(converted, voc_root, tmp_
 
     first, drawn = run("drawn", "SEED", -1)
     assert drawn["seed"] >= 0 and f"seed {drawn['seed']} (drawn: the config says SEED -1)" in first.stdout
+    # --resume keeps the seed the run started with (not a new draw), and refuses another config.
+    resumed, kept = run("drawn", "SEED", -1, "--resume")
+    assert kept["seed"] == drawn["seed"] and "(the run's own, from" in resumed.stdout
+    refused = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"), "--num-gpus",
+                   1, "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", 3, "SEED", -1, "OUTPUT_DIR", tmp_path / "drawn",
+                   "--resume", env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert refused.returncode == 1 and "MODEL.WEIGHTS: " in refused.stderr and "-> ''" in refused.stderr
+    assert json.loads((tmp_path / "drawn" / "final_results.json").read_text())["weights"] == str(converted / "r50.pkl")
     _, again = run("again", "SEED", drawn["seed"])
     assert again["seed"] == drawn["seed"]
     assert again["results"] == drawn["results"]

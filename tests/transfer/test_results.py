@@ -1,10 +1,11 @@
 """transfer/results.py and tools/collect_results.py --baseline: paired comparisons against a hand computation."""
 import json
+import os
 import subprocess
 
 import pytest
 
-from transfer.results import compare, load_runs, summarise, to_markdown, write_final_results
+from transfer.results import ResultsError, compare, load_runs, summarise, to_markdown, write_final_results
 
 from ..conftest import PYTHON, ROOT, TOOLS
 
@@ -83,3 +84,30 @@ def test_collect_results_baseline_writes_md_csv_json(tmp_path):
     assert result.returncode == 0, result.stderr
     pairs = {(c["model"], c["baseline"]) for c in json.loads((tmp_path / "t2.json").read_text())["comparisons"]}
     assert pairs == {("houghcl", "random"), ("densecl", "random"), ("houghcl", "densecl")}
+
+
+def test_runs_evaluated_differently_are_not_paired(tmp_path):
+    # The same numbers, but one model scored with VOC07 11-point AP on one test set, the other with the area AP on
+    # another: a difference between them would mean nothing.
+    for name, metric, source in (("a", "VOC2007 11-point", "/data/VOC2007"), ("b", "VOC area AP", "/data/trees")):
+        for seed in (0, 1):
+            write_final_results(str(tmp_path / name / f"seed_{seed}"), {"bbox": {"AP": 1.0 + seed}}, seed, "", "",
+                                evaluation=[{"metric": metric, "source": source, "split": "test"}])
+    rows = summarise([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(ResultsError, match="b and a were not evaluated alike"):
+        compare(rows, "a")
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "collect_results.py"), str(tmp_path / "a"),
+                             str(tmp_path / "b"), "--baseline", "a"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "not evaluated alike" in result.stderr and "better" not in result.stdout
+    # Seeds of one model evaluated differently are named too.
+    write_final_results(str(tmp_path / "a" / "seed_2"), {"bbox": {"AP": 3.0}}, 2, "", "",
+                        evaluation=[{"metric": "other", "source": "/x", "split": "test"}])
+    with pytest.raises(ResultsError, match="its seeds were evaluated differently"):
+        summarise([str(tmp_path / "a")])
+
+
+def test_the_voc07_metric_follows_the_folders_own_name(tmp_path):
+    from transfer.datasets import voc_year
+    assert voc_year(str(tmp_path / "VOC2007")) == 2007
+    assert voc_year(str(tmp_path / "VOC2007" / "trees")) == 2012  # kept under a VOC2007 folder: not VOC2007
+    assert voc_year(str(tmp_path / "data" / "VOC2012")) == 2012 and voc_year(str(tmp_path / "VOC2007x")) == 2012
