@@ -3,6 +3,8 @@
 The sidecar (``WEIGHTS.json`` beside the weights) records where the weights came from and the input settings a
 Detectron2 config needs for them; ``check_input_settings`` holds a fine-tuning config against it.
 """
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -83,11 +85,12 @@ def sidecar_of(weights: ResNetWeights, source: str, fmt: str, drop=()) -> Dict:
             "architecture_settings": architecture_settings(weights)}
 
 
-def write_with_sidecar(path: str, write, sidecar: Dict) -> None:
+def write_with_sidecar(path: str, data: bytes, sidecar: Dict) -> None:
     """The weights and ``path.json`` together: both or neither (a file without its sidecar would skip the
-    input-settings check of fine-tuning)."""
-    sidecar_bytes = (json.dumps(sidecar, indent=2) + "\n").encode()
-    atomic_write(path, write)
+    input-settings check of fine-tuning). The sidecar records the sha256 of the bytes it describes, so that a
+    kill between the two renames, which leaves a new file beside an old sidecar, is caught when it is read."""
+    sidecar_bytes = (json.dumps({**sidecar, "sha256": hashlib.sha256(data).hexdigest()}, indent=2) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
     try:
         atomic_write(path + ".json", lambda f: f.write(sidecar_bytes))
     except BaseException:
@@ -96,17 +99,18 @@ def write_with_sidecar(path: str, write, sidecar: Dict) -> None:
 
 
 def write_detectron2(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
-    payload = to_detectron2(weights)
-    write_with_sidecar(path, lambda f: pickle.dump(payload, f), sidecar)
+    write_with_sidecar(path, pickle.dumps(to_detectron2(weights)), sidecar)
 
 
 def write_torchvision(path: str, weights: ResNetWeights, sidecar: Dict) -> None:
     if path.endswith(".safetensors"):
         from safetensors.torch import save
         data = save({k: v.contiguous() for k, v in weights.tensors.items()}, metadata={"format": "pt"})
-        write_with_sidecar(path, lambda f: f.write(data), sidecar)
     else:
-        write_with_sidecar(path, lambda f: torch.save(dict(weights.tensors), f), sidecar)
+        buffer = io.BytesIO()
+        torch.save(dict(weights.tensors), buffer)
+        data = buffer.getvalue()
+    write_with_sidecar(path, data, sidecar)
 
 
 def convert(source: str, output: str, to: str = "detectron2", encoder: str = "query",
@@ -132,15 +136,20 @@ def remove_with_sidecar(path: str) -> None:
 
 
 def read_sidecar(weights: str) -> Optional[Dict]:
-    """The converter's record beside ``weights``, or None when there is none."""
+    """The converter's record beside ``weights``, or None when there is none; a record of other bytes (a
+    conversion killed between its two renames, a file replaced by hand) is refused."""
     path = weights + ".json"
     if not os.path.exists(path):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
+            sidecar = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path}: not a converter sidecar ({e}); reconvert the weights with tools/convert.py")
+    if "sha256" in sidecar and os.path.exists(weights) and sha256_of(weights) != sidecar["sha256"]:
+        raise WeightsError(f"{path} describes other bytes than {weights} (sha256 differs: an interrupted "
+                           "conversion, or a file replaced by hand); reconvert the weights with tools/convert.py")
+    return sidecar
 
 
 def check_input_settings(cfg, weights: str) -> bool:

@@ -130,3 +130,20 @@ def test_coverage_report_names_new_heads_and_unused_keys(tmp_path):
     assert report.unused == ["stray.weight"]
     assert "backbone.fpn_lateral2" in report.new_modules and "roi_heads.mask_head" in report.new_modules
     assert not any(m.startswith("backbone.bottom_up") for m in report.new_modules)
+
+
+def test_a_sidecar_of_other_bytes_is_refused(tmp_path):
+    # A kill between the two renames of a conversion leaves the new weights beside the old sidecar.
+    from transfer.weights import read_sidecar
+    state = resnet_state(18)
+    torch.save(state, tmp_path / "a.pth")
+    torch.save({k: (v + 1 if v.is_floating_point() else v) for k, v in state.items()}, tmp_path / "b.pth")
+    for name in ("a", "b"):
+        assert convert(tmp_path / f"{name}.pth", tmp_path / f"{name}.pkl").returncode == 0
+    assert read_sidecar(str(tmp_path / "a.pkl"))["source"].endswith("a.pth")
+    (tmp_path / "a.pkl").write_bytes((tmp_path / "b.pkl").read_bytes())
+    with pytest.raises(WeightsError, match="a.pkl.json describes other bytes than .*a.pkl"):
+        read_sidecar(str(tmp_path / "a.pkl"))
+    cfg = setup_cfg(f"{CONFIGS}/coco_R_50_FPN_1x.yaml", ["MODEL.DEVICE", "cpu"])
+    with pytest.raises(WeightsError, match="reconvert"):
+        check_input_settings(cfg, str(tmp_path / "a.pkl"))
