@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from pretrain.files import atomic_write
-from pretrain.provenance import versions_line
+from pretrain.provenance import KERNEL_VARIABLES, versions_line
 
 OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read
 
@@ -88,8 +88,10 @@ def library_files(script: str, cwd: str) -> List[str]:
 def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None) -> str:
     """sha256 of the command's arguments, of the bytes of every existing file among them that it reads (not
     ``output``, not the argument of an output flag), of the project's library code a Python script among them
-    imports, and of the versions of the packages that decide the numbers."""
-    digest = hashlib.sha256(versions_line().encode() + b"\0")
+    imports, of the versions of the packages that decide the numbers, and of the variables that choose the CPU
+    kernels (oneDNN and MKL instruction sets, thread counts)."""
+    kernels = " ".join(f"{k}={os.environ.get(k, '')}" for k in KERNEL_VARIABLES)
+    digest = hashlib.sha256(versions_line().encode() + b"\0" + kernels.encode() + b"\0")
     for i, arg in enumerate(command):
         digest.update(arg.encode() + b"\0")
         path = os.path.join(cwd, arg)

@@ -93,10 +93,13 @@ def test_a_stage_reruns_when_the_library_code_its_tool_imports_changes(tmp_path,
     assert "already done" in run()
 
 
-def test_package_versions_are_part_of_the_fingerprint(monkeypatch, tmp_path):
+def test_package_versions_and_kernel_variables_are_part_of_the_fingerprint(monkeypatch, tmp_path):
     from transfer import stages
     command = [sys.executable, "-c", "pass"]
     assert "torch==" in stages.versions_line() and "numpy==" in stages.versions_line()
     before = stages.fingerprint(command, str(tmp_path))
     monkeypatch.setattr(stages, "versions_line", lambda: "torch==0.0")
     assert stages.fingerprint(command, str(tmp_path)) != before
+    changed = stages.fingerprint(command, str(tmp_path))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # other CPU kernels: other floating-point results
+    assert stages.fingerprint(command, str(tmp_path)) != changed
