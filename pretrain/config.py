@@ -137,6 +137,9 @@ def validate(cfg: CN) -> None:
     if cfg.SOLVER.WEIGHT_DECAY < 0 or not 0 <= cfg.SOLVER.MOMENTUM < 1:
         raise ConfigError(f"SOLVER.WEIGHT_DECAY = {cfg.SOLVER.WEIGHT_DECAY} must be >= 0 and SOLVER.MOMENTUM = "
                           f"{cfg.SOLVER.MOMENTUM} in [0, 1)")
+    if cfg.MODEL.LOSS_LAMBDA > 0 and c5_grid(cfg.INPUT.SIZE) < 2:
+        raise ConfigError(f"INPUT.SIZE {cfg.INPUT.SIZE} gives a 1 x 1 C5 grid: the dense loss has one cell per view "
+                          "and nothing to match; use at least 33 px (a 2 x 2 grid), 224 px as the recipes")
     matcher = MATCHERS[cfg.MODEL.MATCHER]
     options = options_from_cfg(cfg.MODEL, matcher.name)
     problem = cfg.MODEL.LOSS_LAMBDA > 0 and matcher.input_problem(cfg.INPUT.SIZE, options)
@@ -144,6 +147,21 @@ def validate(cfg: CN) -> None:
         raise ConfigError(problem)
     if cfg.SOLVER.MAX_ITER <= 0 and cfg.SOLVER.EPOCHS <= 0:
         raise ConfigError("set SOLVER.EPOCHS or SOLVER.MAX_ITER to a positive number")
+
+
+def c5_grid(size: int) -> int:
+    """Cells per side of the C5 grid of a torchvision ResNet on views of ``size`` px (stride 32, rounded up)."""
+    return -(-size // 32)
+
+
+def grid_note(cfg) -> str:
+    """What the C5 grid of these views means for dense matching, when it is coarse enough to mislead."""
+    cells = c5_grid(cfg.INPUT.SIZE)
+    if cfg.MODEL.LOSS_LAMBDA > 0 and cells < 4:
+        return (f"INPUT.SIZE {cfg.INPUT.SIZE} gives a {cells} x {cells} C5 grid: every key cell is within one cell "
+                f"of every other{' or nearly' if cells == 3 else ''}, so acc_* (within one cell) says little and "
+                "the dense positives are coarse; fine for a smoke test, not for a measurement")
+    return ""
 
 
 # What a resumed run may change: only how long it trains. Anything else would silently mix two experiments.

@@ -14,7 +14,7 @@ from . import distributed as du
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
 from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
-from .config import ConfigError, check_resume_config, load_config
+from .config import ConfigError, check_resume_config, grid_note, load_config
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
 from .files import atomic_write
@@ -216,6 +216,8 @@ def main(argv=None) -> int:
             with open(os.path.join(cfg.OUTPUT_DIR, "provenance.jsonl"), "a") as f:
                 f.write(record)
         logger.info("config %s, output %s", args.config_file, cfg.OUTPUT_DIR)
+        if grid_note(cfg):
+            logger.warning(grid_note(cfg))
         return train(cfg, args.resume, device)
     except (DataError, CheckpointError, FloatingPointError) as e:
         logger.error("error: %s", e)

@@ -92,3 +92,12 @@ def test_the_extension_reports_where_cells_leave_the_key_view_and_can_leave_them
     assert float((dropped.index < 0).float().mean()) == pytest.approx(share)
     assert (kept.index >= 0).all()
     assert torch.equal(dropped.valid(), dropped.index >= 0)
+
+
+def test_grids_too_small_to_match_are_refused_and_coarse_ones_named():
+    from pretrain.config import grid_note
+    with pytest.raises(ConfigError, match="INPUT.SIZE 30 gives a 1 x 1 C5 grid"):
+        load_config("", ["INPUT.SIZE", 30])
+    load_config("", ["INPUT.SIZE", 30, "MODEL.LOSS_LAMBDA", 0.0])  # MoCo-v2 has no dense matching
+    assert "2 x 2 C5 grid" in grid_note(load_config("", ["INPUT.SIZE", 64]))
+    assert grid_note(load_config("", ["INPUT.SIZE", 224])) == ""
