@@ -90,3 +90,12 @@ def test_the_readme_layout_table_lists_every_module_once():
                and not p.endswith("__init__.py")]
     assert sorted(listed) == sorted(set(listed)), "a module is listed twice"
     assert sorted(listed) == sorted(on_disk)
+
+
+def test_tools_start_without_a_third_party_deprecation_warning():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "dense_probe.py"), "--help"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0 and "usage:" in result.stdout
+    assert "FutureWarning" not in result.stderr and "torch.jit.script" not in result.stderr
