@@ -37,6 +37,12 @@ def main(argv=None) -> int:
     markdown = to_markdown(rows)
     if comparisons:
         markdown += "\nPaired by seed (model - baseline):\n\n" + comparisons_to_markdown(comparisons)
+    paired_models = {(c["model"], c["baseline"]) for c in comparisons}
+    for i, baseline in enumerate(args.baseline):
+        for row in rows:
+            if row["model"] not in args.baseline[:i + 1] and (row["model"], baseline) not in paired_models:
+                markdown += (f"\n{row['model']} shares no seed with {baseline} (seeds {row['seeds']} against "
+                             f"{next(r['seeds'] for r in rows if r['model'] == baseline)}): not compared.\n")
     print(markdown, end="")
     if args.out:
         atomic_write(args.out + ".md", lambda f: f.write(markdown.encode()))

@@ -12,6 +12,7 @@ purpose and reported. On any problem: a message naming the file and the keys, ex
 """
 import argparse
 import sys
+from collections import Counter
 
 from pretrain.backbone import KNOWN_HEADS, BackboneError, architecture
 from transfer.weights import WeightsError, convert, remove_with_sidecar
@@ -43,6 +44,17 @@ def dropped_heads(weights) -> str:
     return f" (heads: {', '.join(heads)})" if heads else ""
 
 
+def dropped_groups(weights) -> str:
+    """What was dropped, by name: each group of keys (first name below the backbone's prefix, or the first
+    name of keys outside it) with its count."""
+    groups = Counter()
+    for key in weights.dropped:
+        inside = key.startswith(weights.prefix)
+        rest = key[len(weights.prefix):] if inside else key
+        groups[(weights.prefix if inside else "") + rest.split(".")[0]] += 1
+    return "; ".join(f"{name} ({count})" for name, count in sorted(groups.items()))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -53,7 +65,8 @@ def main(argv=None) -> int:
     encoder = f"{weights.encoder} encoder" if weights.layout != "given" else "the given prefix"
     print(f"{args.input}: layout {weights.layout} (prefix {weights.prefix!r}), {encoder}, "
           f"{architecture(weights.depth, weights.groups, weights.width_per_group)}, {len(weights.tensors)} backbone "
-          f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}\n"
+          f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}"
+          f"{': ' + dropped_groups(weights) if weights.dropped else ''}\n"
           f"wrote {args.output} and {args.output}.json")
     if args.verify:
         from transfer.coverage import verify  # Detectron2 is needed for --verify only

@@ -111,3 +111,13 @@ def test_the_voc07_metric_follows_the_folders_own_name(tmp_path):
     assert voc_year(str(tmp_path / "VOC2007")) == 2007
     assert voc_year(str(tmp_path / "VOC2007" / "trees")) == 2012  # kept under a VOC2007 folder: not VOC2007
     assert voc_year(str(tmp_path / "data" / "VOC2012")) == 2012 and voc_year(str(tmp_path / "VOC2007x")) == 2012
+
+
+def test_models_without_a_shared_seed_are_named_not_silently_dropped(tmp_path):
+    write_model(tmp_path, "random", [10.0, 12.0])
+    write_model(tmp_path, "late", [30.0], seeds=[7])
+    result = subprocess.run([PYTHON, os.path.join(TOOLS, "collect_results.py"), str(tmp_path / "random"),
+                             str(tmp_path / "late"), "--baseline", "random"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0
+    assert "late shares no seed with random (seeds [7] against [0, 1]): not compared." in result.stdout

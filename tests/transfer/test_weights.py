@@ -84,6 +84,7 @@ def test_heads_under_the_ddp_prefix_are_dropped_by_name(tmp_path):
     result = convert(tmp_path / "swav.pth", tmp_path / "swav.pkl", "--drop", "module.extra.")
     assert result.returncode == 0, result.stderr
     assert "layout ddp" in result.stdout and "heads: projection_head, prototypes" in result.stdout
+    assert "module.projection_head (" in result.stdout and "module.prototypes (" in result.stdout  # named, counted
     with open(tmp_path / "swav.pkl", "rb") as f:
         assert len(pickle.load(f)["model"]) == len([k for k in state if k.startswith(("conv1", "bn1", "layer"))
                                                     and "num_batches_tracked" not in k])
