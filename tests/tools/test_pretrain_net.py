@@ -194,7 +194,7 @@ def test_second_run_in_the_same_folder_is_refused(image_folder, tmp_path, capsys
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, tmp_path, monkeypatch, capsys):
     import tempfile
 
-    import pretrain.checkpoint as checkpoint
+    import pretrain.files as files
     out = tmp_path / "full"
     common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)]
     assert main(common + ["SOLVER.MAX_ITER", "2"]) == 0
@@ -208,7 +208,7 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, t
         os.unlink(path)
         return os.open("/dev/full", os.O_WRONLY), path
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", full_disk)
+    monkeypatch.setattr(files.tempfile, "mkstemp", full_disk)
     assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "4"]) == 1
     captured = capsys.readouterr()
     assert f"error: the disk of {out} is full (writing {out}/model_0000004.pth)" in captured.out
