@@ -1,32 +1,58 @@
 """Training mechanics: schedules, the loader for an epoch, one optimisation step, the loop, the metrics log."""
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from . import distributed as du
 from .data import EpochSampler
+from .files import read_jsonl
 
 logger = logging.getLogger("pretrain")
 
 
-def learning_rate(cfg, iteration: int, max_iter: int, base_lr: float) -> float:
-    """Linear warm-up (optional), then cosine decay to 0 at ``max_iter``."""
-    warmup = cfg.SOLVER.WARMUP_ITERS
-    if iteration < warmup:
-        return base_lr * (iteration + 1) / warmup
-    progress = (iteration - warmup) / max(1, max_iter - warmup)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """What the loop reads from the config: the learning rate and loss-weight schedules and the periods."""
+    base_lr: float                  # already scaled to the global batch
+    max_iter: int
+    warmup_iters: int = 0
+    loss_lambda: float = 0.5
+    lambda_warmup_iters: int = 0
+    log_period: int = 10
+    checkpoint_period: int = 1000
+
+    @classmethod
+    def from_cfg(cls, cfg, base_lr: float, max_iter: int) -> "Schedule":
+        return cls(base_lr, max_iter, cfg.SOLVER.WARMUP_ITERS, float(cfg.MODEL.LOSS_LAMBDA),
+                   cfg.MODEL.LAMBDA_WARMUP_ITERS, cfg.SOLVER.LOG_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD)
+
+    def learning_rate(self, iteration: int) -> float:
+        """Linear warm-up (optional), then cosine decay to 0 at ``max_iter``."""
+        if iteration < self.warmup_iters:
+            return self.base_lr * (iteration + 1) / self.warmup_iters
+        progress = (iteration - self.warmup_iters) / max(1, self.max_iter - self.warmup_iters)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def lam(self, iteration: int) -> float:
+        """The dense loss's weight: 0 during its warm-up (global loss only), then ``loss_lambda``."""
+        return 0.0 if iteration < self.lambda_warmup_iters else self.loss_lambda
 
 
-def loss_lambda(cfg, iteration: int) -> float:
-    return 0.0 if iteration < cfg.MODEL.LAMBDA_WARMUP_ITERS else float(cfg.MODEL.LOSS_LAMBDA)
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where and in which precision a step runs: the device, the autocast context factory, the fp16 scaler."""
+    device: torch.device
+    autocast: Callable = contextlib.nullcontext
+    scaler: Optional[object] = None
+    channels_last: bool = False
 
 
 def amp_dtype(cfg, device: torch.device):
@@ -97,31 +123,31 @@ def train_step(model, batch, optimizer, scaler, autocast, lam: float, diagnostic
     return out
 
 
-def train_loop(cfg, model, optimizer, data: Iterator[Dict], start_iter: int, max_iter: int, log, stop, *,
-               base_lr: float, device: torch.device, scaler=None, autocast=contextlib.nullcontext,
-               channels_last: bool = False, checkpoint: Callable[[int], None] = lambda iteration: None) -> int:
-    """Iterations ``start_iter`` .. ``max_iter`` - 1 over ``data``; returns the number of iterations done.
+def train_loop(model, optimizer, data: Iterator[Dict], schedule: Schedule, start_iter: int, placement: Placement,
+               log, stop, checkpoint: Callable[[int], None]) -> int:
+    """Iterations ``start_iter`` .. ``schedule.max_iter`` - 1 over ``data``; returns the number of iterations done.
 
     ``log`` is the main process's MetricsLog (None elsewhere); ``checkpoint(iteration)`` is called every
-    ``SOLVER.CHECKPOINT_PERIOD`` iterations and when ``stop.requested()`` ends the loop early (a signal): every
+    ``checkpoint_period`` iterations and when ``stop.requested()`` ends the loop early (a signal): every
     process checks together, so that none waits alone in a collective.
     """
     model.train()
+    max_iter = schedule.max_iter
     started = tic = time.time()
     for iteration in range(start_iter, max_iter):
-        batch = to_device(next(data), device, channels_last)
+        batch = to_device(next(data), placement.device, placement.channels_last)
         data_time = time.time() - tic
-        lr_now = learning_rate(cfg, iteration, max_iter, base_lr)
+        lr_now = schedule.learning_rate(iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
-        lam = loss_lambda(cfg, iteration)
+        lam = schedule.lam(iteration)
         done = iteration + 1
-        log_now = done % cfg.SOLVER.LOG_PERIOD == 0 or done == max_iter or done == start_iter + 1
-        out = train_step(model, batch, optimizer, scaler, autocast, lam, diagnostics=log_now)
+        log_now = done % schedule.log_period == 0 or done == max_iter or done == start_iter + 1
+        out = train_step(model, batch, optimizer, placement.scaler, placement.autocast, lam, diagnostics=log_now)
         if du.all_reduce_mean(torch.isfinite(out["total_loss"].detach()).float()).item() < 1:
             raise FloatingPointError(f"non-finite total_loss at iteration {done} "
-                                     f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint in "
-                                     f"{cfg.OUTPUT_DIR} is the last good state")
+                                     f"({ {k: float(v) for k, v in out.items()} }); the last checkpoint is the "
+                                     "last good state")
         if log_now:
             # Every process joins the reduction; only the main one writes.
             row = {"iteration": done, **{k: float(du.all_reduce_mean(v.detach())) for k, v in out.items()},
@@ -133,7 +159,7 @@ def train_loop(cfg, model, optimizer, data: Iterator[Dict], start_iter: int, max
                             max_iter, row["total_loss"],
                             "  ".join(f"{k} {row[k]:.3f}" for k in out if k != "total_loss"), lr_now, row["time"],
                             data_time, time.strftime("%H:%M:%S", time.gmtime(eta)))
-        if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
+        if done % schedule.checkpoint_period == 0 and done < max_iter:
             checkpoint(done)
         if stop.requested():
             checkpoint(done)
@@ -151,7 +177,7 @@ class MetricsLog:
 
     def __init__(self, output_dir: str, resume_iter: int = 0):
         self.path = os.path.join(output_dir, "metrics.jsonl")
-        rows = [r for r in read_metrics(self.path) if r.get("iteration", -1) <= resume_iter] if resume_iter else []
+        rows = [r for r in read_jsonl(self.path) if r.get("iteration", -1) <= resume_iter] if resume_iter else []
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         self.file = open(self.path, "a")
@@ -177,19 +203,6 @@ class MetricsLog:
             self.tb.close()
 
 
-def read_metrics(path: str) -> List[Dict]:
-    """Rows of a metrics.jsonl; a torn (partially written) line is ignored."""
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    return rows
-
-
 def plot_metrics(run_dirs: Dict[str, str], path: str) -> str:
     """Loss and matching accuracy (argmax's, and the run's own positives') over the iterations of several
     pretraining runs, one PNG."""
@@ -198,7 +211,7 @@ def plot_metrics(run_dirs: Dict[str, str], path: str) -> str:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, run_dir in run_dirs.items():
-        rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
         its = [r["iteration"] for r in rows]
         axes[0].plot(its, [r["total_loss"] for r in rows], label=name)
         for key, style, label in (("acc_argmax", "--", "argmax"), ("acc_positives", "-", "own positives")):

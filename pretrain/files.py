@@ -1,9 +1,10 @@
 """Publishing files so that a reader sees the old file or the new one, never half of one: temp file beside the
 target, fsync, rename, fsync of the folder. Every file a number or a checkpoint lives in is written this way."""
 import hashlib
+import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Dict, List
 
 import torch
 
@@ -46,3 +47,19 @@ def sha256_of(path: str) -> str:
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_jsonl(path: str) -> List[Dict]:
+    """The rows of a JSON-lines file (``metrics.jsonl``, Detectron2's ``metrics.json``, ``provenance.jsonl``);
+    [] if it does not exist. A torn line (a writer killed mid-line, or one still writing) is skipped."""
+    rows = []
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    return rows

@@ -16,7 +16,7 @@ from .builder import ContrastiveModel, describe
 from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
 from .config import ConfigError, check_resume_config, grid_note, load_config
 from .data import DataError, TwoViewDataset
-from .engine import MetricsLog, amp_dtype, autocast_context, batches, train_loop
+from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, train_loop
 from .files import atomic_write
 from .lock import LockError, OutputLock
 from .provenance import provenance
@@ -165,9 +165,8 @@ def train(cfg, resume: bool, device: torch.device) -> int:
     stop = StopRequest()
     data = batches(cfg, dataset, start_iter, iters_per_epoch, world, rank)
     try:
-        done = start_iter + train_loop(cfg, ddp, optimizer, data, start_iter, max_iter, log, stop, base_lr=lr,
-                                       device=device, scaler=scaler, autocast=autocast,
-                                       channels_last=channels_last, checkpoint=checkpoint)
+        done = start_iter + train_loop(ddp, optimizer, data, Schedule.from_cfg(cfg, lr, max_iter), start_iter,
+                                       Placement(device, autocast, scaler, channels_last), log, stop, checkpoint)
     finally:
         if log is not None:
             log.close()
@@ -220,7 +219,8 @@ def main(argv=None) -> int:
             logger.warning(grid_note(cfg))
         return train(cfg, args.resume, device)
     except (DataError, CheckpointError, FloatingPointError) as e:
-        logger.error("error: %s", e)
+        where = f" ({cfg.OUTPUT_DIR})" if isinstance(e, FloatingPointError) else ""
+        logger.error("error: %s%s", e, where)
         return 1
     except OSError as e:
         if e.errno != errno.ENOSPC:

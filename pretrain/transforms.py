@@ -12,6 +12,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
 
+from .backbone import IMAGENET_MEAN, IMAGENET_STD
+
 CropBox = Tuple[int, int, int, int]
 
 
@@ -59,8 +61,8 @@ def color_jitter(img: Image.Image, rng: random.Random, strength=(0.4, 0.4, 0.4, 
 class TwoViewTransform:
     """Two independent MoCo-v2 views of one image, each with its geometry."""
 
-    def __init__(self, size: int = 224, scale=(0.2, 1.0), mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)):
+    def __init__(self, size: int = 224, scale=(0.2, 1.0), mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD):
         self.size = int(size)
         self.scale = tuple(scale)
         self.mean, self.std = list(mean), list(std)

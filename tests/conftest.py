@@ -2,21 +2,27 @@ import importlib.util
 import os
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from transfer.synthetic import write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
 PYTHON = sys.executable
 
 
+_TOOLS = {}
+
+
 def load_tool(name):
     """A script of tools/ as a module, to call its main() in this process (interpreter start-up dominates a
     subprocess); the scripts import only installed packages, so nothing about sys.path changes."""
+    if name in _TOOLS:
+        return _TOOLS[name]
     spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(TOOLS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    _TOOLS[name] = module
     return module
 
 
@@ -31,21 +37,6 @@ def run_main(tool, *args):
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-def write_images(folder, count=12, seed=0):
-    """Smooth random colour fields (not white noise, so that features have structure), various sizes."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        h, w = 72 + 4 * (i % 5), 96 - 4 * (i % 3)
-        small = rng.random((6, 8, 3)) * 255
-        img = Image.fromarray(small.astype("uint8")).resize((w, h), Image.BICUBIC)
-        path = os.path.join(folder, f"img_{i:02d}.{'jpg' if i % 2 else 'png'}")
-        img.save(path)
-        paths.append(path)
-    return paths
-
-
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("images"))
@@ -58,3 +49,15 @@ def tiny_cfg(image_folder, tmp_path):
     from pretrain.config import load_config
     return load_config(os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml"),
                        ["DATA.ROOT", image_folder, "OUTPUT_DIR", str(tmp_path / "out")])
+
+
+@pytest.fixture(scope="session")
+def run_tool():
+    """``run_tool(name, *args)``: tools/NAME.py's ``main(argv)`` in this process, output captured."""
+    return lambda name, *args: run_main(load_tool(name), *args)
+
+
+@pytest.fixture(scope="session")
+def convert(run_tool):
+    """``convert(*args)``: tools/convert.py in this process."""
+    return lambda *args: run_tool("convert", *args)

@@ -2,7 +2,7 @@
 import glob
 import os
 
-from .conftest import ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_tool_with_a_shebang_is_executable():

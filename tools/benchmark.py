@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pretrain.backbone import resnet_features
+from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, resnet_features
 from pretrain.builder import ContrastiveModel
 from pretrain.config import get_cfg
 from pretrain.engine import amp_dtype, autocast_context, train_step
@@ -182,7 +182,7 @@ def bench_data(args):
         T.RandomResizedCrop(args.size, scale=(0.2, 1.0)),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
         T.RandomApply([Blur()], p=0.5), T.RandomHorizontalFlip(), T.ToTensor(),
-        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     class Plain(Dataset):  # MoCo-v2's TwoCropsTransform over an image list
         def __len__(self):

@@ -16,14 +16,13 @@ import statistics
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from pretrain.engine import read_metrics
-from pretrain.files import atomic_write
-from transfer.datasets import voc_class_names
+from pretrain.files import atomic_write, read_jsonl
 from transfer.dense_probe import budget_curve, load_tiles
+from transfer.voc_layout import scan_split
 
 
 def seconds_per_iteration(run_dir: str) -> float:
-    times = [r["time"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if r.get("iteration", 0) > 1]
+    times = [r["time"] for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if r.get("iteration", 0) > 1]
     if not times:
         raise ValueError(f"{run_dir}: no metrics.jsonl rows to time the iterations by")
     return statistics.median(times)
@@ -79,7 +78,7 @@ def main(argv=None) -> int:
     try:
         runs = dict(zip(names, args.run_dirs))
         minutes = {n: (args.seconds_per_iteration or seconds_per_iteration(d)) / 60 for n, d in runs.items()}
-        classes = voc_class_names(args.voc, "train")
+        classes = scan_split(args.voc, "train")
         train, test = (load_tiles(args.voc, split, classes) for split in ("train", "test"))
         rows = budget_curve(train, test, runs, range(args.seeds), args.layer)
     except (BackboneError, ValueError, OSError) as e:

@@ -15,9 +15,9 @@ import os
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from transfer.datasets import voc_class_names
 from transfer.dense_probe import dense_probe, load_tiles
 from transfer.results import seed_dir, write_final_results
+from transfer.voc_layout import scan_split
 
 
 def main(argv=None) -> int:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="run folder: OUT/seed_k/final_results.json")
     args = parser.parse_args(argv)
     try:
-        classes = voc_class_names(args.voc_dir, args.train)
+        classes = scan_split(args.voc_dir, args.train)
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
         results = dense_probe(train, test, args.weights, range(args.seeds), args.layer, args.depth,
                               args.weight_decay, init_seed=args.as_seed or 0)

@@ -19,6 +19,7 @@ import tempfile
 import time
 
 from pretrain.matching import list_matchers
+from transfer.synthetic import write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
@@ -80,8 +81,6 @@ def main(argv=None) -> int:
         return 1
     os.makedirs(args.out, exist_ok=True)
     data = tempfile.mkdtemp(prefix="gpu_check_voc_")
-    sys.path.insert(0, ROOT)  # the synthetic VOC writer of the tests: no data from the network
-    from tests.synthetic import write_voc
     write_voc(data, classes=("person", "car", "dog"), train=8, test=4, size=(256, 192))
     plan, env = steps(args.cpu_smoke, args.out, data)
     report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.cpu_smoke else "cpu",

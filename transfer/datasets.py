@@ -6,24 +6,14 @@ import logging
 import os
 import re
 from typing import Dict, List, Optional, Sequence
-from xml.etree import ElementTree as ET
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances, register_pascal_voc
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
+from .voc_layout import scan_split
+
 logger = logging.getLogger(__name__)
-
-
-def voc_class_names(dirname: str, split: str) -> list:
-    """The object names used in a VOC-layout split, sorted (for sets that are not the 20 VOC classes)."""
-    with open(os.path.join(dirname, "ImageSets", "Main", split + ".txt")) as f:
-        ids = [line.strip() for line in f if line.strip()]
-    names = set()
-    for image_id in ids:
-        tree = ET.parse(os.path.join(dirname, "Annotations", image_id + ".xml"))
-        names.update(obj.find("name").text for obj in tree.findall("object"))
-    return sorted(names)
 
 
 class DatasetError(ValueError):
@@ -41,7 +31,8 @@ def voc_year(dirname: str) -> int:
 def check_voc_layout(dirname: str, split: str) -> None:
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main", split + ".txt")):
         if not os.path.exists(os.path.join(dirname, sub)):
-            raise DatasetError(f"{dirname}: not a VOC layout, {sub} is missing")
+            raise DatasetError(f"{dirname}: not a VOC layout for split {split!r}, {os.path.join(dirname, sub)} is "
+                               "missing")
 
 
 def register_voc(name: str, dirname: str, split: str, classes: Sequence[str], year: Optional[int] = None) -> None:
@@ -69,9 +60,16 @@ def coco_classes(json_file: str) -> List[str]:
     if problems:
         raise DatasetError(f"{json_file}: not a COCO instances file (no list under {problems or 'the top level'})")
     try:
-        return [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        names = [c["name"] for c in categories]
     except (KeyError, TypeError) as e:
         raise DatasetError(f"{json_file}: a category without 'id' or 'name' ({e})") from None
+    known = {c["id"] for c in categories}
+    unknown = sorted({a.get("category_id") for a in data["annotations"] if isinstance(a, dict)} - known, key=str)
+    if unknown:
+        raise DatasetError(f"{json_file}: annotations use category_id {unknown[:10]} that no category has "
+                           f"(categories: {sorted(known)}); add them to 'categories' or drop those annotations")
+    return names
 
 
 def register_coco(name: str, json_file: str, image_root: str) -> None:
@@ -93,7 +91,7 @@ def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None)
     per_split: Dict[str, List[str]] = {}
     for name, dirname, split in voc:
         check_voc_layout(dirname, split)
-        per_split[name] = voc_class_names(dirname, split)
+        per_split[name] = scan_split(dirname, split)
     if classes:
         for (name, dirname, split), found in zip(voc, per_split.values()):
             extra = sorted(set(found) - set(classes))

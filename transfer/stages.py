@@ -21,7 +21,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Set
 import yaml
 from tqdm import tqdm
 
-from pretrain.files import atomic_write
+from pretrain.files import atomic_write, read_jsonl
 from pretrain.provenance import KERNEL_VARIABLES, versions_line
 
 OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read
@@ -30,16 +30,8 @@ OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, n
 def last_iteration(path: str, offset: int = 0) -> int:
     """The last ``iteration`` in a JSON-lines metrics file (0 if none yet); ``offset`` 1 for Detectron2's
     0-based iterations."""
-    if not os.path.exists(path):
-        return 0
-    last = 0
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                last = int(json.loads(line).get("iteration", last - offset)) + offset
-            except (ValueError, AttributeError):
-                continue  # a line being written
-    return last
+    done = [int(row["iteration"]) + offset for row in read_jsonl(path) if "iteration" in row]
+    return done[-1] if done else 0
 
 
 def input_files(path: str) -> List[str]:

@@ -15,7 +15,7 @@ from pretrain.data import TwoViewDataset
 from pretrain.engine import epoch_loader
 from pretrain.transforms import TwoViewTransform
 
-from ..conftest import ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_cfg(image_folder, *opts):

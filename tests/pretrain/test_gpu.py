@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +13,10 @@ from pretrain.builder import ContrastiveModel, Encoder
 from pretrain.config import load_config
 from pretrain.engine import amp_dtype, autocast_context, train_step
 
-from ..conftest import PYTHON, ROOT, TOOLS
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
+
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from pretrain.backbone import build_resnet
-from tests.conftest import load_tool, run_main
-from tests.synthetic import write_voc
+from transfer.synthetic import write_voc
 
 
 def trees_like(tmp_path):
@@ -16,7 +15,7 @@ def trees_like(tmp_path):
     return voc
 
 
-def test_checkpoints_are_probed_and_paired_with_random_init(tmp_path):
+def test_checkpoints_are_probed_and_paired_with_random_init(tmp_path, run_tool):
     voc = trees_like(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
@@ -26,7 +25,7 @@ def test_checkpoints_are_probed_and_paired_with_random_init(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "time": t}) + "\n"
                                                for i, t in ((1, 9.0), (2, 0.5), (3, 0.7), (4, 0.6))))
     out = tmp_path / "curve"
-    result = run_main(load_tool("budget_curve"), run, "--voc", voc, "--seeds", 3, "--out", out)
+    result = run_tool("budget_curve", run, "--voc", voc, "--seeds", 3, "--out", out)
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "curve.json").read_text())["rows"]
     assert [(r["model"], r["iteration"]) for r in rows] == [("random_init", 0), ("run", 2), ("run", 4)]
@@ -42,10 +41,10 @@ def test_checkpoints_are_probed_and_paired_with_random_init(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_run_without_checkpoints_is_named(tmp_path):
+def test_a_run_without_checkpoints_is_named(tmp_path, run_tool):
     voc = trees_like(tmp_path)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metrics.jsonl").write_text(json.dumps({"iteration": 2, "time": 1.0}) + "\n")
-    result = run_main(load_tool("budget_curve"), tmp_path / "empty", "--voc", voc, "--out", tmp_path / "c")
+    result = run_tool("budget_curve", tmp_path / "empty", "--voc", voc, "--out", tmp_path / "c")
     assert result.returncode == 1 and "empty: no model_*.pth" in result.stderr
     assert not (tmp_path / "c.md").exists()

@@ -3,12 +3,17 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 
 import pytest
 import torch
 import torchvision
 
-from ..conftest import PYTHON, ROOT, TOOLS, load_tool, run_main
+from transfer.synthetic import resnet_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
 
 
 def moco_reference_name(k):
@@ -22,27 +27,6 @@ def moco_reference_name(k):
     k = k.replace("downsample.0", "shortcut")
     k = k.replace("downsample.1", "shortcut.norm")
     return k
-
-
-def resnet_state(depth, seed=0):
-    """A torchvision ResNet state_dict with randomised BN statistics (so that a swapped tensor shows)."""
-    torch.manual_seed(seed)
-    model = torchvision.models.__dict__[f"resnet{depth}"]()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_()
-    return model.state_dict()
-
-
-CONVERT = load_tool("convert")
-
-
-def convert(*args):
-    """Run the converter's main in this process (interpreter start-up dominates otherwise)."""
-    return run_main(CONVERT, *args)
 
 
 def test_command_line(tmp_path):
@@ -72,7 +56,7 @@ def assert_exact(pkl, state):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_torchvision_round_trip(tmp_path, depth):
+def test_torchvision_round_trip(tmp_path, depth, convert):
     state = resnet_state(depth)
     src = tmp_path / "tv.pth"
     torch.save(state, src)
@@ -121,7 +105,7 @@ def foreign_checkpoints(q, k):
 
 
 @pytest.mark.slow
-def test_foreign_layouts(tmp_path):
+def test_foreign_layouts(tmp_path, convert):
     q, k = resnet_state(18, seed=1), resnet_state(18, seed=2)
     for name, (ckpt, layout) in foreign_checkpoints(q, k).items():
         src = tmp_path / f"{name}.pth"
@@ -185,7 +169,7 @@ def argparse_like():
 
 
 @pytest.mark.slow
-def test_failures_exit_non_zero_and_write_nothing(tmp_path):
+def test_failures_exit_non_zero_and_write_nothing(tmp_path, convert):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     out = tmp_path / "out"
@@ -200,7 +184,7 @@ def test_failures_exit_non_zero_and_write_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [18, 50])
-def test_verify(tmp_path, depth):
+def test_verify(tmp_path, depth, convert):
     pytest.importorskip("detectron2")
     src = tmp_path / "tv.pth"
     torch.save(resnet_state(depth), src)

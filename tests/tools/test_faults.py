@@ -4,17 +4,19 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
 from pretrain.checkpoint import CheckpointError, load_latest
-from pretrain.engine import read_metrics
-from pretrain.files import atomic_torch_save
+from pretrain.files import atomic_torch_save, read_jsonl
+from transfer.synthetic import write_broken_files, write_images
 
-from ..conftest import PYTHON, ROOT, TOOLS, write_images
-from .test_pretrain_net import broken_files
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
 
 TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")
 
@@ -36,7 +38,7 @@ def start_and_interrupt(cmd, rows, how, out):
     metrics = os.path.join(out, "metrics.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if len(read_metrics(metrics)) >= rows:
+        if len(read_jsonl(metrics)) >= rows:
             process.send_signal(how)
             break
         time.sleep(0.005)
@@ -50,11 +52,11 @@ def reference(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     result = run(command(image_folder, out))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return {r["iteration"]: r["total_loss"] for r in read_metrics(out / "metrics.jsonl")}
+    return {r["iteration"]: r["total_loss"] for r in read_jsonl(out / "metrics.jsonl")}
 
 
 def losses(out):
-    rows = read_metrics(os.path.join(out, "metrics.jsonl"))
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     iterations = [r["iteration"] for r in rows]
     assert iterations == sorted(set(iterations)), f"an iteration logged twice: {iterations}"
     return {r["iteration"]: r["total_loss"] for r in rows}
@@ -159,7 +161,7 @@ def test_resume_from_damaged_checkpoint_runs_on(image_folder, reference, tmp_pat
 @pytest.mark.slow
 def test_broken_files_are_skipped_and_training_runs(tmp_path):
     folder = tmp_path / "data"
-    broken_files(str(folder))
+    write_broken_files(str(folder))
     os.chmod(folder / "good" / os.listdir(folder / "good")[0], 0o000)
     unreadable = os.getuid() != 0  # root reads any file: then the chmod'ed file still counts as good
     write_images(str(folder / "more"), count=8)
@@ -170,7 +172,7 @@ def test_broken_files_are_skipped_and_training_runs(tmp_path):
     for name in ("truncated.jpg", "empty.png", "text.jpg", "x.png"):
         assert f"skipping {folder / name}" in log or name in log
     assert f"skipped {5 if unreadable else 4} of 13 files" in log
-    assert len(read_metrics(out / "metrics.jsonl")) == 2
+    assert len(read_jsonl(out / "metrics.jsonl")) == 2
 
 
 @pytest.mark.slow
@@ -212,4 +214,4 @@ def test_bad_inputs_of_convert_and_train_net(tmp_path):
 def test_metrics_with_torn_line_are_read(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"iteration": 1, "total_loss": 1.0}) + "\n" + '{"iteration": 2, "tot')
-    assert read_metrics(str(path)) == [{"iteration": 1, "total_loss": 1.0}]
+    assert read_jsonl(str(path)) == [{"iteration": 1, "total_loss": 1.0}]

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import torch
 
-from ..conftest import ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.slow

@@ -4,15 +4,19 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 import torchvision
 
-from pretrain.engine import read_metrics
+from pretrain.files import read_jsonl
 from pretrain.main import main
+from transfer.synthetic import write_broken_files, write_images
 
-from ..conftest import PYTHON, ROOT, TOOLS, write_images
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
 
 TINY = os.path.join(ROOT, "configs/pretrain/tiny_r18_cpu.yaml")
 
@@ -30,7 +34,7 @@ def run_cli(*args, check=True):
 def test_cli_each_matcher(image_folder, tmp_path, matcher):
     out = tmp_path / matcher
     run_cli("DATA.ROOT", image_folder, "MODEL.MATCHER", matcher, "SOLVER.MAX_ITER", 3, "OUTPUT_DIR", out)
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_jsonl(out / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [1, 2, 3]
     for row in rows:
         for key in ("total_loss", "loss_global", "loss_dense", "lr", "lambda", "acc_argmax", "acc_hough", "time",
@@ -53,12 +57,12 @@ def test_resume_reproduces_uninterrupted_run(image_folder, tmp_path):
     resumed.mkdir()
     shutil.copy(full / "model_0000004.pth", resumed)
     (resumed / "last_checkpoint").write_text("model_0000004.pth")
-    rows = read_metrics(full / "metrics.jsonl")
+    rows = read_jsonl(full / "metrics.jsonl")
     with open(resumed / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows[:4])
         f.write('{"iteration": 5, "total_lo')  # a torn last line
     assert main(["--resume"] + common + ["OUTPUT_DIR", str(resumed)]) == 0
-    again = read_metrics(resumed / "metrics.jsonl")
+    again = read_jsonl(resumed / "metrics.jsonl")
     assert [r["iteration"] for r in again] == [1, 2, 3, 4, 5]
     assert again[4]["total_loss"] == rows[4]["total_loss"]
     assert again[4]["loss_dense"] == rows[4]["loss_dense"]
@@ -91,24 +95,11 @@ def test_config_errors_name_the_key(image_folder, tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
 
 
-def broken_files(folder):
-    """One good image and the four kinds of bad file a crawl leaves behind."""
-    os.makedirs(folder, exist_ok=True)
-    good = write_images(os.path.join(folder, "good"), count=2)
-    with open(good[1], "rb") as src, open(os.path.join(folder, "truncated.jpg"), "wb") as dst:
-        dst.write(src.read()[:300])  # a cut-off download: valid header, no end marker
-    os.unlink(good[1])
-    open(os.path.join(folder, "empty.png"), "wb").close()
-    with open(os.path.join(folder, "text.jpg"), "w") as f:
-        f.write("this is not an image\n")
-    os.makedirs(os.path.join(folder, "x.png"))
-
-
 def test_unreadable_files_are_skipped_with_warnings(tmp_path, caplog):
     from pretrain.data import TwoViewDataset
     from pretrain.transforms import TwoViewTransform
     folder = tmp_path / "mixed"
-    broken_files(str(folder))
+    write_broken_files(str(folder))
     write_images(str(folder / "more"), count=3)
     with caplog.at_level("WARNING"):
         dataset = TwoViewDataset(str(folder), TwoViewTransform(64))
@@ -121,7 +112,7 @@ def test_unreadable_files_are_skipped_with_warnings(tmp_path, caplog):
 
 def test_no_readable_image_stops_before_work(tmp_path):
     folder = tmp_path / "broken"
-    broken_files(str(folder))
+    write_broken_files(str(folder))
     shutil.rmtree(folder / "good")
     result = run_cli("DATA.ROOT", folder, "OUTPUT_DIR", tmp_path / "out", check=False)
     assert result.returncode != 0

@@ -2,19 +2,18 @@
 import hashlib
 import json
 
+import pytest
 import torch
 
-from ..conftest import load_tool, run_main
-from .test_convert import convert, resnet_state
-
-PUBLISH = load_tool("publish")
+from transfer.synthetic import resnet_state
 
 
-def publish(*args):
-    return run_main(PUBLISH, *args)
+@pytest.fixture
+def publish(run_tool):
+    return lambda *args: run_tool("publish", *args)
 
 
-def pretrained_and_converted(tmp_path):
+def pretrained_and_converted(tmp_path, convert):
     run = tmp_path / "pretrain_run"
     run.mkdir()
     torch.save(resnet_state(18), run / "backbone.pth")
@@ -27,8 +26,8 @@ def pretrained_and_converted(tmp_path):
     return tmp_path / "houghcl.pkl", tmp_path / "voc"
 
 
-def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path):
-    pkl, voc = pretrained_and_converted(tmp_path)
+def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path, convert, publish):
+    pkl, voc = pretrained_and_converted(tmp_path, convert)
     result = publish(pkl, "--name", "houghcl_r18", "--out", tmp_path / "release", "--results", voc)
     assert result.returncode == 0, result.stderr
     digest = hashlib.sha256(pkl.read_bytes()).hexdigest()
@@ -45,8 +44,8 @@ def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path):
     assert "| voc | 1 | 0 | 41.50 | 70.25 | 44.00 |" in card
 
 
-def test_publish_refuses_before_writing_anything(tmp_path):
-    pkl, voc = pretrained_and_converted(tmp_path)
+def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
+    pkl, voc = pretrained_and_converted(tmp_path, convert)
     release = tmp_path / "release"
     cases = [
         ((pkl, "--name", "bad name"), "use letters, digits"),

@@ -4,13 +4,13 @@ import os
 import pickle
 import statistics
 import subprocess
+import sys
 
 import pytest
 import torch
 import torchvision
 
-from ..conftest import PYTHON, ROOT, TOOLS
-from ..synthetic import write_coco, write_voc
+from transfer.synthetic import write_coco, write_voc
 
 pytest.importorskip("detectron2")
 
@@ -19,6 +19,10 @@ from detectron2.modeling import build_model  # noqa: E402
 from pretrain.config import flat_keys  # noqa: E402
 from transfer.config import setup_cfg  # noqa: E402
 from transfer.coverage import resnet_parameter_names  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
 
 CONFIGS = os.path.join(ROOT, "configs", "transfer")
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from ..synthetic import write_coco, write_voc
+from transfer.synthetic import write_coco, write_voc
 
 pytest.importorskip("detectron2")
 
@@ -80,3 +80,22 @@ def test_malformed_coco_json_is_named(tmp_path):
     name = unique("coco")
     register_coco(name, json_file, images)
     assert MetadataCatalog.get(name).thing_classes == ["box", "blob"]
+
+
+def test_annotations_of_an_unknown_category_are_named(tmp_path):
+    json_file, images = write_coco(str(tmp_path / "coco"))
+    data = json.load(open(json_file))
+    data["annotations"][0]["category_id"] = 7
+    (tmp_path / "unknown.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"unknown.json: annotations use category_id \[7\]"):
+        register_coco(unique("unknown"), str(tmp_path / "unknown.json"), images)
+
+
+def test_voc_boxes_outside_the_image_stop_the_command_in_one_line(tmp_path):
+    voc = write_voc(str(tmp_path), classes=("box",), train=2, test=1)
+    path = os.path.join(voc, "Annotations", "000001.xml")
+    text = open(path).read()
+    start = text.index("<xmax>") + len("<xmax>")
+    open(path, "w").write(text[:start] + "400" + text[text.index("</xmax>"):])
+    with pytest.raises(ValueError, match=r"000001.xml \(box .*outside the 128 x 96 image"):
+        register_from_args([(unique("outside"), voc, "trainval")])

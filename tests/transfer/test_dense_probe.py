@@ -6,9 +6,8 @@ import pytest
 import torch
 from scipy import optimize
 
-from tests.conftest import load_tool, run_main
-from tests.synthetic import write_voc
 from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_backbone_bn, training_half
+from transfer.synthetic import write_voc
 
 
 def test_cell_labels_equal_a_loop_over_cells_and_boxes():
@@ -69,39 +68,37 @@ def test_training_halves_are_seeded_halves():
     assert training_half(10, 0) != training_half(10, 1)
 
 
-def test_tool_writes_seeds_that_rerun_identically_and_collect(tmp_path):
+def test_tool_writes_seeds_that_rerun_identically_and_collect(tmp_path, run_tool):
     voc = write_voc(str(tmp_path), classes=("box",), train=8, test=4, size=(128, 128))
-    tool = load_tool("dense_probe")
     runs = []
     for out in ("a", "b"):
-        result = run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / out)
+        result = run_tool("dense_probe", voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / out)
         assert result.returncode == 0, result.stderr
         runs.append([json.load(open(tmp_path / out / f"seed_{k}" / "final_results.json")) for k in range(2)])
     assert [r["results"] for r in runs[0]] == [r["results"] for r in runs[1]]
     first = runs[0][0]["results"]["dense"]
     # Flat rectangles on a textured background: even random features separate them from it.
     assert first["AP"] > 100 * first["positives"] + 5
-    collected = run_main(load_tool("collect_results"), tmp_path / "a", tmp_path / "b", "--baseline", "a")
+    collected = run_tool("collect_results", tmp_path / "a", tmp_path / "b", "--baseline", "a")
     assert collected.returncode == 0 and "dense/AP" in collected.stdout and "+0.00" in collected.stdout
 
 
-def test_tool_names_a_missing_split(tmp_path):
+def test_tool_names_a_missing_split(tmp_path, run_tool):
     voc = write_voc(str(tmp_path), classes=("box",), train=2, test=1)
-    result = run_main(load_tool("dense_probe"), voc, "--seeds", 1, "--out", tmp_path / "out")
+    result = run_tool("dense_probe", voc, "--seeds", 1, "--out", tmp_path / "out")
     assert result.returncode == 1
     assert "train.txt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_as_seed_records_the_mean_over_halves_and_draws_the_random_init(tmp_path):
+def test_as_seed_records_the_mean_over_halves_and_draws_the_random_init(tmp_path, run_tool):
     voc = write_voc(str(tmp_path), classes=("box",), train=6, test=3, size=(96, 96))
-    tool = load_tool("dense_probe")
-    halves = run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / "halves")
+    halves = run_tool("dense_probe", voc, "--train", "trainval", "--seeds", 2, "--out", tmp_path / "halves")
     assert halves.returncode == 0, halves.stderr
     aps = [json.load(open(tmp_path / "halves" / f"seed_{k}" / "final_results.json"))["results"]["dense"]["AP"]
            for k in range(2)]
     for seed in (0, 3):
-        assert run_main(tool, voc, "--train", "trainval", "--seeds", 2, "--as-seed", seed,
+        assert run_tool("dense_probe", voc, "--train", "trainval", "--seeds", 2, "--as-seed", seed,
                         "--out", tmp_path / "pooled").returncode == 0
     pooled = {k: json.load(open(tmp_path / "pooled" / f"seed_{k}" / "final_results.json")) for k in (0, 3)}
     assert pooled[0]["seed"] == 0 and pooled[0]["results"]["dense"]["AP"] == pytest.approx(sum(aps) / 2)

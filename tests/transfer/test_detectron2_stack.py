@@ -6,7 +6,7 @@ import uuid
 import pytest
 import torch
 
-from ..synthetic import write_coco, write_voc
+from transfer.synthetic import write_coco, write_voc
 
 d2 = pytest.importorskip("detectron2")
 

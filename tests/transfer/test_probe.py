@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ..synthetic import write_voc
+from transfer.synthetic import write_voc
+
 from ..tools.test_convert import convert, resnet_state
 from ..tools.test_train_net import tool
 

@@ -2,12 +2,15 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
 from transfer.results import ResultsError, compare, load_runs, summarise, to_markdown, write_final_results
 
-from ..conftest import PYTHON, ROOT, TOOLS
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+PYTHON = sys.executable
 
 
 def write_model(root, name, aps, seeds=None):

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from ..tools.test_convert import convert, resnet_state
+from transfer.synthetic import resnet_state
 
 pytest.importorskip("detectron2")
 
@@ -15,7 +15,7 @@ from transfer.config import CONFIGS, setup_cfg  # noqa: E402
 from transfer.weights import WeightsError, check_input_settings  # noqa: E402
 
 
-def test_output_extension_is_checked_before_any_work(tmp_path):
+def test_output_extension_is_checked_before_any_work(tmp_path, convert):
     torch.save(resnet_state(18), tmp_path / "r18.pth")
     result = convert(tmp_path / "r18.pth", tmp_path / "out.pth")
     assert result.returncode == 1 and "detectron2 output is a .pkl file, not .pth" in result.stderr
@@ -27,7 +27,7 @@ def test_output_extension_is_checked_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.pth"]
 
 
-def test_safetensors_in_and_out(tmp_path):
+def test_safetensors_in_and_out(tmp_path, convert):
     state = resnet_state(18)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "r18.safetensors")
     result = convert(tmp_path / "r18.safetensors", tmp_path / "back.safetensors", "--to", "torchvision")
@@ -42,7 +42,7 @@ def test_safetensors_in_and_out(tmp_path):
 
 
 @pytest.mark.slow
-def test_resnext_safetensors_verifies_into_resnext_c4(tmp_path):
+def test_resnext_safetensors_verifies_into_resnext_c4(tmp_path, convert):
     torch.manual_seed(0)
     model = torchvision.models.resnext50_32x4d()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "x.safetensors")
@@ -63,7 +63,7 @@ def test_resnext_safetensors_verifies_into_resnext_c4(tmp_path):
 
 
 @pytest.mark.slow
-def test_wide_resnet_verifies_into_c4_and_fpn(tmp_path):
+def test_wide_resnet_verifies_into_c4_and_fpn(tmp_path, convert):
     torch.save(torchvision.models.wide_resnet50_2().state_dict(), tmp_path / "wide.pth")
     result = convert(tmp_path / "wide.pth", tmp_path / "wide.pkl", "--verify")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -73,7 +73,7 @@ def test_wide_resnet_verifies_into_c4_and_fpn(tmp_path):
     assert (sidecar["groups"], sidecar["width_per_group"]) == (1, 128)
 
 
-def test_heads_under_the_ddp_prefix_are_dropped_by_name(tmp_path):
+def test_heads_under_the_ddp_prefix_are_dropped_by_name(tmp_path, convert):
     state = resnet_state(18)
     swav = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     swav.update({"module.projection_head.0.weight": torch.randn(8, 512), "module.prototypes.weight": torch.randn(3, 8),
@@ -91,14 +91,14 @@ def test_heads_under_the_ddp_prefix_are_dropped_by_name(tmp_path):
     assert json.loads((tmp_path / "swav.pkl.json").read_text())["drop"] == ["module.extra."]
 
 
-def test_a_detectron2_file_as_input_is_named_as_such(tmp_path):
+def test_a_detectron2_file_as_input_is_named_as_such(tmp_path, convert):
     torch.save(resnet_state(18), tmp_path / "r18.pth")
     assert convert(tmp_path / "r18.pth", tmp_path / "r18.pkl").returncode == 0
     result = convert(tmp_path / "r18.pkl", tmp_path / "again.pkl")
     assert result.returncode == 1 and "r18.pkl: is already a Detectron2 file" in result.stderr
 
 
-def test_sidecar_says_what_was_done(tmp_path):
+def test_sidecar_says_what_was_done(tmp_path, convert):
     q, k = resnet_state(18, seed=1), resnet_state(18, seed=2)
     full = {**{f"encoder_q.0.{n}": v for n, v in q.items()}, **{f"encoder_k.0.{n}": v for n, v in k.items()}}
     torch.save({"model": full}, tmp_path / "odd.pth")
@@ -114,7 +114,7 @@ def test_sidecar_says_what_was_done(tmp_path):
     assert (sidecar["layout"], sidecar["encoder"], sidecar["source_dtype"]) == ("pixpro", "momentum", "float16")
 
 
-def test_coverage_report_names_new_heads_and_unused_keys(tmp_path):
+def test_coverage_report_names_new_heads_and_unused_keys(tmp_path, convert):
     from detectron2.modeling import build_model
 
     from transfer.coverage import load_with_report
@@ -133,7 +133,7 @@ def test_coverage_report_names_new_heads_and_unused_keys(tmp_path):
     assert not any(m.startswith("backbone.bottom_up") for m in report.new_modules)
 
 
-def test_a_sidecar_of_other_bytes_is_refused(tmp_path):
+def test_a_sidecar_of_other_bytes_is_refused(tmp_path, convert):
     # A kill between the two renames of a conversion leaves the new weights beside the old sidecar.
     from transfer.weights import read_sidecar
     state = resnet_state(18)

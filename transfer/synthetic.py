@@ -1,10 +1,12 @@
-"""Tiny detection datasets written by the tests: a PASCAL VOC layout and a COCO json with masks."""
+"""Small generated datasets for plumbing checks (the tests, ``tools/gpu_check.py``): a PASCAL VOC layout, a COCO
+json with masks, smooth colour images for pretraining. Never used for a number that is reported."""
 import json
 import os
-from xml.etree import ElementTree as ET
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .voc_layout import make_layout, write_annotation, write_splits
 
 
 def _scene(rng, size, count):
@@ -25,34 +27,16 @@ def write_voc(root, year=2007, classes=("person", "car"), train=4, test=2, size=
     """``root/VOC{year}`` with JPEGImages, Annotations and ImageSets/Main/{trainval,test}.txt."""
     rng = np.random.default_rng(seed)
     base = os.path.join(root, f"VOC{year}")
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    make_layout(base)
     splits = {"trainval": [], "test": []}
     for i in range(train + test):
         name = f"{i:06d}"
         img, boxes = _scene(rng, size, 2)
         img.save(os.path.join(base, "JPEGImages", name + ".jpg"))
-        ann = ET.Element("annotation")
-        ET.SubElement(ann, "filename").text = name + ".jpg"
-        s = ET.SubElement(ann, "size")
-        for tag, value in zip(("width", "height", "depth"), (*size, 3)):
-            ET.SubElement(s, tag).text = str(value)
-        for k, (x0, y0, x1, y1) in enumerate(boxes):
-            obj = ET.SubElement(ann, "object")
-            ET.SubElement(obj, "name").text = classes[k % len(classes)]
-            # The VOC evaluator reads all of pose, truncated and difficult.
-            ET.SubElement(obj, "pose").text = "Unspecified"
-            ET.SubElement(obj, "truncated").text = "0"
-            ET.SubElement(obj, "difficult").text = "0"
-            box = ET.SubElement(obj, "bndbox")
-            # VOC boxes are 1-based inclusive pixel indices.
-            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0 + 1, y0 + 1, x1, y1)):
-                ET.SubElement(box, tag).text = str(value)
-        ET.ElementTree(ann).write(os.path.join(base, "Annotations", name + ".xml"))
+        write_annotation(os.path.join(base, "Annotations", name + ".xml"), name + ".jpg", size,
+                         [(classes[k % len(classes)], box) for k, box in enumerate(boxes)])
         splits["trainval" if i < train else "test"].append(name)
-    for split, names in splits.items():
-        with open(os.path.join(base, "ImageSets/Main", split + ".txt"), "w") as f:
-            f.write("\n".join(names) + "\n")
+    write_splits(base, splits)
     return base
 
 
@@ -78,3 +62,46 @@ def write_coco(folder, count=4, size=(128, 96), seed=0, classes=("box", "blob"))
     with open(path, "w") as f:
         json.dump(data, f)
     return path, os.path.join(folder, "images")
+
+
+def write_images(folder, count=12, seed=0):
+    """Smooth random colour fields (not white noise, so that features have structure), various sizes."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        h, w = 72 + 4 * (i % 5), 96 - 4 * (i % 3)
+        small = rng.random((6, 8, 3)) * 255
+        img = Image.fromarray(small.astype("uint8")).resize((w, h), Image.BICUBIC)
+        path = os.path.join(folder, f"img_{i:02d}.{'jpg' if i % 2 else 'png'}")
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+def resnet_state(depth, seed=0):
+    """A torchvision ResNet state_dict with randomised BN statistics (so that a swapped tensor shows)."""
+    import torch
+    import torchvision
+    torch.manual_seed(seed)
+    model = torchvision.models.__dict__[f"resnet{depth}"]()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+    return model.state_dict()
+
+
+def write_broken_files(folder):
+    """One good image and the four kinds of bad file a crawl leaves behind."""
+    os.makedirs(folder, exist_ok=True)
+    good = write_images(os.path.join(folder, "good"), count=2)
+    with open(good[1], "rb") as src, open(os.path.join(folder, "truncated.jpg"), "wb") as dst:
+        dst.write(src.read()[:300])  # a cut-off download: valid header, no end marker
+    os.unlink(good[1])
+    open(os.path.join(folder, "empty.png"), "wb").close()
+    with open(os.path.join(folder, "text.jpg"), "w") as f:
+        f.write("this is not an image\n")
+    os.makedirs(os.path.join(folder, "x.png"))
