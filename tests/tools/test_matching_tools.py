@@ -1,18 +1,12 @@
 """tools/eval_matching.py and tools/visualize_matches.py as a user runs them."""
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import zipfile
-from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from transfer import fetch as fetch_data
-from transfer.synthetic import write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
