@@ -61,3 +61,14 @@ def run_tool():
 def convert(run_tool):
     """``convert(*args)``: tools/convert.py in this process."""
     return lambda *args: run_tool("convert", *args)
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """``run_script(name, *args, env=None, timeout=900)``: tools/NAME as a user runs it, in a new process."""
+    import subprocess
+
+    def run(name, *args, env=None, timeout=900):
+        return subprocess.run([PYTHON, os.path.join(TOOLS, name), *map(str, args)], capture_output=True, text=True,
+                              cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+    return run

@@ -25,6 +25,7 @@ from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD, resnet_features
 from pretrain.builder import ContrastiveModel
 from pretrain.config import get_cfg
 from pretrain.engine import amp_dtype, autocast_context, train_step
+from pretrain.files import atomic_write
 from pretrain.hough_transform import VOTE_LAYERS
 from pretrain.matching import MATCHERS, list_matchers
 from pretrain.timing import interleaved, paired_ratio, peak_memory, sync
@@ -310,9 +311,7 @@ def main(argv=None):
                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     print_table(result)
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
         print(f"wrote {args.json}")
     return 0
 

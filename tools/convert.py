@@ -12,10 +12,9 @@ purpose and reported. On any problem: a message naming the file and the keys, ex
 """
 import argparse
 import sys
-from collections import Counter
 
-from pretrain.backbone import KNOWN_HEADS, BackboneError, architecture
-from transfer.weights import WeightsError, convert, remove_with_sidecar
+from pretrain.backbone import BackboneError
+from transfer.weights import WeightsError, conversion_summary, convert, remove_with_sidecar
 
 
 def parse_args(argv=None):
@@ -38,23 +37,6 @@ def parse_args(argv=None):
     return args
 
 
-def dropped_heads(weights) -> str:
-    heads = sorted({k[len(weights.prefix):].split(".")[0] for k in weights.dropped if k.startswith(weights.prefix)}
-                   & set(KNOWN_HEADS) - {"fc"})
-    return f" (heads: {', '.join(heads)})" if heads else ""
-
-
-def dropped_groups(weights) -> str:
-    """What was dropped, by name: each group of keys (first name below the backbone's prefix, or the first
-    name of keys outside it) with its count."""
-    groups = Counter()
-    for key in weights.dropped:
-        inside = key.startswith(weights.prefix)
-        rest = key[len(weights.prefix):] if inside else key
-        groups[(weights.prefix if inside else "") + rest.split(".")[0]] += 1
-    return "; ".join(f"{name} ({count})" for name, count in sorted(groups.items()))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -62,12 +44,7 @@ def main(argv=None) -> int:
     except (BackboneError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    encoder = f"{weights.encoder} encoder" if weights.layout != "given" else "the given prefix"
-    print(f"{args.input}: layout {weights.layout} (prefix {weights.prefix!r}), {encoder}, "
-          f"{architecture(weights.depth, weights.groups, weights.width_per_group)}, {len(weights.tensors)} backbone "
-          f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}"
-          f"{': ' + dropped_groups(weights) if weights.dropped else ''}\n"
-          f"wrote {args.output} and {args.output}.json")
+    print(f"{args.input}: {conversion_summary(weights)}\nwrote {args.output} and {args.output}.json")
     if args.verify:
         from transfer.coverage import verify  # Detectron2 is needed for --verify only
         try:

@@ -18,8 +18,9 @@ import sys
 from pretrain.backbone import BackboneError
 from pretrain.config import ConfigError, load_config
 from pretrain.files import atomic_write
-from pretrain.matching import MATCHERS, options_from_cfg
-from pretrain.matching_eval import ABLATION, matching_study, registered_variants
+from pretrain.matching import MATCHERS
+from pretrain.matching_eval import matching_study, registered_variants
+from pretrain.matching_report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
 
 
 def main(argv=None):
@@ -40,83 +41,37 @@ def main(argv=None):
                         help="the options of both Hough matchers at C5, one change at a time from the defaults")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
     args = parser.parse_args(argv)
-    if args.ablation:
-        return ablation(args)
     try:
-        cfg = load_config(args.config_file, args.opts)
-        result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, args.layer,
-                                registered_variants(cfg.MODEL))
-    except (ConfigError, BackboneError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
-          f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
-
-    def fmt(v):
-        return "-" if v is None else f"{v:.3f}"
-
-    print("| matcher | exact | within one | median error | mean error | within one, same orientation | mirrored |\n"
-          "|---|---|---|---|---|---|---|")
-    for name in MATCHERS:
-        exact, near, error = (result[k][name] for k in ("exact", "within_one", "error"))
-        err = error["all"] or {"median": None, "mean": None}
-        print(f"| {name}: {MATCHERS[name].label} | {fmt(exact['all'])} | {fmt(near['all'])} | {fmt(err['median'])} | "
-              f"{fmt(err['mean'])} | "
-              f"{fmt(near['same_orientation'])} | {fmt(near['mirrored'])} |")
-    for name, stats in result["matcher_stats"].items():
-        for key, value in stats.items():
-            print(f"{name} {key}: {value:.3f}")
-    if args.tolerance is not None:
-        key = "exact" if args.tolerance == 0 else "within_one"
-        print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
-    atomic_write(args.out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def ablation(args) -> int:
-    """Every row of ABLATION on the same pairs and features; a Markdown table with each row's overrides."""
-    variants, overrides = {}, {}
-    try:
-        for name, (matcher, extra) in ABLATION.items():
-            cfg = load_config(args.config_file, list(args.opts) + extra)
-            variants[name], overrides[name] = (matcher, options_from_cfg(cfg.MODEL, matcher)), extra
-        cfg = load_config(args.config_file, list(args.opts))
-        for name in ("argmax", "threshold", "geometric"):  # the baselines and the oracle, beside every row
-            variants[name], overrides[name] = (name, options_from_cfg(cfg.MODEL, name)), []
-        result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, "layer4",
+        if args.ablation:
+            variants, overrides = ablation_variants(args.config_file, args.opts)
+            layer = "layer4"
+        else:
+            variants, layer = registered_variants(load_config(args.config_file, args.opts).MODEL), args.layer
+        result = matching_study(args.images, args.weights, args.depth, args.pairs, args.seed, args.size, layer,
                                 variants)
     except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rows = {name: {"matcher": variants[name][0], "overrides": overrides[name], **summary(result, name),
-                   **result["matcher_stats"][name]} for name in variants}
-    weights = f" --weights {args.weights}" if args.weights else ""
-    base = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} --size {args.size}"
-            f"{weights}{f' --depth {args.depth}' if args.depth else ''} --ablation --out x.json")
-    grid = result["counts"]["grid"]
-    lines = [f"ResNet-{result['settings']['depth']}, {'weights ' + args.weights if args.weights else 'random init'}, "
-             f"C5 ({grid[0]} x {grid[1]}), {args.pairs} view pairs, {result['counts']['query_cells_with_partner']} "
-             f"query cells with a true partner; `{base}`", "",
-             "| matcher and options | exact | within one | median error | mean error | cells outside the key view "
-             "(hough_transform) | overrides |", "|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        outside = f"{row['outside_share']:.3f}" if "outside_share" in row else "-"
-        lines.append(f"| {name} | {row['exact']:.3f} | {row['within_one']:.3f} | {row['median_error']:.2f} | "
-                     f"{row['mean_error']:.2f} | {outside} | {' '.join(row['overrides']) or '(nothing)'} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    atomic_write(args.out, lambda f: f.write((json.dumps({"rows": rows, "counts": result["counts"],
-                                                          "settings": result["settings"]}, indent=2) + "\n").encode()))
-    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
-    print(f"wrote {args.out} and {args.out}.md")
+    if args.ablation:
+        rows = ablation_rows(result, variants, overrides)
+        command = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} "
+                   f"--size {args.size}{f' --weights {args.weights}' if args.weights else ''}"
+                   f"{f' --depth {args.depth}' if args.depth else ''} --ablation --out x.json")
+        table = ablation_markdown(rows, result, args.weights, command)
+        print(table)
+        written = {"rows": rows, "counts": result["counts"], "settings": result["settings"]}
+        atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
+    else:
+        print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
+              f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
+        print(accuracy_markdown(result))
+        if args.tolerance is not None:
+            key = "exact" if args.tolerance == 0 else "within_one"
+            print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
+        written = result
+    atomic_write(args.out, lambda f: f.write((json.dumps(written, indent=2) + "\n").encode()))
+    print(f"wrote {args.out}" + (f" and {args.out}.md" if args.ablation else ""))
     return 0
-
-
-def summary(result, matcher):
-    error = result["error"][matcher]["all"] or {"median": float("nan"), "mean": float("nan")}
-    return {"exact": result["exact"][matcher]["all"], "within_one": result["within_one"][matcher]["all"],
-            "median_error": error["median"], "mean_error": error["mean"]}
 
 
 if __name__ == "__main__":

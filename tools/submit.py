@@ -17,39 +17,10 @@ and it continues from its last checkpoint. Fine-tuning submits one job per seed 
 """
 import argparse
 import os
-import subprocess
 import sys
 
-import submitit
-
-from transfer.results import seed_dir
+from transfer.jobs import build_executor, commands, wait
 from transfer.trainer import overrides_last
-
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-
-
-class ResumableCommand(submitit.helpers.Checkpointable):
-    """A tools/ command run inside a submitit job; requeued as is (it already says --resume)."""
-
-    def __init__(self, kind, argv):
-        self.kind, self.argv = kind, list(argv)
-
-    def command(self):
-        if self.kind == "pretrain":
-            # One SLURM task per GPU: pretrain/distributed.py reads the SLURM variables itself.
-            return [sys.executable, os.path.join(TOOLS, "pretrain_net.py"), "--resume"] + self.argv
-        # Detectron2: one task per node, launch() spawns a process per GPU.
-        env = submitit.JobEnvironment()
-        port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
-        master = env.hostnames[0] if env.hostnames else "127.0.0.1"
-        return [sys.executable, os.path.join(TOOLS, "train_net.py"), "--resume", "--num-machines",
-                str(env.num_nodes), "--machine-rank", str(env.node), "--dist-url", f"tcp://{master}:{port}"] + self.argv
-
-    def __call__(self):
-        command = self.command()
-        print("running:", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
-        return command
 
 
 def parse_args(argv=None):
@@ -77,78 +48,19 @@ def parse_args(argv=None):
     return args
 
 
-def output_dir_of(args):
-    """OUTPUT_DIR from the overrides, else from the config file (for the per-seed folders)."""
-    opts = list(args.opts)
-    if "OUTPUT_DIR" in opts[:-1]:
-        return opts[opts.index("OUTPUT_DIR") + 1]
-    from transfer.config import setup_cfg
-    return setup_cfg(args.config_file).OUTPUT_DIR
-
-
-def build_executor(args):
-    executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster)
-    per_node = args.gpus_per_node if args.kind == "pretrain" else 1
-    params = dict(name=args.job_name or f"{args.kind}-{os.path.splitext(os.path.basename(args.config_file))[0]}",
-                  timeout_min=args.timeout_min, nodes=args.nodes, tasks_per_node=per_node)
-    if executor.cluster == "slurm":
-        params.update(slurm_partition=args.partition, gpus_per_node=args.gpus_per_node,
-                      cpus_per_task=args.cpus_per_gpu * args.gpus_per_node // per_node,
-                      slurm_signal_delay_s=120)
-        if args.mem_gb:
-            params["mem_gb"] = args.mem_gb
-    elif executor.cluster == "local":
-        params.update(gpus_per_node=0, nodes=1, tasks_per_node=1)
-    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    return executor
-
-
-def failure_reason(job, error) -> str:
-    """The command's own last ``error:`` line from the job's log (what went wrong), else the exception's."""
-    try:
-        log = job.stderr() or ""
-    except OSError:
-        log = ""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for wanted in (lambda line: line.startswith("error:"),  # the tools' own one-line errors
-                   lambda line: "Error:" in line and "CalledProcessError" not in line):  # else a traceback's last
-        found = [line for line in lines if wanted(line)]
-        if found:
-            return found[-1]
-    return str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.exists(args.config_file):
         print(f"error: {args.config_file}: no such config file", file=sys.stderr)
         return 1
-    base = ["--config-file", args.config_file] + overrides_last(list(args.opts))
-    if args.kind == "finetune":
-        gpus = ["--num-gpus", str(args.gpus_per_node if args.cluster != "local" else 1)]
-        out = output_dir_of(args)
-        commands = [ResumableCommand("finetune", gpus + base + ["SEED", str(k), "OUTPUT_DIR",
-                                                                seed_dir(out, k)])
-                    for k in range(args.seeds)]
-    else:
-        commands = [ResumableCommand("pretrain", base)]
+    gpus = args.gpus_per_node if args.cluster != "local" else 1
+    jobs_to_run = commands(args.kind, args.config_file, overrides_last(list(args.opts)), args.seeds, gpus)
     executor = build_executor(args)
-    jobs = [executor.submit(command) for command in commands]
-    for job, command in zip(jobs, commands):
+    jobs = [executor.submit(command) for command in jobs_to_run]
+    for job, command in zip(jobs, jobs_to_run):
         print(f"submitted job {job.job_id} ({executor.cluster}): {args.kind} {' '.join(command.argv)}")
         print(f"  logs: {job.paths.stdout} and {job.paths.stderr}")
-    if args.wait:
-        failed = 0
-        for job in jobs:
-            try:
-                job.result()
-                print(f"job {job.job_id}: completed")
-            except Exception as e:  # submitit re-raises the job's failure here
-                failed += 1
-                print(f"job {job.job_id}: failed: {failure_reason(job, e)}\n  full log: {job.paths.stderr}",
-                      file=sys.stderr)
-        return 1 if failed else 0
-    return 0
+    return 1 if args.wait and wait(jobs, poll_s=2 if executor.cluster != "slurm" else 30) else 0
 
 
 if __name__ == "__main__":

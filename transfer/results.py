@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pretrain.files import atomic_write
 from pretrain.provenance import provenance
@@ -28,6 +28,12 @@ class ResultsError(ValueError):
 
 def seed_dir(output_dir: str, seed: int) -> str:
     return os.path.join(output_dir, f"seed_{seed}")
+
+
+def seed_runs(output_dir: str, seeds: int) -> List[Tuple[int, str, List[str]]]:
+    """The runs of ``--seeds K``: seed k into OUTPUT_DIR/seed_k, as (k, its folder, its KEY VALUE overrides)."""
+    return [(k, seed_dir(output_dir, k), ["SEED", str(k), "OUTPUT_DIR", seed_dir(output_dir, k)])
+            for k in range(seeds)]
 
 
 def write_final_results(output_dir: str, results: Dict, seed: int, weights: str, config: str,

@@ -9,12 +9,12 @@ import json
 import os
 import pickle
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Dict, Optional
 
 import torch
 
-from pretrain.backbone import BackboneError, ResNetWeights, extract_resnet, read_checkpoint
+from pretrain.backbone import KNOWN_HEADS, BackboneError, ResNetWeights, architecture, extract_resnet, read_checkpoint
 from pretrain.files import atomic_write, sha256_of
 
 # Settings a Detectron2 model needs for weights trained on torchvision-normalised RGB input.
@@ -127,6 +127,32 @@ def convert(source: str, output: str, to: str = "detectron2", encoder: str = "qu
     sidecar = sidecar_of(weights, source, fmt, drop)
     (write_detectron2 if fmt == "detectron2" else write_torchvision)(output, weights, sidecar)
     return weights
+
+
+def dropped_heads(weights) -> str:
+    heads = sorted({k[len(weights.prefix):].split(".")[0] for k in weights.dropped if k.startswith(weights.prefix)}
+                   & set(KNOWN_HEADS) - {"fc"})
+    return f" (heads: {', '.join(heads)})" if heads else ""
+
+
+def dropped_groups(weights) -> str:
+    """What was dropped, by name: each group of keys (first name below the backbone's prefix, or the first
+    name of keys outside it) with its count."""
+    groups = Counter()
+    for key in weights.dropped:
+        inside = key.startswith(weights.prefix)
+        rest = key[len(weights.prefix):] if inside else key
+        groups[(weights.prefix if inside else "") + rest.split(".")[0]] += 1
+    return "; ".join(f"{name} ({count})" for name, count in sorted(groups.items()))
+
+
+def conversion_summary(weights: ResNetWeights) -> str:
+    """One line: the layout and encoder found, the architecture, what was kept and, by name, what was dropped."""
+    encoder = f"{weights.encoder} encoder" if weights.layout != "given" else "the given prefix"
+    return (f"layout {weights.layout} (prefix {weights.prefix!r}), {encoder}, "
+            f"{architecture(weights.depth, weights.groups, weights.width_per_group)}, {len(weights.tensors)} backbone "
+            f"tensors kept, {len(weights.dropped)} other tensors dropped{dropped_heads(weights)}"
+            f"{': ' + dropped_groups(weights) if weights.dropped else ''}")
 
 
 def remove_with_sidecar(path: str) -> None:

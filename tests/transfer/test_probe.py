@@ -7,10 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transfer.synthetic import write_voc
-
-from ..tools.test_convert import convert, resnet_state
-from ..tools.test_train_net import tool
+from transfer.synthetic import resnet_state, write_voc
 
 pytest.importorskip("detectron2")
 
@@ -52,14 +49,15 @@ def test_bn_statistics_are_the_average_over_training_batches_then_frozen():
 
 
 @pytest.mark.slow
-def test_probe_trains_heads_and_leaves_the_backbone_as_loaded(tmp_path):
+def test_probe_trains_heads_and_leaves_the_backbone_as_loaded(tmp_path, convert, run_script):
     write_voc(str(tmp_path / "data"), classes=("tree",), train=4, test=2)
     voc = tmp_path / "data" / "VOC2007"
     torch.save(resnet_state(18), tmp_path / "r18.pth")
     assert convert(tmp_path / "r18.pth", tmp_path / "r18.pkl").returncode == 0
-    result = tool("train_net.py", "--config-file", PROBE, "--voc", "trees_train", voc, "trainval", "--voc",
-                  "trees_test", voc, "test", "MODEL.WEIGHTS", tmp_path / "r18.pkl", "SOLVER.MAX_ITER", 3,
-                  "SOLVER.WARMUP_ITERS", 0, "TRANSFER.PROBE.BN_ITERS", 2, "SEED", 0, "OUTPUT_DIR", tmp_path / "run")
+    result = run_script("train_net.py", "--config-file", PROBE, "--voc", "trees_train", voc, "trainval", "--voc",
+                        "trees_test", voc, "test", "MODEL.WEIGHTS", tmp_path / "r18.pkl", "SOLVER.MAX_ITER", 3,
+                        "SOLVER.WARMUP_ITERS", 0, "TRANSFER.PROBE.BN_ITERS", 2, "SEED", 0,
+                        "OUTPUT_DIR", tmp_path / "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "probe: BN statistics of 20 layers re-estimated on 2 training batches" in log

@@ -1,0 +1,107 @@
+"""The prepared GPU check (``tools/gpu_check.sh``): its steps as commands, running them with a time limit each, and
+the report (one JSON, one table). ``smoke`` runs the same steps, shrunk, on the CPU."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+from pretrain.files import atomic_write, read_jsonl
+from pretrain.matching import list_matchers
+
+from .synthetic import write_voc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tools")
+
+
+def steps(smoke: bool, out: str, data: str):
+    """(name, command, timeout in seconds, JSON the command writes or None)."""
+    python = sys.executable
+    if smoke:
+        step = ["--depth", "18", "--size", "64", "--batch", "2", "--device", "cpu", "--warmup", "1", "--repeats", "2"]
+        match = ["--grids", "7", "--match-batch", "2", "--channels", "64", "--device", "cpu", "--match-repeats", "2"]
+        detectron = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2"]
+    else:
+        step = ["--depth", "50", "--size", "224", "--batch", "64", "--amp", "--device", "cuda", "--warmup", "5",
+                "--repeats", "20", "--max-batch"]
+        match = ["--grids", "28", "--match-batch", "32", "--device", "cuda", "--match-repeats", "20"]
+        detectron = ["MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "20", "SOLVER.IMS_PER_BATCH", "4"]
+    return [
+        ("gpu_tests", [python, "-m", "pytest", "-q", "-m", "gpu", "tests", "--junitxml", f"{out}/gpu_tests.xml"],
+         240, None),
+        ("step_benchmark", [python, f"{TOOLS}/benchmark.py", "step", *step, "--json", f"{out}/step.json"], 240,
+         f"{out}/step.json"),
+        ("matchers", [python, f"{TOOLS}/benchmark.py", "match", *match, "--json", f"{out}/match.json"], 120,
+         f"{out}/match.json"),
+        ("faster_rcnn_c4", [python, f"{TOOLS}/train_net.py", "--config-file",
+                            f"{ROOT}/configs/transfer/tiny/voc_R_50_C4_cpu.yaml", "--num-gpus", "1", *detectron,
+                            "SEED", "0", "OUTPUT_DIR", f"{out}/faster_rcnn_c4"], 240,
+         f"{out}/faster_rcnn_c4/final_results.json"),
+    ], {"DETECTRON2_DATASETS": data}
+
+
+def pytest_counts(xml_path: str) -> dict:
+    if not os.path.exists(xml_path):
+        return {}
+    suite = ET.parse(xml_path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    return {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+
+
+def detectron_rate(folder: str):
+    """Seconds per iteration over the iterations Detectron2 logged (metrics.json, one JSON per line)."""
+    times = [row["time"] for row in read_jsonl(os.path.join(folder, "metrics.json")) if "time" in row]
+    return sum(times) / len(times) if times else None
+
+
+def run_check(smoke: bool, out: str, device_name: str) -> dict:
+    """Every step in turn, each with its time limit; the report (also written to OUT/result.json)."""
+    import torch
+    os.makedirs(out, exist_ok=True)
+    data = tempfile.mkdtemp(prefix="gpu_check_voc_")  # synthetic VOC: nothing from the network
+    write_voc(data, classes=("person", "car", "dog"), train=8, test=4, size=(256, 192))
+    plan, env = steps(smoke, out, data)
+    report = {"device": device_name, "torch": torch.__version__, "cpu_smoke": smoke, "steps": {}}
+    for name, command, timeout, written in plan:
+        start = time.time()
+        try:
+            done = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                                  timeout=timeout)
+            status = "ok" if done.returncode == 0 else "failed"
+            tail = (done.stdout + done.stderr)[-1500:]
+        except subprocess.TimeoutExpired:
+            status, tail = "timeout", ""
+        entry = {"status": status, "seconds": round(time.time() - start, 1)}
+        if status != "ok":
+            entry["output_tail"] = tail
+        if written and os.path.exists(written):
+            with open(written) as f:
+                entry["result"] = json.load(f)
+        report["steps"][name] = entry
+    report["steps"]["gpu_tests"]["counts"] = pytest_counts(f"{out}/gpu_tests.xml")
+    report["steps"]["faster_rcnn_c4"]["seconds_per_iter"] = detectron_rate(f"{out}/faster_rcnn_c4")
+    atomic_write(os.path.join(out, "result.json"), lambda f: f.write(json.dumps(report, indent=2).encode()))
+    return report
+
+
+def print_table(report):
+    steps = report["steps"]
+    print("| step | status | seconds | numbers |\n|---|---|---|---|")
+    counts = steps["gpu_tests"].get("counts", {})
+    print(f"| gpu tests | {steps['gpu_tests']['status']} | {steps['gpu_tests']['seconds']} | {counts} |")
+    step = steps["step_benchmark"].get("result", {})
+    ips = ", ".join(f"{k} {v:.0f}" for k, v in step.get("images_per_s", {}).items())
+    ratios = ", ".join(f"{k} {v:.3f}" for k, v in step.get("ratios", {}).items())
+    print(f"| step benchmark | {steps['step_benchmark']['status']} | {steps['step_benchmark']['seconds']} | "
+          f"images/s: {ips}; {ratios}; largest batch {step.get('largest_batch')} |")
+    match = steps["matchers"].get("result", {}).get("match", {})
+    cells = "; ".join(f"grid {g}: " + ", ".join(f"{m} {row[m]['seconds'] * 1e3:.2f} ms"
+                                                for m in list_matchers(from_geometry=False))
+                      for g, row in match.items())
+    print(f"| matchers | {steps['matchers']['status']} | {steps['matchers']['seconds']} | {cells} |")
+    rate = steps["faster_rcnn_c4"].get("seconds_per_iter")
+    print(f"| Faster R-CNN R50-C4 | {steps['faster_rcnn_c4']['status']} | {steps['faster_rcnn_c4']['seconds']} | "
+          f"{'-' if rate is None else f'{rate:.3f} s/iter'} |")

@@ -1,0 +1,70 @@
+"""What ``tools/train_net.py`` does before and around Detectron2's ``launch``: checks that need no process, the
+OUTPUT_DIR lock, and one fine-tuning (its seed drawn once and kept on resume) or K seeds into OUTPUT_DIR/seed_k.
+A resume must continue the same experiment: same config, same weights."""
+import os
+import secrets
+
+from detectron2.engine import launch
+
+from pretrain.lock import OutputLock
+
+from .config import setup_cfg
+from .datasets import check_datasets, register_from_args
+from .results import seed_runs
+from .trainer import check_finished, check_launcher, check_resume, resolve_norms, saved_config
+
+
+def launch_one(main, args):
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+def run(main, args) -> int:
+    """Check what can be checked before any process starts, hold OUTPUT_DIR, then fine-tune."""
+    base = setup_cfg(args.config_file, args.opts)
+    register_from_args(args.voc, args.coco, args.classes)
+    check_datasets(base)
+    check_launcher(args.num_gpus * args.num_machines, base.MODEL.DEVICE)
+    if args.machine_rank > 0:  # the first machine's job holds the folder for all
+        return run_seeds(main, args, base)
+    with OutputLock(base.OUTPUT_DIR):
+        return run_seeds(main, args, base)
+
+
+def resumed_cfg(args, extra):
+    """The config a process of this command builds (norms resolved for its world size), to hold against the
+    config the run in its folder started with."""
+    cfg = setup_cfg(args.config_file, list(args.opts) + extra, freeze=False)
+    resolve_norms(cfg, args.num_gpus * args.num_machines)
+    return cfg
+
+
+def run_seeds(main, args, base) -> int:
+    """One fine-tuning with the config's seed (drawn once and recorded if it is -1; on --resume, the run's own),
+    or seeds 0..K-1. A resume must continue the same experiment: same config, same weights."""
+    if not args.seeds:
+        saved = saved_config(base.OUTPUT_DIR) if args.resume else None
+        if saved is not None:
+            seed, why = int(saved["SEED"]), f" (the run's own, from {base.OUTPUT_DIR}/config.yaml)"
+        else:
+            seed = base.SEED if base.SEED >= 0 else secrets.randbelow(2 ** 31)
+            why = " (drawn: the config says SEED -1)" if base.SEED < 0 else ""
+        if saved is not None:
+            check_resume(resumed_cfg(args, ["SEED", str(seed)]), base.OUTPUT_DIR)
+        print(f"seed {seed}{why}", flush=True)
+        args.opts = list(args.opts) + ["SEED", str(seed)]
+        launch_one(main, args)
+        return 0
+    for k, out, overrides in seed_runs(base.OUTPUT_DIR, args.seeds):
+        finished = os.path.join(out, "final_results.json")
+        if args.resume and os.path.exists(finished):
+            check_finished(finished, base.MODEL.WEIGHTS)
+            print(f"seed {k}: already finished ({finished}), skipped")
+            continue
+        one = type(args)(**vars(args))
+        one.opts = list(args.opts) + overrides
+        if args.resume:
+            check_resume(resumed_cfg(one, []), out)
+        print(f"seed {k} ({k + 1} of {args.seeds}) -> {out}", flush=True)
+        launch_one(main, one)
+    return 0
