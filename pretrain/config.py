@@ -1,5 +1,6 @@
 """Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
 import dataclasses
+import re
 from typing import List, Tuple
 
 import yaml
@@ -198,3 +199,28 @@ def check_resume_config(saved_path: str, cfg: CN) -> None:
         raise ConfigError(f"--resume with a config that differs from {saved_path}: {listed}. Only "
                           f"{' and '.join(SCHEDULE_KEYS)} may change; use another OUTPUT_DIR for another experiment, "
                           f"or pass --allow-config-change")
+
+
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
+
+
+def overrides_after_flags(argv: List[str], parser) -> List[str]:
+    """``argv`` with every ``KEY VALUE`` config override moved after the flags of ``parser``, so that flags may be
+    given in any order (argparse takes everything after the first override as overrides). A flag's own values
+    (``--voc NAME DIR SPLIT``) stay with it, even when one looks like a key (a folder named ``VOC2007``)."""
+    arity = {}  # how many values each flag takes ("+": at least the first)
+    for action in parser._actions:
+        for option in action.option_strings:
+            arity[option] = action.nargs if isinstance(action.nargs, int) else 1
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        if argv[i] in arity:
+            flags += argv[i:i + 1 + arity[argv[i]]]
+            i += 1 + arity[argv[i]]
+        elif CONFIG_KEY.match(argv[i]) and i + 1 < len(argv):
+            overrides += argv[i:i + 2]
+            i += 2
+        else:
+            flags.append(argv[i])
+            i += 1
+    return flags + overrides

@@ -14,7 +14,7 @@ from . import distributed as du
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
 from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
-from .config import ConfigError, check_resume_config, grid_note, load_config
+from .config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, train_loop
 from .files import atomic_write
@@ -32,13 +32,8 @@ def parse_args(argv=None):
     parser.add_argument("--allow-config-change", action="store_true",
                         help="--resume even if the config differs from the run's (beyond the schedule length)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    args = parser.parse_args(argv)
-    # `... KEY VALUE --resume` is as common as `--resume KEY VALUE`: the flag is never a config key.
-    for flag in ("--resume", "--allow-config-change"):
-        if flag in args.opts:
-            args.opts = [o for o in args.opts if o != flag]
-            setattr(args, flag[2:].replace("-", "_"), True)
-    return args
+    # `... KEY VALUE --resume` is as common as `--resume KEY VALUE`: flags are taken wherever they stand.
+    return parser.parse_args(overrides_after_flags(list(sys.argv[1:] if argv is None else argv), parser))
 
 
 def setup_logging(output_dir: str) -> None:

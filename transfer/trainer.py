@@ -9,7 +9,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import sys
 from typing import Optional
 
@@ -19,7 +18,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pretrain.config import flat_keys
+from pretrain.config import flat_keys, overrides_after_flags
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
 from .config import setup_cfg
@@ -180,30 +179,12 @@ def argument_parser():
     return parser
 
 
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
-
-
 def overrides_last(argv):
-    """``argv`` with every ``KEY VALUE`` config override moved after the flags, so that flags may be given in
-    any order (argparse takes everything after the first override as overrides). A flag's own values (``--voc
-    NAME DIR SPLIT``) stay with it, even when one looks like a key (a folder named ``VOC2007``)."""
-    arity = {}  # how many values each flag takes ("+": at least the first)
-    for action in argument_parser()._actions:
-        for option in action.option_strings:
-            arity[option] = action.nargs if isinstance(action.nargs, int) else 1
-    flags, overrides, i = [], [], 0
-    while i < len(argv):
-        if argv[i] in arity:
-            flags += argv[i:i + 1 + arity[argv[i]]]
-            i += 1 + arity[argv[i]]
-        elif CONFIG_KEY.match(argv[i]) and i + 1 < len(argv):
-            overrides += argv[i:i + 2]
-            i += 2
-        else:
-            flags.append(argv[i])
-            i += 1
-    return flags + overrides
+    """``argv`` with every ``KEY VALUE`` override after the flags of ``tools/train_net.py`` (see
+    ``pretrain.config.overrides_after_flags``)."""
+    return overrides_after_flags(argv, argument_parser())
 
 
 def parse_args(argv=None):
-    return argument_parser().parse_args(overrides_last(list(sys.argv[1:] if argv is None else argv)))
+    parser = argument_parser()
+    return parser.parse_args(overrides_after_flags(list(sys.argv[1:] if argv is None else argv), parser))
