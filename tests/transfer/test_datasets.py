@@ -99,3 +99,41 @@ def test_voc_boxes_outside_the_image_stop_the_command_in_one_line(tmp_path):
     open(path, "w").write(text[:start] + "400" + text[text.index("</xmax>"):])
     with pytest.raises(ValueError, match=r"000001.xml \(box .*outside the 128 x 96 image"):
         register_from_args([(unique("outside"), voc, "trainval")])
+
+
+def predictions_of(records, shift):
+    """Every ground-truth box as a prediction (score 1), moved right by ``shift`` x its width: IoU (1 - s) / (1 + s),
+    0.6 at s = 0.25 (a hit at IoU 0.5, a miss at 0.75)."""
+    import torch
+    from detectron2.structures import Boxes, BoxMode, Instances
+    inputs, outputs = [], []
+    for record in records:
+        boxes = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                              for a in record["annotations"]], dtype=torch.float32)
+        boxes[:, [0, 2]] += shift * (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
+        found = Instances((record["height"], record["width"]), pred_boxes=Boxes(boxes),
+                          scores=torch.ones(len(boxes)),
+                          pred_classes=torch.tensor([a["category_id"] for a in record["annotations"]]))
+        inputs.append({"image_id": record["image_id"], "height": record["height"], "width": record["width"]})
+        outputs.append({"instances": found})
+    return inputs, outputs
+
+
+@pytest.mark.parametrize("kind", ["voc", "coco"])
+def test_the_evaluator_of_a_registered_set_scores_known_predictions(tmp_path, kind):
+    from detectron2.data import DatasetCatalog
+
+    from transfer.datasets import build_evaluator
+    name = unique(kind)
+    if kind == "voc":
+        register_from_args([(name, write_voc(str(tmp_path), year=2012, train=0, test=4), "test")])
+    else:
+        register_coco(name, *write_coco(str(tmp_path / "coco"), count=4))
+    cfg = tiny_cfg(name, name, 2)
+    records = DatasetCatalog.get(name)
+    for shift, expected in ((0.0, {"AP50": 100.0, "AP75": 100.0}), (0.25, {"AP50": 100.0, "AP75": 0.0})):
+        evaluator = build_evaluator(cfg, name, str(tmp_path / f"eval_{shift}"))
+        evaluator.reset()
+        evaluator.process(*predictions_of(records, shift))
+        results = evaluator.evaluate()["bbox"]
+        assert {k: round(results[k], 6) for k in expected} == expected, (kind, shift, results)

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -63,9 +65,18 @@ def test_bn_reestimation_averages_the_batch_statistics_of_the_stem():
     assert torch.allclose(model.bn1.running_mean, expected, atol=1e-5)
 
 
-def test_training_halves_are_seeded_halves():
-    assert training_half(10, 0) == training_half(10, 0) and len(training_half(10, 0)) == 5
-    assert training_half(10, 0) != training_half(10, 1)
+def test_training_halves_are_seeded_halves_the_same_in_every_process():
+    halves = [training_half(10, seed) for seed in range(200)]
+    assert all(len(h) == 5 and h == sorted(set(h)) and set(h) <= set(range(10)) for h in halves)
+    assert len({tuple(h) for h in halves}) > 100  # seeds draw different halves (252 exist)
+    counts = [sum(i in h for h in halves) for i in range(10)]
+    assert min(counts) > 70 and max(counts) < 130  # every tile in about half of them
+    assert training_half(1, 0) == [0]
+    # Another interpreter (another hash seed) draws the same halves: every backbone is fitted on the same tiles.
+    code = "from transfer.dense_probe import training_half; print([training_half(10, s) for s in range(5)])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == str(halves[:5])
 
 
 def test_tool_writes_seeds_that_rerun_identically_and_collect(tmp_path, run_tool):
