@@ -24,15 +24,25 @@ def checkpoint_name(iteration: int) -> str:
 
 def save_checkpoint(output_dir: str, iteration: int, state: Dict[str, Any], keep: int = 0) -> str:
     """Save ``state`` as ``model_{iteration}.pth`` and point ``last_checkpoint`` at it (both atomically).
-    ``keep`` > 0 deletes all but the newest ``keep`` checkpoints."""
+    ``keep`` > 0 keeps only the newest ``keep`` checkpoints: those that would go anyway go BEFORE the write (the
+    newest always stays until the new one is in place), so that ``keep`` 1 needs room for two checkpoints only."""
     name = checkpoint_name(iteration)
     path = os.path.join(output_dir, name)
+    if keep > 0:
+        prune(output_dir, max(1, keep - 1), but=path)
     atomic_torch_save(state, path)
     atomic_write(os.path.join(output_dir, POINTER), lambda f: f.write(name.encode()))
     if keep > 0:
-        for old in sorted(glob.glob(os.path.join(output_dir, "model_*.pth")))[:-keep]:
-            os.unlink(old)
+        prune(output_dir, keep)
     return path
+
+
+def prune(output_dir: str, keep: int, but: str = "") -> None:
+    """Delete all checkpoints but the newest ``keep`` (by iteration), never ``but``."""
+    found = sorted((p for p in glob.glob(os.path.join(output_dir, "model_*.pth")) if p != but),
+                   key=checkpoint_iteration)
+    for old in found[:-keep]:
+        os.unlink(old)
 
 
 def load_file(path: str) -> Dict[str, Any]:

@@ -165,8 +165,9 @@ def grid_note(cfg) -> str:
     return ""
 
 
-# What a resumed run may change: only how long it trains. Anything else would silently mix two experiments.
-SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.EPOCHS")
+# What a resumed run may change: how long it trains, and how it keeps checkpoints (which changes no number: a
+# full disk is continued with SOLVER.KEEP_LAST 1). Anything else would silently mix two experiments.
+SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.EPOCHS", "SOLVER.KEEP_LAST", "SOLVER.CHECKPOINT_PERIOD")
 
 
 def flat_keys(node, prefix: str = "") -> dict:
@@ -180,7 +181,7 @@ def flat_keys(node, prefix: str = "") -> dict:
 
 
 def config_changes(saved: CN, cfg: CN) -> List[Tuple[str, object, object]]:
-    """``(key, saved value, new value)`` for every key that differs, except the schedule length."""
+    """``(key, saved value, new value)`` for every key that differs, except SCHEDULE_KEYS."""
     old, new = flat_keys(saved), flat_keys(cfg)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS]
@@ -197,7 +198,7 @@ def check_resume_config(saved_path: str, cfg: CN) -> None:
     if changes:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
         raise ConfigError(f"--resume with a config that differs from {saved_path}: {listed}. Only "
-                          f"{' and '.join(SCHEDULE_KEYS)} may change; use another OUTPUT_DIR for another experiment, "
+                          f"{', '.join(SCHEDULE_KEYS)} may change; use another OUTPUT_DIR for another experiment, "
                           f"or pass --allow-config-change")
 
 

@@ -1,8 +1,10 @@
 """Publishing files so that a reader sees the old file or the new one, never half of one: temp file beside the
 target, fsync, rename, fsync of the folder. Every file a number or a checkpoint lives in is written this way."""
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, List
 
@@ -30,11 +32,34 @@ def atomic_write(path: str, write) -> None:
         finally:
             os.close(dir_fd)
     except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
             raise OSError(e.errno, e.strerror, path) from e
+        if isinstance(e, Exception) and not isinstance(e, OSError) and disk_full(folder, written):
+            # torch's zip writer reports a full disk as RuntimeError("... unexpected pos ..."), not as OSError.
+            raise OSError(errno.ENOSPC, f"No space left on device ({e.__class__.__name__}: "
+                                        f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r})", path) from e
         raise
+
+
+def disk_full(folder: str, written: int) -> bool:
+    """Whether a failed write of ``written`` bytes into ``folder`` is explained by the space left there."""
+    free = shutil.disk_usage(folder).free
+    return free < max(written, 1 << 20)
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the temp files of writes killed before their rename (``.NAME.XXXXXXXX.tmp`` of ``atomic_write``);
+    call it only while holding the folder (its lock), so that no live write is touched. Returns the names."""
+    removed = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".") and name.endswith(".tmp") and os.path.isfile(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+    return sorted(removed)
 
 
 def sha256_of(path: str) -> str:

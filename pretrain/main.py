@@ -5,6 +5,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -17,7 +18,7 @@ from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
 from .config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
 from .data import DataError, TwoViewDataset
 from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, train_loop
-from .files import atomic_write
+from .files import atomic_write, remove_stale_temporaries
 from .lock import LockError, OutputLock
 from .provenance import provenance
 from .transforms import TwoViewTransform
@@ -83,6 +84,16 @@ def run_files(output_dir: str) -> list:
     names = ["config.yaml", "backbone.pth", "metrics.jsonl", POINTER]
     found = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
     return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth")))[:3]
+
+
+def full_disk_message(output_dir: str, path: str) -> str:
+    """One line: where, how much a checkpoint needs and how much is free, and the command that continues."""
+    sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth"))]
+    need = f"a checkpoint needs about {max(sizes) / 2 ** 20:.0f} MiB, " if sizes else ""
+    free = shutil.disk_usage(output_dir).free / 2 ** 20
+    return (f"the disk of {output_dir} is full (writing {path}): {need}{free:.0f} MiB are free. The previous "
+            f"checkpoint is intact; free space, or keep one checkpoint: the same command with --resume "
+            f"SOLVER.KEEP_LAST 1")
 
 
 def rng_state():
@@ -196,6 +207,9 @@ def main(argv=None) -> int:
             if held and not args.resume:
                 raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds another run ({', '.join(held)}): continue it "
                                   "with --resume, or give this run a new OUTPUT_DIR")
+            stale = remove_stale_temporaries(cfg.OUTPUT_DIR)  # writes killed before their rename
+            if stale:
+                print(f"removed {len(stale)} unfinished temporary files of an earlier run: {', '.join(stale)}")
     except (LockError, ConfigError) as e:
         lock.release()
         print(f"error: {e}", file=sys.stderr)
@@ -220,8 +234,7 @@ def main(argv=None) -> int:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        logger.error("error: the disk of %s is full (writing %s); free space, or keep fewer checkpoints with "
-                     "SOLVER.KEEP_LAST, then continue with --resume", cfg.OUTPUT_DIR, e.filename)
+        logger.error("error: %s", full_disk_message(cfg.OUTPUT_DIR, e.filename))
         return 1
     finally:
         lock.release()

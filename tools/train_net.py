@@ -18,6 +18,7 @@ from detectron2.utils import comm
 
 from pretrain.lock import LockError
 from pretrain.provenance import provenance
+from transfer.checkpointing import TrainingStopped
 from transfer.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
 from transfer.launcher import run
 from transfer.results import ResultsError, write_final_results
@@ -57,3 +58,10 @@ if __name__ == "__main__":
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except TrainingStopped as e:
+        print(f"{e}; checkpoint {e.path}: continue with the same command and --resume", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        print("stopped at once (second Ctrl-C): no file is half-written, the last checkpoint in OUTPUT_DIR stands; "
+              "continue with the same command and --resume", file=sys.stderr)
+        sys.exit(130)

@@ -6,6 +6,7 @@ import secrets
 
 from detectron2.engine import launch
 
+from pretrain.files import remove_stale_temporaries
 from pretrain.lock import OutputLock
 
 from .config import setup_cfg
@@ -39,6 +40,14 @@ def resumed_cfg(args, extra):
     return cfg
 
 
+def clean(output_dir: str) -> None:
+    """Temp files of writes killed before their rename (the folder is held: none is live)."""
+    stale = remove_stale_temporaries(output_dir)
+    if stale:
+        print(f"removed {len(stale)} unfinished temporary files of an earlier run in {output_dir}: "
+              f"{', '.join(stale)}", flush=True)
+
+
 def run_seeds(main, args, base) -> int:
     """One fine-tuning with the config's seed (drawn once and recorded if it is -1; on --resume, the run's own),
     or seeds 0..K-1. A resume must continue the same experiment: same config, same weights."""
@@ -53,6 +62,7 @@ def run_seeds(main, args, base) -> int:
             check_resume(resumed_cfg(args, ["SEED", str(seed)]), base.OUTPUT_DIR)
         print(f"seed {seed}{why}", flush=True)
         args.opts = list(args.opts) + ["SEED", str(seed)]
+        clean(base.OUTPUT_DIR)
         launch_one(main, args)
         return 0
     for k, out, overrides in seed_runs(base.OUTPUT_DIR, args.seeds):
@@ -66,5 +76,6 @@ def run_seeds(main, args, base) -> int:
         if args.resume:
             check_resume(resumed_cfg(one, []), out)
         print(f"seed {k} ({k + 1} of {args.seeds}) -> {out}", flush=True)
+        clean(out)
         launch_one(main, one)
     return 0

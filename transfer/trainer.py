@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from pretrain.config import flat_keys, overrides_after_flags
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
+from .checkpointing import AtomicCheckpointer, ResumeError, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator
@@ -29,6 +30,19 @@ from .weights import WeightsError, check_input_settings
 
 logger = logging.getLogger("transfer")
 NORM_KEYS = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+
+
+def used_norm_keys(cfg):
+    """The parts of NORM_KEYS the model builds: an FPN only with an FPN backbone, a box head only with
+    StandardROIHeads (C4's Res5 head has none), a mask head only with MASK_ON."""
+    used = ["RESNETS"]
+    if "fpn" in cfg.MODEL.BACKBONE.NAME:
+        used.append("FPN")
+    if cfg.MODEL.ROI_HEADS.NAME != "Res5ROIHeads" and "Res5" not in cfg.MODEL.ROI_HEADS.NAME:
+        used.append("ROI_BOX_HEAD")
+    if cfg.MODEL.MASK_ON:
+        used.append("ROI_MASK_HEAD")
+    return used
 
 
 def resolve_norms(cfg, world_size: int):
@@ -50,10 +64,6 @@ def resolve_norms(cfg, world_size: int):
 
 class LaunchError(RuntimeError):
     pass
-
-
-class ResumeError(ValueError):
-    """A resume that would mix two experiments in one folder; the message names the keys or the files."""
 
 
 # What a resumed fine-tuning may differ in: whether partial weights are allowed (a loading check, not the run).
@@ -112,7 +122,7 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
-    norms = ", ".join(f"{k} {cfg.MODEL[k].NORM or 'none'}" for k in NORM_KEYS)
+    norms = ", ".join(f"{k} {cfg.MODEL[k].NORM or 'none'}" for k in used_norm_keys(cfg))
     logger.info("norm layers actually used: %s%s", norms, "".join(f"\n  {n}" for n in notes))
     return cfg
 
@@ -132,6 +142,14 @@ def load_pretrained(cfg, model) -> None:
 
 
 class TransferTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # The hooks already hold this checkpointer: give it the atomic saves and the safe resume in place.
+        self.checkpointer.__class__ = AtomicCheckpointer
+
+    def build_hooks(self):
+        return super().build_hooks() + [StopOnSignal()]
+
     @classmethod
     def build_model(cls, cfg):
         """Detectron2's model; for the probe, with the pretrained weights loaded, BN statistics re-estimated on

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pretrain.checkpoint import CheckpointError, load_latest
-from pretrain.files import atomic_torch_save, read_jsonl
+from pretrain.files import atomic_torch_save, read_jsonl, remove_stale_temporaries
 from transfer.synthetic import write_broken_files, write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -129,6 +129,10 @@ def test_kill_9_during_checkpoint_write_never_corrupts_the_target(tmp_path):
     assert torch.load(target, weights_only=True)["iteration"] == 4  # the old, complete checkpoint
     found = load_latest(str(tmp_path))
     assert found is not None and found[1]["iteration"] == 4
+    # The killed write's temp file stays until the next run in the folder removes it (holding the folder's lock).
+    stale = [p.name for p in tmp_path.glob(".model_0000004.pth.*.tmp")]
+    assert len(stale) == 1 and remove_stale_temporaries(str(tmp_path)) == stale
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000004.pth"]
 
 
 def test_damaged_newest_checkpoint_falls_back_with_warning(tmp_path, caplog):

@@ -206,3 +206,29 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, t
     assert "SOLVER.KEEP_LAST" in captured.out and "Traceback" not in captured.out + captured.err
     assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
     assert not list(out.glob(".*.tmp")) and not (out / ".lock").exists()
+
+    # The same full disk as torch's zip writer reports it: a RuntimeError, not an OSError.
+    monkeypatch.undo()
+    written = []
+
+    def torch_writer_on_a_full_disk(obj, f):
+        f.write(b"PK" * 64)
+        written.append(sorted(p.name for p in out.glob("model_*.pth")))
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 128 vs 0")
+
+    monkeypatch.setattr(files.torch, "save", torch_writer_on_a_full_disk)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 0))
+    assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "4"]) == 1
+    captured = capsys.readouterr()
+    assert f"is full (writing {out}/model_0000004.pth): a checkpoint needs about" in captured.out
+    assert "--resume SOLVER.KEEP_LAST 1" in captured.out and "Traceback" not in captured.out + captured.err
+    assert (out / "last_checkpoint").read_text() == "model_0000002.pth" and not list(out.glob(".*.tmp"))
+    # The remedy the message gives works: the config check lets KEEP_LAST change, and the checkpoint that goes
+    # anyway goes before the new one is written (the newest stays until then).
+    monkeypatch.undo()
+    real_save = torch.save
+    monkeypatch.setattr(files.torch, "save", lambda obj, f: (written.append(
+        sorted(p.name for p in out.glob("model_*.pth"))), real_save(obj, f))[1])
+    assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "6", "SOLVER.KEEP_LAST", "1"]) == 0
+    assert written[-3:] == [["model_0000002.pth"], ["model_0000004.pth"], ["model_0000006.pth"]]  # last: backbone
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000006.pth"]

@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import signal
 import statistics
 import subprocess
 import sys
@@ -315,3 +316,32 @@ def test_flags_may_follow_the_config_overrides():
                        "SOLVER.MAX_ITER", "2", "--seeds", "3", "--num-gpus", "2"])
     assert args.voc == [["a", "DIR", "train"]] and args.seeds == 3 and args.num_gpus == 2
     assert args.opts == ["MODEL.WEIGHTS", "w.pkl", "SOLVER.MAX_ITER", "2"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_in_one_line_and_resume_finishes(converted, voc_root, tmp_path):
+    out = tmp_path / "stopped"
+    command = [PYTHON, os.path.join(TOOLS, "train_net.py"), "--config-file",
+               os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"), "--num-gpus", "1", "MODEL.WEIGHTS",
+               str(converted / "r50.pkl"), "SOLVER.MAX_ITER", "8", "SEED", "0", "OUTPUT_DIR", str(out)]
+    env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                               env=env)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Starting training from iteration 0" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=600) == 130, "".join(lines)[-3000:]
+    text = "".join(lines)
+    assert "Traceback" not in text and "continue with the same command and --resume" in text
+    saved = (out / "last_checkpoint").read_text()
+    assert saved.startswith("model_") and f"checkpoint {out / saved}" in text
+    assert not list(out.glob(".*.tmp")) and not (out / "final_results.json").exists()
+    stopped_after = int(saved[len("model_"):-len(".pth")]) + 1
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Starting training from iteration {stopped_after}" in (out / "log.txt").read_text()
+    assert json.loads((out / "final_results.json").read_text())["seed"] == 0
