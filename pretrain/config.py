@@ -1,5 +1,6 @@
 """Pretraining configuration: fvcore CfgNode defaults, YAML files with ``_BASE_``, command-line overrides."""
 import dataclasses
+import os
 import re
 from typing import List, Tuple
 
@@ -89,22 +90,53 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file and the key."""
 
 
-def load_config(config_file: str = "", opts=()) -> CN:
-    """Defaults <- file (with ``_BASE_``) <- ``KEY VALUE`` overrides, then validated and frozen."""
-    cfg = get_cfg()
-    try:
-        if config_file:
+def merge_config(cfg: CN, config_file: str = "", opts=(), error=None) -> CN:
+    """``cfg`` <- file (with its ``_BASE_`` chain) <- ``KEY VALUE`` overrides; every problem is one ``error``
+    (ConfigError by default) naming the file or the key: a missing file or ``_BASE_`` (and which file names
+    it), invalid YAML, an unknown key, a value of the wrong type."""
+    error = error or ConfigError
+    if config_file:
+        missing = missing_base(config_file)
+        if missing:
+            raise error(missing)
+        try:
             cfg.merge_from_file(config_file)
-    except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise ConfigError(f"{config_file}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{config_file}: not valid YAML ({' '.join(str(e).split())})") from None
-    except OSError as e:
-        raise ConfigError(f"{config_file}: cannot read config file ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            raise error(f"{config_file}: not valid YAML ({' '.join(str(e).split())})") from None
+        except (KeyError, ValueError, TypeError, AssertionError) as e:
+            raise error(f"{config_file}: {e}") from None
+        except OSError as e:
+            raise error(f"{e.filename or config_file}: cannot read config file ({e.strerror or e})") from None
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise ConfigError(f"command-line override: {e}") from None
+        raise error(f"command-line override: {e}") from None
+    return cfg
+
+
+def missing_base(config_file: str) -> str:
+    """'' if ``config_file`` and every ``_BASE_`` it names (relative to the file naming it) exist; else which
+    file is missing and which file names it."""
+    path, named_by = config_file, None
+    while path:
+        if not os.path.isfile(path):
+            return (f"{path}: no such config file" if named_by is None else
+                    f"{named_by}: its _BASE_ {path} does not exist")
+        try:
+            with open(path) as f:
+                base = (yaml.safe_load(f) or {}).get("_BASE_")
+        except (yaml.YAMLError, AttributeError, OSError):
+            return ""  # merge_from_file names the problem
+        if not base:
+            return ""
+        base = os.path.expanduser(base)
+        path, named_by = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base), path
+    return ""
+
+
+def load_config(config_file: str = "", opts=()) -> CN:
+    """Defaults <- file (with ``_BASE_``) <- ``KEY VALUE`` overrides, then validated and frozen."""
+    cfg = merge_config(get_cfg(), config_file, opts)
     validate(cfg)
     cfg.freeze()
     return cfg

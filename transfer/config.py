@@ -1,9 +1,10 @@
 """Transfer config: Detectron2's defaults + this add-on's keys, then the file, then command-line overrides."""
 import os
 
-import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+from pretrain.config import merge_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "transfer")
 
@@ -29,16 +30,7 @@ def setup_cfg(config_file: str, opts=(), freeze: bool = True) -> CN:
     add_transfer_config(cfg)
     if not os.path.isfile(config_file):
         raise TransferConfigError(f"--config-file {config_file}: no such file")
-    try:
-        cfg.merge_from_file(config_file)
-    except yaml.YAMLError as e:
-        raise TransferConfigError(f"{config_file}: not valid YAML ({' '.join(str(e).split())})") from None
-    except (KeyError, AssertionError, TypeError, ValueError) as e:
-        raise TransferConfigError(f"{config_file}: {e}") from None
-    try:
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError, TypeError, ValueError) as e:
-        raise TransferConfigError(f"command-line override: {e}") from None
+    merge_config(cfg, config_file, opts, error=TransferConfigError)
     if not cfg.SOLVER.BASE_LR > 0:
         raise TransferConfigError(f"SOLVER.BASE_LR = {cfg.SOLVER.BASE_LR} must be positive")
     if freeze:

@@ -26,7 +26,7 @@ from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator
 from .probe import freeze_backbone, reestimate_detector_bn
-from .weights import WeightsError, check_input_settings
+from .weights import WeightsError, check_input_settings, check_weights_file
 
 logger = logging.getLogger("transfer")
 NORM_KEYS = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
@@ -136,6 +136,7 @@ def load_pretrained(cfg, model) -> None:
         return
     if not os.path.exists(weights):
         raise WeightsError(f"MODEL.WEIGHTS {weights}: no such file")
+    check_weights_file(weights)
     if check_input_settings(cfg, weights):
         logger.info("input settings agree with %s.json", weights)
     load_and_check_coverage(model, weights, cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS)

@@ -161,6 +161,40 @@ def remove_with_sidecar(path: str) -> None:
             os.unlink(p)
 
 
+def check_weights_file(path: str) -> None:
+    """MODEL.WEIGHTS as Detectron2 will read it, checked first so that a bad file is one sentence, not a
+    traceback: a Detectron2 pickle (what tools/convert.py writes) or a torch file with Detectron2 names."""
+    hint = (f"convert it first (tools/convert.py {path} {os.path.splitext(path)[0]}.pkl) and give the .pkl as "
+            "MODEL.WEIGHTS")
+    if path.endswith(".pkl"):
+        try:
+            with open(path, "rb") as f:
+                data = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as e:
+            raise WeightsError(f"MODEL.WEIGHTS {path}: not a readable pickle, truncated or damaged "
+                               f"({e.__class__.__name__}); convert the source again with tools/convert.py") from None
+        model = data.get("model", data) if isinstance(data, dict) else None
+        if not isinstance(model, dict) or not model or not all(hasattr(v, "shape") for v in model.values()):
+            raise WeightsError(f"MODEL.WEIGHTS {path}: a pickle of {type(data).__name__}, not a Detectron2 weights "
+                               "file ({'model': {name: array}}); tools/convert.py writes one")
+        return
+    try:
+        state = read_checkpoint(path)
+    except BackboneError as e:
+        if "beyond tensors" in str(e):  # a Detectron2 training checkpoint (optimizer, scheduler): let it load
+            return
+        raise WeightsError(f"MODEL.WEIGHTS {e}") from None
+    with open(path, "rb") as f:
+        if f.read(10)[8:10] == b'{"':
+            raise WeightsError(f"MODEL.WEIGHTS {path}: a safetensors file, which Detectron2 does not read; {hint}")
+    state = state.get("model", state) if isinstance(state, dict) else state
+    keys = list(state) if isinstance(state, dict) else []
+    detectron2_names = any(k.startswith(("backbone.", "stem.", "res2.", "roi_heads.")) for k in keys)
+    if not detectron2_names and any(re.search(r"(^|\.)(conv1|layer1\.0\.conv1)\.weight$", k) for k in keys):
+        raise WeightsError(f"MODEL.WEIGHTS {path}: an unconverted checkpoint (names such as conv1.weight, "
+                           f"layer1.*); {hint}")
+
+
 def read_sidecar(weights: str) -> Optional[Dict]:
     """The converter's record beside ``weights``, or None when there is none; a record of other bytes (a
     conversion killed between its two renames, a file replaced by hand) is refused."""

@@ -148,3 +148,27 @@ def test_a_sidecar_of_other_bytes_is_refused(tmp_path, convert):
     cfg = setup_cfg(f"{CONFIGS}/coco_R_50_FPN_1x.yaml", ["MODEL.DEVICE", "cpu"])
     with pytest.raises(WeightsError, match="reconvert"):
         check_input_settings(cfg, str(tmp_path / "a.pkl"))
+
+
+def test_weights_detectron2_cannot_use_are_one_sentence_before_any_work(tmp_path, convert):
+    from transfer.weights import check_weights_file
+    torch.save(resnet_state(18), tmp_path / "backbone.pth")
+    assert convert(tmp_path / "backbone.pth", tmp_path / "r18.pkl").returncode == 0
+    check_weights_file(str(tmp_path / "r18.pkl"))  # what tools/convert.py writes is fine
+    data = (tmp_path / "r18.pkl").read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(data[:len(data) // 3])
+    pickle.dump([1, 2, 3], open(tmp_path / "list.pkl", "wb"))
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "backbone.pth").read_bytes()[:5000])
+    save_file({"conv1.weight": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 8 + b'{"a": 1' + b"\x00" * 20)
+    cases = {"cut.pkl": "not a readable pickle, truncated or damaged",
+             "list.pkl": "a pickle of list, not a Detectron2 weights file",
+             "cut.pth": "truncated or damaged",
+             "x.safetensors": "a safetensors file, which Detectron2 does not read; convert it first",
+             "bad.safetensors": "bad.safetensors",
+             "backbone.pth": "an unconverted checkpoint (names such as conv1.weight, layer1.*); convert it first "
+                             f"(tools/convert.py {tmp_path / 'backbone.pth'} {tmp_path / 'backbone'}.pkl)"}
+    for name, expect in cases.items():
+        with pytest.raises(WeightsError) as error:
+            check_weights_file(str(tmp_path / name))
+        assert expect in str(error.value) and "\n" not in str(error.value), (name, str(error.value))
