@@ -8,10 +8,11 @@ import re
 from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances, register_pascal_voc
+from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.structures import BoxMode
 
-from .voc_layout import scan_split
+from .voc_layout import scan_split, voc_records
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,11 @@ def register_voc(name: str, dirname: str, split: str, classes: Sequence[str], ye
         return
     check_voc_layout(dirname, split)
     year = voc_year(dirname) if year is None else year
-    register_pascal_voc(name, dirname, split, year, list(classes))
-    MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # Detectron2 sets it only for its builtin names
+    classes = list(classes)
+    # Detectron2's register_pascal_voc, with the strict reader of voc_layout (same records).
+    DatasetCatalog.register(name, lambda: voc_records(dirname, split, classes, BoxMode.XYXY_ABS))
+    MetadataCatalog.get(name).set(thing_classes=classes, dirname=dirname, year=year, split=split,
+                                  evaluator_type="pascal_voc")
     logger.info("registered %s: VOC layout %s split %s (year %d), classes %s", name, dirname, split, year, classes)
 
 

@@ -23,21 +23,18 @@ from PIL import Image
 from pretrain.backbone import build_resnet, normalise, resnet_stages
 from pretrain.checkpoint import checkpoint_iteration
 from transfer.results import mean_std, paired
-from transfer.voc_layout import read_annotation, split_ids
+from transfer.voc_layout import voc_records
 
 
 def load_tiles(dirname: str, split: str, classes: Sequence[str]) -> List[Dict]:
     """``[{"file_name", "image" [3, H, W] float in [0, 1], "boxes" [N, 4] XYXY}]`` of a VOC-layout split: the
     boxes of ``classes`` in pixel edges, as Detectron2 reads them (``xmin - 1, ymin - 1, xmax, ymax``)."""
     tiles = []
-    for image_id in split_ids(dirname, split):
-        file_name = os.path.join(dirname, "JPEGImages", image_id + ".jpg")
-        _, objects = read_annotation(os.path.join(dirname, "Annotations", image_id + ".xml"))
-        with Image.open(file_name) as im:
+    for record in voc_records(dirname, split, classes):
+        with Image.open(record["file_name"]) as im:
             image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
-        boxes = torch.tensor([(x0 - 1, y0 - 1, x1, y1) for name, (x0, y0, x1, y1), _ in objects if name in classes],
-                             dtype=torch.float32).reshape(-1, 4)
-        tiles.append({"file_name": file_name, "image": image, "boxes": boxes})
+        boxes = torch.tensor([a["bbox"] for a in record["annotations"]], dtype=torch.float32).reshape(-1, 4)
+        tiles.append({"file_name": record["file_name"], "image": image, "boxes": boxes})
     if not tiles:
         raise ValueError(f"{dirname}: split {split!r} has no images")
     return tiles

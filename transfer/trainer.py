@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import yaml
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import defaults as detectron2_defaults
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -120,6 +121,9 @@ def setup(args):
         cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = True
     notes = resolve_norms(cfg, comm.get_world_size())
     cfg.freeze()
+    # default_setup logs the config files syntax-highlighted with ANSI colour codes, into log.txt and into
+    # redirected output alike: log them as plain text.
+    detectron2_defaults._highlight = lambda code, filename: code
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     norms = ", ".join(f"{k} {cfg.MODEL[k].NORM or 'none'}" for k in used_norm_keys(cfg))

@@ -82,6 +82,22 @@ def scan_split(dirname: str, split: str) -> List[str]:
     return sorted(names)
 
 
+def voc_records(dirname: str, split: str, classes: Sequence[str], box_mode=0) -> List[Dict]:
+    """The records Detectron2's ``load_voc_instances`` makes (boxes as ``xmin - 1, ymin - 1, xmax, ymax``, every
+    object, difficult ones too), read strictly, and for a split of one image too (Detectron2 0.6 fails on it).
+    Objects of classes not in ``classes`` are left out. ``box_mode``: Detectron2's ``BoxMode.XYXY_ABS``."""
+    records = []
+    for image_id in split_ids(dirname, split):
+        (width, height), objects = read_annotation(os.path.join(dirname, "Annotations", image_id + ".xml"))
+        records.append({
+            "file_name": os.path.join(dirname, "JPEGImages", image_id + ".jpg"), "image_id": image_id,
+            "height": height, "width": width,
+            "annotations": [{"category_id": list(classes).index(o.name), "bbox": [x0 - 1, y0 - 1, x1, y1],
+                             "bbox_mode": box_mode}
+                            for o in objects if o.name in classes for x0, y0, x1, y1 in [o.box]]})
+    return records
+
+
 def write_annotation(path: str, filename: str, size: Tuple[int, int], objects: Iterable[Tuple[str, Box]]) -> None:
     """One annotation file; ``objects`` are (name, (x0, y0, x1, y1)) in 0-based pixel edges, written the VOC
     way (1-based inclusive indices: Detectron2 subtracts 1 from xmin and ymin when it reads them)."""

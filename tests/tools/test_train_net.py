@@ -337,6 +337,7 @@ def test_ctrl_c_saves_a_checkpoint_in_one_line_and_resume_finishes(converted, vo
     assert process.wait(timeout=600) == 130, "".join(lines)[-3000:]
     text = "".join(lines)
     assert "Traceback" not in text and "continue with the same command and --resume" in text
+    assert "\x1b[" not in text + (out / "log.txt").read_text()  # no colour codes in redirected output or the log
     saved = (out / "last_checkpoint").read_text()
     assert saved.startswith("model_") and f"checkpoint {out / saved}" in text
     assert not list(out.glob(".*.tmp")) and not (out / "final_results.json").exists()

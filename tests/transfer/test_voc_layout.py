@@ -6,7 +6,7 @@ import torch
 
 from transfer.dense_probe import load_tiles
 from transfer.synthetic import write_voc
-from transfer.voc_layout import VOCError, box_problem, read_annotation, scan_split, write_annotation
+from transfer.voc_layout import VOCError, box_problem, read_annotation, scan_split, voc_records, write_annotation
 
 
 def test_tiles_hold_the_boxes_detectron2_reads(tmp_path):
@@ -19,8 +19,15 @@ def test_tiles_hold_the_boxes_detectron2_reads(tmp_path):
         for tile, record in zip(ours, reference):
             expected = torch.tensor([a["bbox"] for a in record["annotations"]], dtype=torch.float32).reshape(-1, 4)
             assert torch.equal(tile["boxes"], expected)
+        assert voc_records(voc, split, ["car", "person"], box_mode=0) == reference  # BoxMode.XYXY_ABS is 0
     # Only the classes asked for.
     assert all(len(t["boxes"]) == 0 for t in load_tiles(voc, "test", ["dog"]))
+
+
+def test_a_split_of_one_image_is_read(tmp_path):
+    voc = write_voc(str(tmp_path), train=1, test=1)
+    records = voc_records(voc, "test", ["person", "car"])
+    assert [r["image_id"] for r in records] == ["000001"] and len(records[0]["annotations"]) == 2
 
 
 def test_written_annotations_read_back(tmp_path):
