@@ -3,16 +3,10 @@
 
     tools/fetch_data.py [--root datasets]
 
-- natural photos for pretraining: the 20 ImageNet photos shipped in ``foolbox`` 3.3.4 (MIT) and the
-  unannotated photos of ``deepforest`` 2.1.0;
-- a real detection set: ``deepforest`` 2.1.0's aerial RGB images with 951 human-labelled tree boxes (MIT;
-  imagery from NEON), cut into tiles in a PASCAL VOC layout (``ROOT/trees``), one class ``tree``. The split is
-  by image region: in every image the right-most quarter of tile columns is test, the rest train, and tiles
-  never overlap, so no test pixel lies in any training tile.
-
-Wheels are fetched with ``pip download --no-deps`` (never installed), checked against pinned sha256 sums and
-unpacked. A second run finds everything in place and does nothing. ``ROOT/pretrain_images.txt`` lists the
-photos and the TRAINING tiles only (test tiles never reach pretraining). Licenses: ``ROOT/SOURCES.json``.
+Natural photos for pretraining (``foolbox``'s 20 ImageNet photos, ``deepforest``'s unannotated photos) and a real
+detection set (``deepforest``'s aerial images with 951 human-labelled tree boxes, tiled into ``ROOT/trees``, test
+tiles a separate region of every image). What is fetched, pinned and written: ``transfer/fetch.py``. A second run
+finds everything in place and does nothing.
 """
 import argparse
 import sys
