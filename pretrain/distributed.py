@@ -91,3 +91,28 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+@torch.no_grad()
+def weights_agree(module: torch.nn.Module) -> bool:
+    """Whether every process holds the same parameters (a fingerprint gathered from all; True at world size 1).
+    Buffers are left out: BN running statistics are updated by each process's own last forward pass (DDP
+    broadcasts rank 0's at the start of each forward), and the checkpoint keeps rank 0's, as MoCo and DenseCL do."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return True
+    tensors = [t.detach().double().flatten() for t in module.parameters()]
+    fingerprint = torch.stack([torch.stack([t.sum(), (t * t).sum(), t.abs().max()]) for t in tensors]).flatten()
+    gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fingerprint.contiguous())
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def peer_failure(error: BaseException) -> bool:
+    """Whether an error of a collective means another process of the job is gone (killed, crashed, its node
+    lost), rather than a fault of this process."""
+    if isinstance(error, getattr(dist, "DistError", ())) and not isinstance(error, ValueError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                  "gloo", "Gloo", "NCCL", "Socket Timeout", "recvBytes", "sendBytes"))

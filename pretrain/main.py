@@ -181,6 +181,11 @@ def train(cfg, resume: bool, device: torch.device) -> int:
                     stop.signal, done)
         return 128 + stop.signal
     checkpoint(max_iter)
+    if not du.weights_agree(model):
+        raise FloatingPointError("the processes of this run ended with different parameters (their DDP updates "
+                                 "diverged); the checkpoint is rank 0's")
+    if du.world_size() > 1:
+        logger.info("parameters identical on all %d processes", du.world_size())
     if du.is_main_process():
         path = save_backbone(model.encoder_q.backbone, os.path.join(cfg.OUTPUT_DIR, "backbone.pth"))
         logger.info("backbone: %s", path)
@@ -231,6 +236,15 @@ def main(argv=None) -> int:
         where = f" ({cfg.OUTPUT_DIR})" if isinstance(e, FloatingPointError) else ""
         logger.error("error: %s%s", e, where)
         return 1
+    except RuntimeError as e:
+        if not (du.is_distributed() and du.peer_failure(e)):
+            raise
+        # Another process is gone: say so in one line and leave (waiting would hang in the next collective).
+        print(f"[rank {du.rank()}] error: another process of this job stopped ({str(e).splitlines()[0][:200]}); "
+              f"the last checkpoint in {cfg.OUTPUT_DIR} stands: start the job again with --resume", file=sys.stderr,
+              flush=True)
+        lock.release()
+        os._exit(1)  # not sys.exit: tearing down the process group would wait for the peer that is gone
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise

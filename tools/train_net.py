@@ -15,10 +15,10 @@ import sys
 
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from torch.multiprocessing import ProcessExitedException
 
 from pretrain.lock import LockError
 from pretrain.provenance import provenance
-from transfer.checkpointing import TrainingStopped
 from transfer.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
 from transfer.launcher import run
 from transfer.results import ResultsError, write_final_results
@@ -58,9 +58,8 @@ if __name__ == "__main__":
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except TrainingStopped as e:
-        print(f"{e}; checkpoint {e.path}: continue with the same command and --resume", file=sys.stderr)
-        sys.exit(128 + e.signum)
+    except ProcessExitedException as e:  # a spawned process stopped and has said why
+        sys.exit(e.exit_code or 1)
     except KeyboardInterrupt:
         print("stopped at once (second Ctrl-C): no file is half-written, the last checkpoint in OUTPUT_DIR stands; "
               "continue with the same command and --resume", file=sys.stderr)

@@ -30,6 +30,11 @@ class TrainingStopped(BaseException):
         self.iteration, self.signum, self.path = iteration, signum, path
 
 
+class PeerLost(BaseException):
+    """Another process of the job is gone (a collective failed); a BaseException so that Detectron2's loop does
+    not log it as a crash of this process."""
+
+
 def readable_checkpoint(path: str) -> bool:
     """A complete torch zip file (a kill during a non-atomic write leaves an empty or cut-off one)."""
     return os.path.isfile(path) and os.path.getsize(path) > 0 and zipfile.is_zipfile(path)

@@ -14,10 +14,16 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ResumableCommand(submitit.helpers.Checkpointable):
-    """A tools/ command run inside a submitit job; requeued as is (it already says --resume)."""
+    """A tools/ command run inside a submitit job; requeued as is (it already says --resume). When the job is
+    preempted or reaches its time limit, submitit calls ``checkpoint``: the command gets SIGTERM, saves a
+    checkpoint and exits (pretraining and fine-tuning both do), and the requeued job resumes from it."""
 
     def __init__(self, kind, argv):
-        self.kind, self.argv = kind, list(argv)
+        self.kind, self.argv = kind, [str(a) for a in argv]
+        self.process = None
+
+    def __getstate__(self):
+        return {"kind": self.kind, "argv": self.argv, "process": None}  # a running process does not travel
 
     def command(self):
         if self.kind == "pretrain":
@@ -33,8 +39,25 @@ class ResumableCommand(submitit.helpers.Checkpointable):
     def __call__(self):
         command = self.command()
         print("running:", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        self.process = subprocess.Popen(command)
+        # Polled, not wait(): submitit's signal handler (checkpoint) runs in this thread and must be able to
+        # wait for the command too; Popen.wait holds a lock the handler would then wait for forever.
+        while self.process.poll() is None:
+            time.sleep(0.5)
+        if self.process.returncode:
+            raise subprocess.CalledProcessError(self.process.returncode, command)
         return command
+
+    def checkpoint(self, *args, **kwargs):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # the command checkpoints and exits
+            deadline = time.time() + 600
+            while self.process.poll() is None and time.time() < deadline:
+                time.sleep(0.5)
+            if self.process.poll() is None:
+                self.process.kill()
+        print(f"requeued: {self.kind} continues from its checkpoint", flush=True)
+        return submitit.helpers.DelayedSubmission(ResumableCommand(self.kind, self.argv))
 
 
 def output_dir_of(config_file: str, opts: List[str]) -> str:

@@ -3,21 +3,39 @@ OUTPUT_DIR lock, and one fine-tuning (its seed drawn once and kept on resume) or
 A resume must continue the same experiment: same config, same weights."""
 import os
 import secrets
+import sys
 
 from detectron2.engine import launch
 
 from pretrain.files import remove_stale_temporaries
 from pretrain.lock import OutputLock
 
+from .checkpointing import PeerLost, TrainingStopped
 from .config import setup_cfg
 from .datasets import check_datasets, register_from_args
 from .results import seed_runs
 from .trainer import check_finished, check_launcher, check_resume, resolve_norms, saved_config
 
 
+def run_process(main, args):
+    """One process of a fine-tuning: ``main(args)``; a stop that is not a crash (Ctrl-C or SIGTERM with its
+    checkpoint, another process gone) is one line and an exit status, in a spawned process as in this one."""
+    try:
+        return main(args)
+    except TrainingStopped as e:
+        print(f"{e}; checkpoint {e.path}: continue with the same command and --resume", file=sys.stderr,
+              flush=True)
+        raise SystemExit(128 + e.signum) from None
+    except PeerLost as e:
+        print(f"error: another process of this job stopped ({e}); the last checkpoint in OUTPUT_DIR stands: start "
+              "the job again with --resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # not sys.exit: tearing down the process group would wait for the peer that is gone
+
+
 def launch_one(main, args):
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(run_process, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(main, args))
 
 
 def run(main, args) -> int:

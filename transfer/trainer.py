@@ -16,13 +16,15 @@ import torch
 import yaml
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.engine import defaults as detectron2_defaults
+from detectron2.engine import hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from pretrain.config import flat_keys, overrides_after_flags
+from pretrain.distributed import peer_failure, weights_agree
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
-from .checkpointing import AtomicCheckpointer, ResumeError, StopOnSignal
+from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .datasets import build_evaluator
@@ -131,6 +133,14 @@ def setup(args):
     return cfg
 
 
+def check_parameters_agree(trainer) -> None:
+    """At the end of a finished multi-process run: every process holds the same parameters."""
+    if comm.get_world_size() > 1 and trainer.iter >= trainer.max_iter:
+        if not weights_agree(trainer.model):
+            raise FloatingPointError("the processes of this run ended with different parameters")
+        logger.info("parameters identical on all %d processes", comm.get_world_size())
+
+
 def load_pretrained(cfg, model) -> None:
     """MODEL.WEIGHTS into ``model`` with every backbone parameter accounted for, input settings checked
     against the converter's sidecar; or a log line saying that training starts from random weights."""
@@ -153,7 +163,15 @@ class TransferTrainer(DefaultTrainer):
         self.checkpointer.__class__ = AtomicCheckpointer
 
     def build_hooks(self):
-        return super().build_hooks() + [StopOnSignal()]
+        return super().build_hooks() + [StopOnSignal(), hooks.CallbackHook(after_train=check_parameters_agree)]
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except RuntimeError as e:
+            if comm.get_world_size() > 1 and peer_failure(e):
+                raise PeerLost(str(e).splitlines()[0][:200]) from None
+            raise
 
     @classmethod
     def build_model(cls, cfg):
