@@ -59,7 +59,9 @@ def test_two_torchrun_nodes_pretrain_agree_survive_a_lost_node_and_resume(image_
     nodes[1].wait()
     assert time.time() - started < 120 and nodes[0].returncode != 0
     assert "error: another process of this job stopped" in survivor and "start the job again with --resume" in survivor
-    assert survivor.count("Traceback") <= 1  # torchrun's own summary of the failed worker, at most
+    # No traceback from the worker; torchrun's agent prints its own summary (and its own traceback when the
+    # node it lost held the rendezvous store).
+    assert "pretrain/main.py" not in survivor and "pretrain/engine.py" not in survivor
     done = max(r["iteration"] for r in read_jsonl(str(out / "metrics.jsonl")))
     # --resume continues from the last checkpoint on both nodes.
     port = free_port()
