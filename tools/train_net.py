@@ -13,6 +13,7 @@ OUTPUT_DIR/seed_k/; without it, one run with the config's SEED (drawn and record
 import logging
 import sys
 
+import transfer  # noqa: F401  isort: skip  (first: its filter of fvcore's FutureWarning precedes Detectron2)
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
