@@ -30,7 +30,7 @@ logger = logging.getLogger("transfer")
 
 
 def main(args):
-    register_from_args(args.voc, args.coco, args.classes)  # again in each spawned process
+    register_from_args(args.voc, args.coco, args.classes, args.sem_seg)  # again in each spawned process
     cfg = setup(args)
     trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -18,6 +18,33 @@ def add_transfer_config(cfg: CN) -> None:
     cfg.TRANSFER.PROBE = CN()
     cfg.TRANSFER.PROBE.ENABLED = False
     cfg.TRANSFER.PROBE.BN_ITERS = 50
+    add_segmentation_config(cfg)
+
+
+def add_segmentation_config(cfg: CN) -> None:
+    """Keys of semantic segmentation (transfer/segmentation.py) that Detectron2 v0.6 lacks; their defaults build
+    nothing new. mmsegmentation's names for the same settings are given in docs/segmentation.md."""
+    # build_resnet_dilated_backbone: the stride-2 of res4 (res5) becomes a dilation (output stride 8 with 2, 4).
+    cfg.MODEL.RESNETS.RES4_DILATION = 1
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.NUM_CONVS = 2          # FCNHead: 3x3 convolutions of CONVS_DIM channels
+    head.CONCAT_INPUT = True    # FCNHead: the input concatenated to their output, then one more 3x3 convolution
+    head.DROPOUT = 0.1          # Dropout2d before the 1x1 classifier
+    head.ALIGN_CORNERS = False  # bilinear upsampling of the logits to the image
+    # "all_pixels": the loss summed over labelled pixels and divided by all pixels (mmsegmentation's default,
+    # avg_non_ignore=False); "labelled_pixels": divided by the labelled ones (Detectron2's heads).
+    head.LOSS_AVERAGE = "all_pixels"
+    head.AUX_IN_FEATURE = ""    # an auxiliary FCN branch on this feature (res4 in FCN-D8), training only
+    head.AUX_CONVS_DIM = 256
+    head.AUX_LOSS_WEIGHT = 0.4
+    # SOLVER.LR_SCHEDULER_NAME "PolyLR": lr = POLY_LR_MIN + (BASE_LR - POLY_LR_MIN) * (1 - iter / MAX_ITER) ** POWER
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    cfg.SOLVER.POLY_LR_MIN = 1e-4
+    # RandomCrop_CategoryAreaConstraint: a crop may be redrawn (up to 10 times) while one class covers more than
+    # this fraction of its labelled pixels (mmsegmentation's cat_max_ratio); 1.0 = a plain random crop.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # mmsegmentation's PhotoMetricDistortion (brightness, contrast, saturation, hue) after the flip.
+    cfg.INPUT.PHOTOMETRIC_DISTORTION = False
 
 
 class TransferConfigError(ValueError):

@@ -1,5 +1,6 @@
-"""Datasets for fine-tuning: Detectron2's builtin VOC/COCO names (under $DETECTRON2_DATASETS, registered by
-Detectron2 itself on import) plus any VOC-layout folder or COCO json named on the command line."""
+"""Datasets for fine-tuning: Detectron2's builtin VOC/COCO/Cityscapes names (under $DETECTRON2_DATASETS,
+registered by Detectron2 itself on import), VOC2012's semantic segmentation sets (registered here on import), and
+any VOC-layout folder, COCO json or folder of label maps named on the command line."""
 import glob
 import json
 import logging
@@ -9,12 +10,22 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, SemSegEvaluator
 from detectron2.structures import BoxMode
 
+from .label_maps import check_labels, scan_labels, sem_seg_records
+from .segmentation import is_semantic
 from .voc_layout import scan_split, voc_records
 
 logger = logging.getLogger(__name__)
+SEMANTIC = ("sem_seg", "cityscapes_sem_seg")  # evaluator types scored by SemSegEvaluator
+VOC_SEM_SEG_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+                       "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+                       "train", "tvmonitor"]
+# VOC2012 with SBD's masks as mmsegmentation prepares them (tools/convert_datasets/voc_aug.py): train.txt with
+# SegmentationClass + aug.txt with SegmentationClassAug = 10,582 training images; val.txt = 1,449 test images.
+VOC_SEM_SEG = {"voc_2012_sem_seg_train_aug": (("SegmentationClass", "train.txt"), ("SegmentationClassAug", "aug.txt")),
+               "voc_2012_sem_seg_val": (("SegmentationClass", "val.txt"),)}
 
 
 class DatasetError(ValueError):
@@ -88,10 +99,31 @@ def register_coco(name: str, json_file: str, image_root: str) -> None:
     logger.info("registered %s: COCO json %s, images %s, %d classes", name, json_file, image_root, len(classes))
 
 
-def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None) -> None:
+def register_sem_seg(name: str, parts, classes: Sequence[str], ignore_value: int = 255) -> None:
+    """Images with label maps (PNG of class indices, ``ignore_value`` unlabelled): ``parts`` are
+    (IMAGES, LABELS, LIST or None) folders whose records are concatenated (VOC2012 + SBD: two label folders)."""
+    if name in DatasetCatalog.list():
+        return
+    DatasetCatalog.register(name, lambda: [r for part in parts for r in sem_seg_records(*part)])
+    MetadataCatalog.get(name).set(stuff_classes=list(classes), ignore_label=ignore_value, evaluator_type="sem_seg",
+                                  image_root=parts[0][0], sem_seg_root=parts[0][1],
+                                  split=",".join(os.path.basename(p[2]) for p in parts if p[2]) or None)
+    logger.info("registered %s: images %s, label maps %s, %d classes", name, parts[0][0], parts[0][1], len(classes))
+
+
+def sem_seg_parts(values: Sequence[str]):
+    """``--sem-seg NAME IMAGES LABELS [LIST]`` -> (NAME, [(IMAGES, LABELS, LIST or None)])."""
+    if len(values) not in (3, 4):
+        raise DatasetError(f"--sem-seg {' '.join(values)}: expected NAME IMAGES LABELS [LIST]")
+    return values[0], [(values[1], values[2], values[3] if len(values) == 4 else None)]
+
+
+def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None, sem_seg=()) -> None:
     """``voc``: (NAME, DIR, SPLIT) triples, all registered with ONE class list: ``classes`` if given (every
     split's names must be in it), else the sorted union of the names in all splits (a class seen in one split
-    only would otherwise shift every class index of the other). ``coco``: (NAME, JSON, IMAGES) triples."""
+    only would otherwise shift every class index of the other). ``coco``: (NAME, JSON, IMAGES) triples.
+    ``sem_seg``: (NAME, IMAGES, LABELS[, LIST]), with ``classes`` as names of the indices 0..K-1, or else
+    ``class_0``.. up to the largest index found in any of them."""
     per_split: Dict[str, List[str]] = {}
     for name, dirname, split in voc:
         check_voc_layout(dirname, split)
@@ -107,25 +139,36 @@ def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None)
         register_voc(name, dirname, split, run_classes)
     for name, json_file, image_root in coco:
         register_coco(name, json_file, image_root)
+    sets = [sem_seg_parts(values) for values in sem_seg]
+    found = {name: scan_labels([r for part in parts for r in sem_seg_records(*part)]) for name, parts in sets}
+    if sets:
+        largest = max((k for labels in found.values() for k in labels), default=0)
+        label_names = list(classes) if classes else [f"class_{k}" for k in range(largest + 1)]
+        for name, parts in sets:
+            check_labels(found[name], label_names, f"--sem-seg {name}")
+            register_sem_seg(name, parts, label_names)
 
 
 def check_classes(cfg) -> List[str]:
-    """Every training and test set of the run has the same classes, as many as MODEL.ROI_HEADS.NUM_CLASSES."""
+    """Every training and test set of the run has the same classes, as many as the model predicts
+    (MODEL.ROI_HEADS.NUM_CLASSES, or MODEL.SEM_SEG_HEAD.NUM_CLASSES for semantic segmentation)."""
+    kind, key = ("stuff_classes", "SEM_SEG_HEAD") if is_semantic(cfg) else ("thing_classes", "ROI_HEADS")
     lists = {}
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        found = MetadataCatalog.get(name).get("thing_classes", None)
+        found = MetadataCatalog.get(name).get(kind, None)
         if found is None:
             DatasetCatalog.get(name)  # a COCO json registered by Detectron2 sets its classes when loaded
-            found = MetadataCatalog.get(name).get("thing_classes", None)
+            found = MetadataCatalog.get(name).get(kind, None)
         lists[name] = list(found or [])
     distinct = {tuple(v) for v in lists.values()}
     if len(distinct) > 1:
         raise DatasetError(f"the datasets of this run have different class lists {lists}: class indices would not "
                            "agree between training and test; register them with one list (--classes)")
     classes = list(next(iter(distinct))) if distinct else []
-    if classes and cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(classes):
-        raise DatasetError(f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}, the datasets have "
-                           f"{len(classes)} classes {classes}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}")
+    predicted = cfg.MODEL[key].NUM_CLASSES
+    if classes and predicted != len(classes):
+        raise DatasetError(f"MODEL.{key}.NUM_CLASSES is {predicted}, the datasets have {len(classes)} classes "
+                           f"{classes}: set MODEL.{key}.NUM_CLASSES {len(classes)}")
     return classes
 
 
@@ -139,6 +182,9 @@ def evaluation_metric(dataset_name: str) -> str:
         return "VOC area-under-curve AP (AP50; AP and AP75 average over IoU 0.50:0.95)"
     if kind == "coco":
         return "COCO AP (pycocotools)"
+    if kind in SEMANTIC:
+        return (f"mIoU over {len(meta.stuff_classes)} classes, mean and pixel accuracy (Detectron2 SemSegEvaluator, "
+                f"label {meta.ignore_label} ignored)")
     return str(kind)
 
 
@@ -146,7 +192,8 @@ def evaluation_identity(dataset_name: str) -> dict:
     """What a test number measures: the metric, the files scored and the split, for final_results.json. Tables
     pair two runs only when these agree."""
     meta = MetadataCatalog.get(dataset_name)
-    source = meta.get("dirname", None) or meta.get("json_file", None)
+    source = meta.get("dirname", None) or meta.get("json_file", None) or meta.get("sem_seg_root", None) or \
+        meta.get("gt_dir", None)
     return {"dataset": dataset_name, "metric": evaluation_metric(dataset_name),
             "source": os.path.abspath(source) if source else None, "split": meta.get("split", None)}
 
@@ -160,7 +207,10 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     if kind == "coco":
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
         return COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_folder)
-    raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r} (expected pascal_voc or coco)")
+    if kind in SEMANTIC:  # Cityscapes too: the same mIoU, without cityscapesscripts
+        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+    raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r} (expected pascal_voc, coco "
+                     f"or {' or '.join(SEMANTIC)})")
 
 
 def builtin_root() -> str:
@@ -184,6 +234,23 @@ def missing_builtin(names: Sequence[str]) -> list:
             path = os.path.join(builtin_root(), f"VOC{year}", "ImageSets", "Main", split + ".txt")
             if not os.path.exists(path):
                 missing.append(f"{name} ({path})")
+        elif name in VOC_SEM_SEG:
+            missing += [f"{name} ({p[2]})" for p in voc_sem_seg_parts(name) if not os.path.exists(p[2])]
         elif name.startswith("coco_") and not glob.glob(os.path.join(builtin_root(), "coco", "annotations", "*")):
             missing.append(f"{name} ({os.path.join(builtin_root(), 'coco', 'annotations')})")
     return missing
+
+
+def voc_sem_seg_parts(name: str):
+    root = os.path.join(builtin_root(), "VOC2012")
+    return [(os.path.join(root, "JPEGImages"), os.path.join(root, labels),
+             os.path.join(root, "ImageSets", "Segmentation", split)) for labels, split in VOC_SEM_SEG[name]]
+
+
+def register_builtin_sem_seg() -> None:
+    """VOC2012's semantic segmentation sets under $DETECTRON2_DATASETS/VOC2012, read when first used."""
+    for name in VOC_SEM_SEG:
+        register_sem_seg(name, voc_sem_seg_parts(name), VOC_SEM_SEG_CLASSES)
+
+
+register_builtin_sem_seg()

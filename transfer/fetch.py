@@ -3,6 +3,9 @@ cutting the annotated aerial images into a VOC layout of non-overlapping tiles (
 
 - natural photos for pretraining: the 20 ImageNet photos shipped in ``foolbox`` 3.3.4 (MIT) and the
   unannotated photos of ``deepforest`` 2.1.0;
+- a real semantic segmentation set: ``stardist`` 0.9.2's 512 x 512 fluorescence image of nuclei with its 125
+  human-drawn instance masks (BSD-3), as two classes (background, nucleus) in 128 px tiles (``ROOT/nuclei``:
+  ``images/``, ``labels/`` of class indices, ``train.txt``, ``test.txt``; the right-most column of tiles is test);
 - a real detection set: ``deepforest`` 2.1.0's aerial RGB images with 951 human-labelled tree boxes (MIT;
   imagery from NEON), cut into tiles in a PASCAL VOC layout (``ROOT/trees``), one class ``tree``. The split is
   by image region: in every image the right-most quarter of tile columns is test, the rest train, and tiles
@@ -30,6 +33,12 @@ SOURCES = [
      "sha256": "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
      "members": ["foolbox/data/imagenet_*.jpg"], "dest": "photos/foolbox",
      "license": "MIT (foolbox); 20 ImageNet validation photos as shipped in the package"},
+    # stardist's wheels are built per platform: its two data files are pinned instead of one wheel
+    {"package": "stardist", "version": "0.9.2",
+     "files_sha256": {"img2d.tif": "f9ccc1571b92c861ff87e28463068b43f61bd47357ed0503f711e5cd1eb97750",
+                      "mask2d.tif": "59ad5e820b7982ca9d13e946fa6e7f64e2714899e00a2ae6c69aa79aad53d46f"},
+     "members": ["stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif"], "dest": "raw/stardist",
+     "license": "BSD-3-Clause (stardist); 2D nuclei image and instance masks as shipped in the package"},
     {"package": "deepforest", "version": "2.1.0",
      "sha256": "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54",
      "members": ["deepforest/data/*.png", "deepforest/data/*.xml", "deepforest/data/*.JPG"],
@@ -40,7 +49,12 @@ ANNOTATED = "raw/deepforest"      # images with a VOC xml of the same name are t
 UNANNOTATED_PHOTOS = "raw/deepforest"  # those without one are pretraining photos
 TILE = 200
 TEST_FRACTION = 0.25
-RECIPE = 1  # bump when the output layout changes, so that old trees are rebuilt
+NUCLEI_RAW = "raw/stardist"
+NUCLEI_TILE = 128
+# What each source's unpacked files are built into (checked by up_to_date)
+OUTPUT_OF = {ANNOTATED: ("trees", "ImageSets", "Main", "test.txt"), NUCLEI_RAW: ("nuclei", "test.txt")}
+NUCLEI_CLASSES = ("background", "nucleus")
+RECIPE = 2  # bump when the output layout changes, so that old trees are rebuilt
 
 
 class FetchError(RuntimeError):
@@ -64,14 +78,15 @@ def download_wheel(source, cache, pip_args=()):
                              f"index (offline?): {tail[0]}")
     wheel = found[0]
     actual = sha256_of(wheel)
-    if actual != source["sha256"]:
+    if "sha256" in source and actual != source["sha256"]:
         raise FetchError(f"{wheel}: sha256 {actual} does not match the pinned {source['sha256']}; "
                          "delete the file to download it again")
     return wheel
 
 
-def extract(wheel, patterns, dest):
-    """Unpack the members matching ``patterns`` into ``dest`` (flat); returns {name: sha256}."""
+def extract(wheel, patterns, dest, pinned=None):
+    """Unpack the members matching ``patterns`` into ``dest`` (flat); returns {name: sha256}. ``pinned``:
+    {name: sha256} that those members must have."""
     os.makedirs(dest, exist_ok=True)
     files = {}
     with zipfile.ZipFile(wheel) as z:
@@ -80,6 +95,9 @@ def extract(wheel, patterns, dest):
             raise FetchError(f"{wheel}: no member matches {patterns}")
         for name in names:
             data = z.read(name)
+            expected = (pinned or {}).get(os.path.basename(name))
+            if expected and hashlib.sha256(data).hexdigest() != expected:
+                raise FetchError(f"{wheel}: {name} does not have the pinned sha256 {expected}")
             target = os.path.join(dest, os.path.basename(name))
             atomic_write(target, lambda f: f.write(data))
             files[os.path.basename(name)] = hashlib.sha256(data).hexdigest()
@@ -154,7 +172,8 @@ def up_to_date(root):
             path = os.path.join(root, source["dest"], name)
             if not os.path.exists(path) or sha256_of(path) != digest:
                 return False
-    return os.path.exists(os.path.join(root, "trees", "ImageSets", "Main", "test.txt"))
+    dests = {source["dest"] for source in data["sources"]}
+    return all(os.path.exists(os.path.join(root, *OUTPUT_OF[dest])) for dest in dests if dest in OUTPUT_OF)
 
 
 def fetch(root, sources=SOURCES, pip_args=(), cache=None):
@@ -165,16 +184,23 @@ def fetch(root, sources=SOURCES, pip_args=(), cache=None):
     record = {"recipe": RECIPE, "sources": []}
     for source in sources:
         wheel = download_wheel(source, cache, pip_args)
-        files = extract(wheel, source["members"], os.path.join(root, source["dest"]))
+        files = extract(wheel, source["members"], os.path.join(root, source["dest"]), source.get("files_sha256"))
         print(f"fetch: {len(files)} files from {os.path.basename(wheel)} -> {os.path.join(root, source['dest'])}")
         record["sources"].append({"package": source["package"], "version": source["version"],
-                                  "wheel_sha256": source["sha256"], "license": source["license"],
+                                  "wheel_sha256": sha256_of(wheel), "license": source["license"],
                                   "dest": source["dest"], "files": files})
-    manifest = build_tiles(os.path.join(root, ANNOTATED), os.path.join(root, "trees"))
-    counts = {s: sum(1 for m in manifest if m["split"] == s) for s in ("train", "test")}
-    boxes = {s: sum(m["boxes"] for m in manifest if m["split"] == s) for s in ("train", "test")}
-    print(f"fetch: trees: {counts['train']} train tiles ({boxes['train']} boxes), {counts['test']} test tiles "
-          f"({boxes['test']} boxes) -> {os.path.join(root, 'trees')}")
+    dests = {source["dest"] for source in sources}
+    manifest = []
+    if ANNOTATED in dests:
+        manifest = build_tiles(os.path.join(root, ANNOTATED), os.path.join(root, "trees"))
+        counts = {s: sum(1 for m in manifest if m["split"] == s) for s in ("train", "test")}
+        boxes = {s: sum(m["boxes"] for m in manifest if m["split"] == s) for s in ("train", "test")}
+        print(f"fetch: trees: {counts['train']} train tiles ({boxes['train']} boxes), {counts['test']} test tiles "
+              f"({boxes['test']} boxes) -> {os.path.join(root, 'trees')}")
+    if NUCLEI_RAW in dests:
+        nuclei = build_nuclei(os.path.join(root, NUCLEI_RAW), os.path.join(root, "nuclei"))
+        print(f"fetch: nuclei: {len(nuclei['train'])} train tiles, {len(nuclei['test'])} test tiles of "
+              f"{NUCLEI_TILE} px (classes {', '.join(NUCLEI_CLASSES)}) -> {os.path.join(root, 'nuclei')}")
     write_pretrain_list(root, manifest)
     atomic_write(os.path.join(root, "SOURCES.json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
     return True
@@ -190,3 +216,30 @@ def write_pretrain_list(root, manifest):
     tiles = [os.path.join(root, "trees", "JPEGImages", m["tile"] + ".jpg") for m in manifest if m["split"] == "train"]
     with open(os.path.join(root, "pretrain_images.txt"), "w") as f:
         f.write("\n".join(os.path.relpath(p, root) for p in photos + tiles) + "\n")
+
+
+def build_nuclei(raw_dir, out_dir, tile=NUCLEI_TILE, test_fraction=TEST_FRACTION):
+    """stardist's nuclei image and instance masks -> 8-bit RGB tiles and label maps (0 background, 1 nucleus);
+    the intensity is stretched from its 1st to its 99.8th percentile, as stardist normalises it."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(os.path.join(raw_dir, "img2d.tif")) as img:
+        intensity = np.asarray(img).astype(np.float64)
+    with Image.open(os.path.join(raw_dir, "mask2d.tif")) as img:
+        instances = np.asarray(img)
+    low, high = np.percentile(intensity, [1, 99.8])
+    grey = np.clip((intensity - low) / (high - low) * 255, 0, 255).round().astype(np.uint8)
+    rgb, labels = np.repeat(grey[..., None], 3, axis=2), (instances > 0).astype(np.uint8)
+    splits = {"train": [], "test": []}
+    for folder in ("images", "labels"):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    for k, (x0, y0, x1, y1, split) in enumerate(tile_regions(grey.shape[1], grey.shape[0], tile, test_fraction)):
+        name = f"nuclei_{k:03d}"
+        for folder, array in (("images", rgb), ("labels", labels)):
+            part = Image.fromarray(np.ascontiguousarray(array[y0:y1, x0:x1]))
+            atomic_write(os.path.join(out_dir, folder, name + ".png"), lambda f: part.save(f, format="PNG"))
+        splits[split].append(name)
+    for split, names in splits.items():
+        atomic_write(os.path.join(out_dir, split + ".txt"), lambda f: f.write(("\n".join(names) + "\n").encode()))
+    atomic_write(os.path.join(out_dir, "classes.txt"), lambda f: f.write(("\n".join(NUCLEI_CLASSES) + "\n").encode()))
+    return splits

@@ -41,7 +41,7 @@ def launch_one(main, args):
 def run(main, args) -> int:
     """Check what can be checked before any process starts, hold OUTPUT_DIR, then fine-tune."""
     base = setup_cfg(args.config_file, args.opts)
-    register_from_args(args.voc, args.coco, args.classes)
+    register_from_args(args.voc, args.coco, args.classes, args.sem_seg)
     check_datasets(base)
     check_launcher(args.num_gpus * args.num_machines, base.MODEL.DEVICE)
     if args.machine_rank > 0:  # the first machine's job holds the folder for all

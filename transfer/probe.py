@@ -11,20 +11,27 @@ import itertools
 import logging
 
 import torch
+from detectron2.structures import ImageList
 from fvcore.nn.precise_bn import update_bn_stats
 
 logger = logging.getLogger("transfer")
 
 
 class BackboneOnInputs(torch.nn.Module):
-    """The detector's own preprocessing and backbone, on Detectron2's batched inputs (for update_bn_stats)."""
+    """The model's own preprocessing and backbone, on Detectron2's batched inputs (for update_bn_stats); the
+    model is a detector or a semantic segmentor."""
 
     def __init__(self, detector):
         super().__init__()
         self.detector = detector
 
     def forward(self, batched_inputs):
-        return self.detector.backbone(self.detector.preprocess_image(batched_inputs).tensor)
+        if hasattr(self.detector, "preprocess_image"):
+            return self.detector.backbone(self.detector.preprocess_image(batched_inputs).tensor)
+        # SemanticSegmentor normalises and pads inside its forward
+        images = [(x["image"].to(self.detector.device) - self.detector.pixel_mean) / self.detector.pixel_std
+                  for x in batched_inputs]
+        return self.detector.backbone(ImageList.from_tensors(images, self.detector.backbone.size_divisibility).tensor)
 
 
 def resnet_of(detector):

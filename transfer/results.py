@@ -18,7 +18,8 @@ from pretrain.files import atomic_write
 from pretrain.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
-TASKS = ("bbox", "segm")
+TASKS = ("bbox", "segm", "sem_seg")
+TASK_METRICS = {"sem_seg": ("mIoU", "mACC", "pACC")}  # Detectron2's SemSegEvaluator; the others: METRICS
 RESULTS_FILE = "final_results.json"
 
 
@@ -48,8 +49,9 @@ def write_final_results(output_dir: str, results: Dict, seed: int, weights: str,
 
 
 def single_dataset(results: Dict) -> Dict[str, Dict[str, float]]:
-    """One dataset per run: ``{dataset: {task: {metric: v}}}`` or ``{task: {metric: v}}`` -> the latter."""
-    if results and all(isinstance(v, dict) and set(v) <= {"bbox", "segm"} for v in results.values()):
+    """One dataset per run: ``{dataset: {task: {metric: v}}}`` or ``{task: {metric: v}}`` -> the latter (tasks:
+    bbox, segm, sem_seg)."""
+    if results and all(isinstance(v, dict) and set(v) <= set(TASKS) for v in results.values()):
         return next(iter(results.values()))
     return results
 
@@ -105,7 +107,8 @@ def values_of(runs: Dict[int, Dict], column: str) -> Dict[int, float]:
 
 
 def tasks_of(runs: Dict[int, Dict]) -> List[str]:
-    """The tasks of the runs, Detectron2's first (bbox, segm), then the others (the dense probe's ``dense``)."""
+    """The tasks of the runs, Detectron2's first (bbox, segm, sem_seg), then the others (the dense probe's
+    ``dense``)."""
     found = {task for r in runs.values() for task in r}
     return [t for t in TASKS if t in found] + sorted(found - set(TASKS))
 
@@ -118,7 +121,7 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
         row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
                "seeds": sorted(runs), "runs": runs, "evaluation": evaluation_of(run_dir)}
         for task in tasks_of(runs):
-            for metric in METRICS:
+            for metric in TASK_METRICS.get(task, METRICS):
                 values = values_of(runs, f"{task}/{metric}")
                 if values and len(values) == len(runs):
                     row[f"{task}/{metric}"] = mean_std(list(values.values()))[:2]

@@ -14,16 +14,18 @@ from typing import Optional
 
 import torch
 import yaml
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.engine import defaults as detectron2_defaults
 from detectron2.engine import hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pretrain.config import flat_keys, overrides_after_flags
+from pretrain.config import CONFIG_KEY, flat_keys, overrides_after_flags
 from pretrain.distributed import peer_failure, weights_agree
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
+from . import segmentation  # registers the dilated ResNet and the segmentation heads
 from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
@@ -32,13 +34,16 @@ from .probe import freeze_backbone, reestimate_detector_bn
 from .weights import WeightsError, check_input_settings, check_weights_file
 
 logger = logging.getLogger("transfer")
-NORM_KEYS = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+NORM_KEYS = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD", "SEM_SEG_HEAD")
 
 
 def used_norm_keys(cfg):
     """The parts of NORM_KEYS the model builds: an FPN only with an FPN backbone, a box head only with
-    StandardROIHeads (C4's Res5 head has none), a mask head only with MASK_ON."""
+    StandardROIHeads (C4's Res5 head has none), a mask head only with MASK_ON; the segmentation head alone after
+    the ResNet of a semantic segmentation model."""
     used = ["RESNETS"]
+    if segmentation.is_semantic(cfg):
+        return used + ["SEM_SEG_HEAD"]
     if "fpn" in cfg.MODEL.BACKBONE.NAME:
         used.append("FPN")
     if cfg.MODEL.ROI_HEADS.NAME != "Res5ROIHeads" and "Res5" not in cfg.MODEL.ROI_HEADS.NAME:
@@ -187,6 +192,22 @@ class TransferTrainer(DefaultTrainer):
         return model
 
     @classmethod
+    def build_train_loader(cls, cfg):
+        if segmentation.is_semantic(cfg):
+            return build_detection_train_loader(cfg, mapper=segmentation.SemSegMapper(cfg, is_train=True))
+        return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if segmentation.is_semantic(cfg):
+            return build_detection_test_loader(cfg, dataset_name, mapper=segmentation.SemSegMapper(cfg, False))
+        return super().build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return segmentation.build_lr_scheduler(cfg, optimizer) or super().build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
@@ -215,8 +236,12 @@ def argument_parser():
                              "11-point metric, others with the area metric")
     parser.add_argument("--coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGES"),
                         help="register a COCO-json dataset")
+    parser.add_argument("--sem-seg", nargs="+", action="append", default=[], metavar="NAME IMAGES LABELS [LIST]",
+                        help="register images with label maps (PNG of class indices, 255 = unlabelled) for semantic "
+                             "segmentation; LIST: a file of image names (file stems), default: every label map")
     parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
-                        help="the class list of the --voc sets (default: the union of the names in all of them)")
+                        help="the class list of the --voc sets (default: the union of the names in all of them), or "
+                             "the names of the class indices 0..K-1 of the --sem-seg sets (default: class_0 ...)")
     return parser
 
 
@@ -228,4 +253,9 @@ def overrides_last(argv):
 
 def parse_args(argv=None):
     parser = argument_parser()
-    return parser.parse_args(overrides_after_flags(list(sys.argv[1:] if argv is None else argv), parser))
+    args = parser.parse_args(overrides_after_flags(list(sys.argv[1:] if argv is None else argv), parser))
+    # A "+" flag (--sem-seg, --classes) last also took the KEY VALUE overrides after it: give them back.
+    for values, first in [(v, 3) for v in args.sem_seg] + [(args.classes or [], 1)]:
+        cut = next((i for i in range(first, len(values)) if CONFIG_KEY.match(values[i])), len(values))
+        args.opts, values[cut:] = values[cut:] + list(args.opts), []
+    return args

@@ -1,0 +1,210 @@
+"""transfer/segmentation.py: the dilated ResNet against torchvision's, the FCN head against mmsegmentation's
+layout, the losses against direct computations, the poly schedule against its formula and torch's, the mapper
+(palette label maps, image and labels augmented together) and the photometric distortion."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transfer.synthetic import resnet_state
+
+pytest.importorskip("detectron2")
+
+from detectron2.modeling import build_backbone, build_model  # noqa: E402
+
+from transfer.config import CONFIGS, setup_cfg  # noqa: E402
+from transfer.segmentation import (PolyLR, SemSegMapper, build_lr_scheduler, distort,  # noqa: E402
+                                   segmentation_loss)
+from transfer.weights import torchvision_to_detectron2  # noqa: E402
+
+VOC = os.path.join(CONFIGS, "voc12aug_FCN_R50_D8_20k.yaml")
+TINY = os.path.join(CONFIGS, "tiny", "nuclei_FCN_R18_D8_cpu.yaml")
+CPU = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN"]
+
+
+def test_dilated_resnet50_computes_torchvisions_output_stride_8_network():
+    """torchvision's ``replace_stride_with_dilation=[False, True, True]`` is the same network as FCN-D8's
+    backbone (mmsegmentation: strides (1, 2, 1, 1), dilations (1, 1, 2, 4), contract_dilation)."""
+    import torchvision
+    state = resnet_state(50)
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True]).eval()
+    reference.load_state_dict(state)
+    cfg = setup_cfg(VOC, CPU + ["MODEL.RESNETS.OUT_FEATURES", "['res4', 'res5']"])
+    backbone = build_backbone(cfg).eval()
+    backbone.load_state_dict({torchvision_to_detectron2(k): v for k, v in state.items()
+                              if not k.startswith("fc.") and "num_batches" not in k}, strict=True)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        ours = backbone(x)
+        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        c4 = reference.layer3(reference.layer2(reference.layer1(y)))
+        c5 = reference.layer4(c4)
+    assert ours["res5"].shape == (1, 2048, 8, 10) and ours["res4"].shape == (1, 1024, 8, 10)
+    torch.testing.assert_close(ours["res4"], c4, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours["res5"], c5, rtol=1e-4, atol=1e-4)
+    assert backbone.size_divisibility == 8
+    assert {k: v.stride for k, v in backbone.output_shape().items()} == {"res4": 8, "res5": 8}
+
+
+def test_dilated_resnet18_dilates_each_stage_after_the_dilation_before_it_as_mmsegmentation():
+    backbone = build_backbone(setup_cfg(TINY))
+    dilation = {name: module.dilation[0] for name, module in backbone.named_modules()
+                if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3)}
+    assert (dilation["res3.0.conv1"], dilation["res4.0.conv1"], dilation["res4.1.conv1"]) == (1, 1, 2)
+    assert (dilation["res5.0.conv1"], dilation["res5.1.conv1"]) == (2, 4)
+    # mmsegmentation's BasicBlock dilates conv1 only
+    assert all(d == 1 for name, d in dilation.items() if name.endswith("conv2"))
+    assert all(m.stride == (1, 1) for n, m in backbone.named_modules()
+               if n.startswith(("res4", "res5")) and isinstance(m, torch.nn.Conv2d))
+    out = backbone(torch.randn(2, 3, 96, 64))
+    assert out["res5"].shape == (2, 512, 12, 8) and out["res4"].shape == (2, 256, 12, 8)
+
+
+def test_impossible_dilations_name_the_keys():
+    cfg = setup_cfg(TINY, ["MODEL.RESNETS.RES4_DILATION", 2, "MODEL.RESNETS.RES5_DILATION", 2])
+    with pytest.raises(ValueError, match="RES4_DILATION, RES5_DILATION = \\(2, 2\\)"):
+        build_backbone(cfg)
+
+
+def test_fcn_head_has_the_layers_of_mmsegmentations_fcn_r50_d8():
+    """decode: 2048 -> 3x3 512 -> 3x3 512, concat (2048 + 512) -> 3x3 512, 1x1 -> 21; auxiliary on res4:
+    1024 -> 3x3 256, 1x1 -> 21; every conv followed by a norm has no bias."""
+    head = build_model(setup_cfg(VOC, CPU)).sem_seg_head
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items() if k.endswith("weight") and v.dim() == 4}
+    assert shapes == {"decode.convs.0.weight": (512, 2048, 3, 3), "decode.convs.1.weight": (512, 512, 3, 3),
+                      "decode.conv_cat.weight": (512, 2560, 3, 3), "decode.predictor.weight": (21, 512, 1, 1),
+                      "aux.convs.0.weight": (256, 1024, 3, 3), "aux.predictor.weight": (21, 256, 1, 1)}
+    biases = sorted(k for k in head.state_dict() if k.endswith("bias") and ".norm." not in k)
+    assert biases == ["aux.predictor.bias", "decode.predictor.bias"]
+    assert head.decode.dropout.p == 0.1 and head.aux_weight == 0.4
+
+
+def test_losses_are_the_decode_and_the_weighted_auxiliary_cross_entropy():
+    cfg = setup_cfg(TINY, ["MODEL.SEM_SEG_HEAD.DROPOUT", 0.0])
+    model = build_model(cfg).train()
+    head = model.sem_seg_head
+    features = {"res4": torch.randn(2, 256, 4, 4), "res5": torch.randn(2, 512, 4, 4)}
+    targets = torch.randint(0, 2, (2, 32, 32))
+    targets[:, :5] = 255
+    _, losses = head(features, targets)
+
+    def reference(logits):  # mean over all pixels of -log p(target), ignored pixels counting 0
+        up = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+        logp = up.log_softmax(1)
+        picked = logp.gather(1, targets.clamp(max=1)[:, None])[:, 0]
+        return -(picked * (targets != 255)).sum() / targets.numel()
+    torch.testing.assert_close(losses["loss_sem_seg"], reference(head.decode(features["res5"])))
+    torch.testing.assert_close(losses["loss_sem_seg_aux"], 0.4 * reference(head.aux(features["res4"])))
+
+
+def test_loss_averages_over_all_or_over_labelled_pixels():
+    logits, targets = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    targets[0, :4] = 255
+    labelled = F.cross_entropy(logits, targets, ignore_index=255)  # torch's mean over labelled pixels
+    torch.testing.assert_close(segmentation_loss(logits, targets, 255, "labelled_pixels"), labelled)
+    torch.testing.assert_close(segmentation_loss(logits, targets, 255, "all_pixels"), labelled * 96 / 128)
+    with pytest.raises(ValueError, match="LOSS_AVERAGE 'mean'"):
+        segmentation_loss(logits, targets, 255, "mean")
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_poly_schedule_is_mmsegmentations(warmup):
+    cfg = setup_cfg(VOC, ["SOLVER.MAX_ITER", 100, "SOLVER.WARMUP_ITERS", warmup, "SOLVER.WARMUP_FACTOR", 0.1])
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=cfg.SOLVER.BASE_LR)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    seen = []
+    for _ in range(100):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # mmengine PolyLR: eta_min + (base - eta_min) * (1 - t / T) ** power
+    expected = [1e-4 + (0.01 - 1e-4) * (1 - t / 100) ** 0.9 for t in range(100)]
+    # Detectron2's linear warmup: from factor x the schedule's start to the schedule's value at the warmup's end
+    start, end = 0.1 * expected[0], expected[warmup]
+    expected = [start + (end - start) * t / warmup if t < warmup else e for t, e in enumerate(expected)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+def test_poly_multiplier_without_floor_is_torchs_polynomial_schedule():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    reference = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=50, power=0.9)
+    for t in range(50):
+        assert PolyLR(0.9, 0.0)(t / 50) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        reference.step()
+
+
+def voc_palette_png(path, labels):
+    from PIL import Image
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253  # VOC: 1 dark red, 2 green, 255 border
+    image.putpalette(palette[:768])
+    image.save(path)
+
+
+def test_mapper_reads_palette_label_maps_as_class_indices_and_augments_them_with_the_image(tmp_path):
+    from PIL import Image
+    from detectron2.data import detection_utils
+    labels = np.zeros((96, 128), np.uint8)
+    labels[:, 64:] = 1
+    labels[48:, :] = 2
+    labels[40:44, :] = 255
+    voc_palette_png(tmp_path / "labels.png", labels)
+    # Detectron2's own reading turns the palette colours into grey levels, not class indices
+    assert set(np.unique(detection_utils.read_image(str(tmp_path / "labels.png"), "L"))) != {0, 1, 2, 255}
+    image = np.stack([labels * 80, labels * 80, labels * 80], axis=2).astype(np.uint8)  # grey level = class
+    Image.fromarray(image).save(tmp_path / "image.png")
+    cfg = setup_cfg(TINY, ["INPUT.PHOTOMETRIC_DISTORTION", False, "INPUT.CROP.SIZE", "(64, 64)"])
+    mapper = SemSegMapper(cfg, is_train=True)
+    record = {"file_name": str(tmp_path / "image.png"), "sem_seg_file_name": str(tmp_path / "labels.png")}
+    np.random.seed(0)
+    for _ in range(10):
+        out = mapper(record)
+        grey, target = out["image"][0].numpy().astype(int), out["sem_seg"].numpy()
+        assert out["image"].shape[1:] == target.shape and set(np.unique(target)) <= {0, 1, 2, 255}
+        labelled = target != 255
+        agree = np.abs(grey[labelled] - 80 * target[labelled]) < 20
+        assert agree.mean() > 0.9  # bilinear image vs nearest labels differ at the class borders only
+    test = SemSegMapper(cfg, is_train=False)(record)
+    assert "sem_seg" not in test and (test["height"], test["width"]) == (96, 128)
+
+
+def test_mapper_refuses_a_colour_label_map(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "labels.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "image.png")
+    mapper = SemSegMapper(setup_cfg(TINY), is_train=True)
+    with pytest.raises(ValueError, match="labels.png: a label map holds one class index per pixel"):
+        mapper({"file_name": str(tmp_path / "image.png"), "sem_seg_file_name": str(tmp_path / "labels.png")})
+
+
+def test_photometric_distortion_steps():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    assert np.array_equal(distort(image), image)
+    np.testing.assert_array_equal(distort(image, brightness=20.5),
+                                  np.clip(image.astype(np.float32) + 20.5, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(distort(image, contrast=1.3),
+                                  np.clip(image.astype(np.float32) * 1.3, 0, 255).astype(np.uint8))
+    grey = np.repeat(image[..., :1], 3, axis=2)  # no saturation: saturation and hue leave grey as it is
+    assert np.abs(distort(grey, saturation=1.4, hue=10).astype(int) - grey).max() <= 1
+    # contrast comes before saturation and hue or after them: the results differ
+    assert not np.array_equal(distort(image, contrast=1.4, saturation=0.6, contrast_first=True),
+                              distort(image, contrast=1.4, saturation=0.6, contrast_first=False))
+
+
+def test_linear_probe_head_on_res4_and_res5_upsamples_to_the_image():
+    cfg = setup_cfg(os.path.join(CONFIGS, "tiny", "nuclei_linear_probe_R18_cpu.yaml"))
+    model = build_model(cfg).eval()
+    assert model.backbone.size_divisibility == 32
+    head = model.sem_seg_head
+    assert tuple(head.predictor.weight.shape) == (2, 256 + 512, 1, 1)
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 100, 70) * 255, "height": 50, "width": 35}])
+    assert out[0]["sem_seg"].shape == (2, 50, 35)
+    features = {"res4": torch.randn(1, 256, 6, 4), "res5": torch.randn(1, 512, 3, 2)}
+    assert head(features)[0].shape == (1, 2, 96, 64)
