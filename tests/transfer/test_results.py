@@ -124,3 +124,19 @@ def test_models_without_a_shared_seed_are_named_not_silently_dropped(tmp_path):
                             timeout=300)
     assert result.returncode == 0
     assert "late shares no seed with random (seeds [7] against [0, 1]): not compared." in result.stdout
+
+
+def test_semantic_segmentation_results_are_tabled_and_paired_by_seed(tmp_path):
+    """final_results.json of a segmentation run, as Detectron2's SemSegEvaluator returns it for one test set
+    (per-class IoU and accuracy included): the table shows mIoU, mACC and pACC, paired by seed."""
+    for name, mious in (("random", [40.0, 44.0, 41.0]), ("houghcl", [50.0, 55.0, 49.0])):
+        for seed, miou in enumerate(mious):
+            results = {"nuclei_test": {"sem_seg": {"mIoU": miou, "fwIoU": miou + 10, "IoU-nucleus": miou - 20,
+                                                   "mACC": miou + 5, "pACC": miou + 30, "ACC-nucleus": 1.0}}}
+            write_final_results(str(tmp_path / name / f"seed_{seed}"), results, seed, weights="", config="")
+    rows = summarise([str(tmp_path / "random"), str(tmp_path / "houghcl")])
+    assert [k for k in rows[0] if "/" in k] == ["sem_seg/mIoU", "sem_seg/mACC", "sem_seg/pACC"]
+    assert rows[1]["sem_seg/mIoU"][0] == pytest.approx(154 / 3)
+    miou = {c["metric"]: c for c in compare(rows, "random")}["sem_seg/mIoU"]
+    assert miou["differences"] == [10.0, 11.0, 8.0] and miou["verdict"] == "better"
+    assert "| houghcl | 3 | 0,1,2 | 51.33 ± 3.21 |" in to_markdown(rows)
