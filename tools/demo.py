@@ -11,6 +11,7 @@ The stages themselves are described in transfer/demo.py.
 """
 import argparse
 import os
+import re
 import sys
 
 from transfer.demo import METHODS, STUDY_METHODS, Plan, run
@@ -29,18 +30,28 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=80)
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
+    parser.add_argument("--segmentation", action="store_true", help="HoughCL and DenseCL backbones (3 pretraining "
+                        "seeds) and random init on the nuclei tiles: FCN-D8 fine-tuning and the frozen linear "
+                        "probe, paired by pretraining seed, into output/segmentation")
+    parser.add_argument("--segmentation-iters", type=int, default=100)
     parser.add_argument("--study", action="store_true", help="also hough_transform (extension), the geometric "
                         "oracle, PixPro-style and MoCo-v2, 8 pretraining seeds, into output/study")
     args = parser.parse_args(argv)
-    plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
-                methods=STUDY_METHODS if args.study else METHODS,
-                pretrain_seeds=args.pretrain_seeds or (8 if args.study else 3), pretrain_iters=args.pretrain_iters,
-                dense_halves=args.dense_halves,
-                detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
-                detection_iters=args.detection_iters)
+    if args.segmentation:
+        plan = Plan(out=args.out or os.path.join("output", "segmentation"), methods=METHODS,
+                    pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
+                    segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
+                    matching=False, dense=False)
+    else:
+        plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
+                    methods=STUDY_METHODS if args.study else METHODS,
+                    pretrain_seeds=args.pretrain_seeds or (8 if args.study else 3), pretrain_iters=args.pretrain_iters,
+                    dense_halves=args.dense_halves,
+                    detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
+                    detection_iters=args.detection_iters)
     report = run(plan, ROOT, args.force)
     with open(report) as f:
-        print("\n" + f.read().split("## Pictures")[0])
+        print("\n" + re.split(r"## (?:Pictures|Where these numbers come from)", f.read())[0])
     print(f"Report: {report}; logs: {plan.out}/logs/")
     return 0
 

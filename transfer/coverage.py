@@ -18,7 +18,7 @@ from detectron2.modeling.backbone import ResNet, build_resnet_backbone
 
 from pretrain.backbone import ResNetWeights, normalise, resnet_features, torchvision_resnet
 
-from . import roi_heads  # noqa: F401  (the C4 model of verify uses the extra-norm Res5 ROI head)
+from . import roi_heads, segmentation  # noqa: F401  (verify's C4 head and FCN-D8 model are registered there)
 from .config import CONFIGS, setup_cfg
 from .weights import WeightsError, architecture_opts, read_sidecar
 
@@ -138,7 +138,7 @@ def verify(pkl_path: str, weights: ResNetWeights, tolerance: float = 1e-4) -> No
     if not error < tolerance:
         raise WeightsError(f"{pkl_path}: converted weights do not reproduce the source network "
                            f"(relative error {error:.2e})")
-    models = [("FPN", "coco_R_50_FPN_1x.yaml")]
+    models = [("FPN", "coco_R_50_FPN_1x.yaml"), ("FCN-D8", "voc12aug_FCN_R50_D8_20k.yaml")]
     if weights.depth >= 50:
         models.insert(0, ("C4", "voc_R_50_C4_24k.yaml"))
     else:

@@ -229,13 +229,15 @@ def missing_builtin(names: Sequence[str]) -> list:
     """Builtin dataset names whose files are absent under $DETECTRON2_DATASETS (checked before training)."""
     missing = []
     for name in names:
-        if name.startswith("voc_"):
+        if name in VOC_SEM_SEG:
+            missing += [f"{name} ({p[2]})" for p in voc_sem_seg_parts(name) if not os.path.exists(p[2])]
+        elif name.startswith("voc_"):
             year, split = name.split("_")[1], name.split("_", 2)[2]
             path = os.path.join(builtin_root(), f"VOC{year}", "ImageSets", "Main", split + ".txt")
             if not os.path.exists(path):
                 missing.append(f"{name} ({path})")
-        elif name in VOC_SEM_SEG:
-            missing += [f"{name} ({p[2]})" for p in voc_sem_seg_parts(name) if not os.path.exists(p[2])]
+        elif name.startswith("cityscapes_") and not os.path.isdir(os.path.join(builtin_root(), "cityscapes", "gtFine")):
+            missing.append(f"{name} ({os.path.join(builtin_root(), 'cityscapes', 'gtFine')})")
         elif name.startswith("coco_") and not glob.glob(os.path.join(builtin_root(), "coco", "annotations", "*")):
             missing.append(f"{name} ({os.path.join(builtin_root(), 'coco', 'annotations')})")
     return missing

@@ -23,6 +23,11 @@ from transfer.stages import Stages, last_iteration
 TREES = ["--voc", "trees_train", "datasets/trees", "train", "--voc", "trees_test", "datasets/trees", "test"]
 DETECTION = {"probe": "configs/transfer/tiny/trees_R_18_FPN_probe_cpu.yaml",
              "finetune": "configs/transfer/tiny/trees_R_18_FPN_cpu.yaml"}
+NUCLEI = ["--sem-seg", "nuclei_train", "datasets/nuclei/images", "datasets/nuclei/labels", "datasets/nuclei/train.txt",
+          "--sem-seg", "nuclei_test", "datasets/nuclei/images", "datasets/nuclei/labels", "datasets/nuclei/test.txt",
+          "--classes", "background", "nucleus"]
+SEGMENTATION = {"fcn": ("FCN-D8 fine-tuning", "configs/transfer/tiny/nuclei_FCN_R18_D8_cpu.yaml"),
+                "linear": ("frozen linear probe", "configs/transfer/tiny/nuclei_linear_probe_R18_cpu.yaml")}
 # HoughCL as the paper describes it (the `hough` matcher) against its baseline DenseCL.
 METHODS = {"houghcl": ["MODEL.MATCHER", "hough"], "densecl": ["MODEL.MATCHER", "argmax"]}
 # The study adds, with the same budget each: this toolkit's estimated-geometry extension beside the oracle it
@@ -42,6 +47,11 @@ class Plan:
     dense_halves: int = 5          # the dense probe of one backbone: the mean over this many training halves
     detection_seeds: Dict[str, int] = dataclasses.field(default_factory=lambda: {"probe": 1})
     detection_iters: int = 80
+    # semantic segmentation on the nuclei tiles: kind (SEGMENTATION) -> iterations; every pretraining seed's
+    # backbone, fine-tuned with the same seed, so that the tables pair by pretraining seed
+    segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
+    matching: bool = True            # the matching-accuracy stages and the correspondence picture
+    dense: bool = True               # the dense linear probe on the tree tiles
     python: str = sys.executable
 
     @property
@@ -72,9 +82,10 @@ def stages_of(plan: Plan) -> List[Stage]:
     """Every stage of the pipeline, in order."""
     out, found = plan.out, []
     found.append(Stage("fetch real images and the tree detection set", tool(plan, "fetch_data.py"), seconds=10))
-    found.append(Stage("matching accuracy of every matcher at random initialisation", tool(
-        plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--depth", 18, "--out",
-        f"{out}/matching_random_init.json"), f"{out}/matching_random_init.json", seconds=30))
+    if plan.matching:
+        found.append(Stage("matching accuracy of every matcher at random initialisation", tool(
+            plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--depth", 18, "--out",
+            f"{out}/matching_random_init.json"), f"{out}/matching_random_init.json", seconds=30))
     for seed in range(plan.pretrain_seeds):
         for method, opts in plan.methods.items():
             run_dir = pretrain_dir(plan, method, seed)
@@ -84,25 +95,21 @@ def stages_of(plan: Plan) -> List[Stage]:
                     *opts, "SEED", seed, "SOLVER.MAX_ITER", plan.pretrain_iters, "OUTPUT_DIR", run_dir),
                 f"{run_dir}/backbone.pth", [run_dir], f"{run_dir}/metrics.jsonl", plan.pretrain_iters,
                 plan.pretrain_iters * 0.75 + 12))
-    for method in plan.methods:
-        found.append(Stage(f"matching accuracy of every matcher with the {method} backbone (seed 0)", tool(
-            plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--weights",
-            f"{pretrain_dir(plan, method, 0)}/backbone.pth", "--out", f"{out}/matching_{method}.json"),
-            f"{out}/matching_{method}.json", seconds=30))
-    found.append(Stage("correspondence picture: every appearance-based matcher on the houghcl backbone (seed 0)", tool(
-        plan, "visualize_matches.py", "--images", "datasets/photos", "--weights",
-        f"{pretrain_dir(plan, 'houghcl', 0)}/backbone.pth", "--out", f"{out}/matches.png", "--seed", 3),
-        f"{out}/matches.png", seconds=20))
-    for seed in range(plan.pretrain_seeds):
-        for name in plan.models:
-            weights = [] if name == "random_init" else ["--weights", f"{pretrain_dir(plan, name, seed)}/backbone.pth"]
-            found.append(Stage(f"dense linear probe of {name}, pretraining seed {seed}", tool(
-                plan, "dense_probe.py", "datasets/trees", *weights, "--seeds", plan.dense_halves, "--as-seed", seed,
-                "--out", f"{out}/dense_{name}"), os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
-                [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
-    found.append(collect(plan, "dense"))
+    if plan.matching:
+        found += matching_stages(plan)
+    if plan.dense:
+        for seed in range(plan.pretrain_seeds):
+            for name in plan.models:
+                weights = [] if name == "random_init" else ["--weights",
+                                                            f"{pretrain_dir(plan, name, seed)}/backbone.pth"]
+                found.append(Stage(f"dense linear probe of {name}, pretraining seed {seed}", tool(
+                    plan, "dense_probe.py", "datasets/trees", *weights, "--seeds", plan.dense_halves, "--as-seed",
+                    seed, "--out", f"{out}/dense_{name}"),
+                    os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
+                    [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
+        found.append(collect(plan, "dense"))
     kinds = [kind for kind, seeds in plan.detection_seeds.items() if seeds]
-    for name in plan.methods:
+    for name in plan.methods if kinds else []:
         found.append(Stage(f"convert {name} (seed 0) to Detectron2 and verify", tool(
             plan, "convert.py", f"{pretrain_dir(plan, name, 0)}/backbone.pth", f"{out}/{name}_r18.pkl", "--verify"),
             f"{out}/{name}_r18.pkl", seconds=15))
@@ -119,6 +126,46 @@ def stages_of(plan: Plan) -> List[Stage]:
                 os.path.join(seed_dir(run_dir, seeds - 1), RESULTS_FILE), [run_dir],
                 seconds=seeds * (iters * 0.6 + 25)))
         found.append(collect(plan, kind))
+    if plan.segmentation:
+        found += segmentation_stages(plan)
+    return found
+
+
+def matching_stages(plan: Plan) -> List[Stage]:
+    out, found = plan.out, []
+    for method in plan.methods:
+        found.append(Stage(f"matching accuracy of every matcher with the {method} backbone (seed 0)", tool(
+            plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--weights",
+            f"{pretrain_dir(plan, method, 0)}/backbone.pth", "--out", f"{out}/matching_{method}.json"),
+            f"{out}/matching_{method}.json", seconds=30))
+    found.append(Stage("correspondence picture: every appearance-based matcher on the houghcl backbone (seed 0)", tool(
+        plan, "visualize_matches.py", "--images", "datasets/photos", "--weights",
+        f"{pretrain_dir(plan, 'houghcl', 0)}/backbone.pth", "--out", f"{out}/matches.png", "--seed", 3),
+        f"{out}/matches.png", seconds=20))
+    return found
+
+
+def segmentation_stages(plan: Plan) -> List[Stage]:
+    """Every pretraining seed's backbone converted, then each segmentation kind on the nuclei tiles: one run per
+    (model, pretraining seed), fine-tuned with that seed, so that the tables pair by pretraining seed."""
+    out, found = plan.out, []
+    for seed in range(plan.pretrain_seeds):
+        for name in plan.methods:
+            found.append(Stage(f"convert {name} (seed {seed}) to Detectron2 and verify", tool(
+                plan, "convert.py", f"{pretrain_dir(plan, name, seed)}/backbone.pth",
+                f"{out}/{name}_seed{seed}_r18.pkl", "--verify"), f"{out}/{name}_seed{seed}_r18.pkl", seconds=15))
+    for kind, iters in plan.segmentation.items():
+        title, config = SEGMENTATION[kind]
+        for seed in range(plan.pretrain_seeds):
+            for name in plan.models:
+                run_dir = seed_dir(f"{out}/seg_{kind}_{name}", seed)
+                weights = "" if name == "random_init" else f"{out}/{name}_seed{seed}_r18.pkl"
+                found.append(Stage(
+                    f"{title} on the nuclei from {name}, pretraining seed {seed} ({iters} iterations)",
+                    tool(plan, "train_net.py", "--config-file", config, *NUCLEI, "--resume", "MODEL.WEIGHTS", weights,
+                         "SEED", seed, "SOLVER.MAX_ITER", iters, "OUTPUT_DIR", run_dir),
+                    os.path.join(run_dir, RESULTS_FILE), [run_dir], seconds=iters * 0.3 + 15))
+        found.append(collect(plan, f"seg_{kind}"))
     return found
 
 
@@ -166,36 +213,26 @@ def stage_lines(runner: Stages, root: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(plan: Plan, runner: Stages, root: str) -> str:
-    out = plan.out
-    tables = {kind: open(f"{out}/{kind}_table.md").read()
-              for kind in ["dense", *[k for k, n in plan.detection_seeds.items() if n]]}
-    with open(os.path.join(seed_dir(f"{out}/dense_random_init", 0), RESULTS_FILE)) as f:
+def dense_section(plan: Plan) -> str:
+    with open(os.path.join(seed_dir(f"{plan.out}/dense_random_init", 0), RESULTS_FILE)) as f:
         blind = 100 * json.load(f)["results"]["dense"]["positives"]
-    detection = "\n".join(
-        f"## Detection: {kind} ({plan.detection_iters} iterations, {plan.detection_seeds[kind]} seed(s), backbones of "
-        f"pretraining seed 0)\n\n{tables[kind]}" for kind in tables if kind != "dense")
-    seeds = f"0..{plan.pretrain_seeds - 1}"
-    report = f"""# Pipeline report
-
-ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
-(`configs/pretrain/demo_r18_cpu.yaml`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
-same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
-only where it excludes zero; with one seed no spread and no verdict is given.
-
-## Dense linear probe, paired by pretraining seed
+    return f"""## Dense linear probe, paired by pretraining seed
 
 Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
 average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
 table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
 of test cells inside a box, {blind:.1f}%, is the AP of a blind guess.
 
-{tables['dense']}
-{detection}
+{open(f"{plan.out}/dense_table.md").read()}
+"""
 
-## Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos, backbones of pretraining seed 0
 
-{matching_rows(out, plan.models)}
+def matching_section(plan: Plan) -> str:
+    heading = ("Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos, backbones of "
+               "pretraining seed 0")
+    return f"""## {heading}
+
+{matching_rows(plan.out, plan.models)}
 
 All matchers see the same features of the same pairs; for threshold every positive pair counts.
 
@@ -204,7 +241,39 @@ All matchers see the same features of the same pairs; for threshold every positi
 - `pretraining.png`: the pretraining losses, and the matching accuracy of each run's own positives.
 - `matches.png`: view pairs where the matchers disagree most, the positives of argmax, hough (the paper's) and
   hough_transform (the extension) drawn on the same pairs.
+"""
 
+
+def segmentation_section(plan: Plan, kind: str) -> str:
+    title, config = SEGMENTATION[kind]
+    return f"""## Semantic segmentation: {title} on the nuclei tiles, paired by pretraining seed
+
+`{config}`, {plan.segmentation[kind]} iterations; 12 training tiles, 4 test tiles (128 px, stardist's nuclei
+image; classes background and nucleus). Each (backbone, pretraining seed) is fine-tuned once, with that seed.
+mIoU, mean class accuracy and pixel accuracy from Detectron2's SemSegEvaluator.
+
+{open(f"{plan.out}/seg_{kind}_table.md").read()}
+"""
+
+
+def write_report(plan: Plan, runner: Stages, root: str) -> str:
+    out = plan.out
+    detection = "\n".join(
+        f"## Detection: {kind} ({plan.detection_iters} iterations, {seeds} seed(s), backbones of pretraining seed 0)"
+        f"\n\n{open(f'{out}/{kind}_table.md').read()}" for kind, seeds in plan.detection_seeds.items() if seeds)
+    sections = [dense_section(plan) if plan.dense else "", detection,
+                *[segmentation_section(plan, kind) for kind in plan.segmentation],
+                matching_section(plan) if plan.matching else ""]
+    body = "\n".join(section for section in sections if section)
+    seeds = f"0..{plan.pretrain_seeds - 1}"
+    report = f"""# Pipeline report
+
+ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
+(`configs/pretrain/demo_r18_cpu.yaml`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
+same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
+only where it excludes zero; with one seed no spread and no verdict is given.
+
+{body}
 ## Where these numbers come from
 
 {provenance_lines(provenance())}

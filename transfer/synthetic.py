@@ -1,5 +1,6 @@
 """Small generated datasets for plumbing checks (the tests, ``tools/gpu_check.py``): a PASCAL VOC layout, a COCO
-json with masks, images with label maps, smooth colour images for pretraining. Never used for a number that is reported."""
+json with masks, images with label maps, smooth colour images for pretraining. Never used for a number that is
+reported."""
 import json
 import os
 

@@ -194,3 +194,12 @@ def test_the_semantic_evaluator_scores_known_predictions(tmp_path):
         expected = {"mIoU": 100.0, "pACC": 100.0} if guess == "truth" else {
             "IoU-class_0": share, "IoU-class_1": 0.0, "IoU-class_2": 0.0, "mIoU": share / 3, "pACC": share}
         assert {k: round(results[k], 6) for k in expected} == {k: round(v, 6) for k, v in expected.items()}
+
+
+def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypatch):
+    from transfer import datasets
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    missing = datasets.missing_builtin(["voc_2012_sem_seg_train_aug", "cityscapes_fine_sem_seg_val"])
+    assert missing == [f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/train.txt)",
+                       f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/aug.txt)",
+                       f"cityscapes_fine_sem_seg_val ({tmp_path}/cityscapes/gtFine)"]

@@ -121,6 +121,7 @@ def fake_stardist(folder):
 @pytest.mark.slow
 def test_nuclei_tiles_and_label_maps_from_pinned_members(tmp_path):
     import numpy as np
+
     from transfer.label_maps import read_label_png, scan_labels, sem_seg_records
     wheel, source, masks = fake_stardist(str(tmp_path))
     root = str(tmp_path / "datasets")

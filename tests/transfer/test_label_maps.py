@@ -20,7 +20,8 @@ def test_records_pair_images_with_label_maps_by_stem(tmp_path):
 def test_what_is_missing_or_does_not_fit_is_named(tmp_path):
     root = write_sem_seg(str(tmp_path / "set"), train=2, test=1)
     (tmp_path / "set" / "images" / "0001.png").unlink()
-    with pytest.raises(LabelMapError, match=r"1 of 2 images or label maps are missing, first: \['.*/images/0001\.\*'\]"):
+    with pytest.raises(LabelMapError,
+                       match=r"1 of 2 images or label maps are missing, first: \['.*/images/0001\.\*'\]"):
         sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/train.txt")
     with pytest.raises(LabelMapError, match="nowhere.txt: no such list"):
         sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/nowhere.txt")

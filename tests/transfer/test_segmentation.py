@@ -15,8 +15,7 @@ pytest.importorskip("detectron2")
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
 from transfer.config import CONFIGS, setup_cfg  # noqa: E402
-from transfer.segmentation import (PolyLR, SemSegMapper, build_lr_scheduler, distort,  # noqa: E402
-                                   segmentation_loss)
+from transfer.segmentation import PolyLR, SemSegMapper, build_lr_scheduler, distort, segmentation_loss  # noqa: E402
 from transfer.weights import torchvision_to_detectron2  # noqa: E402
 
 VOC = os.path.join(CONFIGS, "voc12aug_FCN_R50_D8_20k.yaml")
@@ -147,8 +146,8 @@ def voc_palette_png(path, labels):
 
 
 def test_mapper_reads_palette_label_maps_as_class_indices_and_augments_them_with_the_image(tmp_path):
-    from PIL import Image
     from detectron2.data import detection_utils
+    from PIL import Image
     labels = np.zeros((96, 128), np.uint8)
     labels[:, 64:] = 1
     labels[48:, :] = 2
