@@ -6,7 +6,7 @@ def test_segmentation_runs_pair_by_pretraining_seed():
     plan = Plan(out="o", methods=METHODS, pretrain_seeds=2, detection_seeds={}, segmentation={"fcn": 7, "linear": 5},
                 matching=False, dense=False)
     stages = stages_of(plan)
-    runs = [s.command for s in stages if "train_net.py" in s.command[1]]
+    runs = [s.command for s in stages if s.command[1] == "tools/train_net.py"]
     assert len(runs) == 2 * 2 * 3  # kinds x pretraining seeds x (random init, houghcl, densecl)
     for command in runs:
         seed, out, weights = (command[command.index(key) + 1] for key in ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS"))
