@@ -241,10 +241,10 @@ def overrides_after_flags(argv: List[str], parser) -> List[str]:
     """``argv`` with every ``KEY VALUE`` config override moved after the flags of ``parser``, so that flags may be
     given in any order (argparse takes everything after the first override as overrides). A flag's own values
     (``--voc NAME DIR SPLIT``) stay with it, even when one looks like a key (a folder named ``VOC2007``)."""
-    arity = {}  # how many values each flag takes ("+": at least the first)
+    arity = {}  # how many values each flag takes ("+": at least its ``min_values``, default 1)
     for action in parser._actions:
         for option in action.option_strings:
-            arity[option] = action.nargs if isinstance(action.nargs, int) else 1
+            arity[option] = action.nargs if isinstance(action.nargs, int) else getattr(action, "min_values", 1)
     flags, overrides, i = [], [], 0
     while i < len(argv):
         if argv[i] in arity:

@@ -236,9 +236,11 @@ def argument_parser():
                              "11-point metric, others with the area metric")
     parser.add_argument("--coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGES"),
                         help="register a COCO-json dataset")
-    parser.add_argument("--sem-seg", nargs="+", action="append", default=[], metavar="NAME IMAGES LABELS [LIST]",
-                        help="register images with label maps (PNG of class indices, 255 = unlabelled) for semantic "
-                             "segmentation; LIST: a file of image names (file stems), default: every label map")
+    sem_seg = parser.add_argument(
+        "--sem-seg", nargs="+", action="append", default=[], metavar="NAME IMAGES LABELS [LIST]",
+        help="register images with label maps (PNG of class indices, 255 = unlabelled) for semantic segmentation; "
+             "LIST: a file of image names (file stems), default: every label map")
+    sem_seg.min_values = 3  # kept with the flag even when a folder name looks like a KEY (overrides_after_flags)
     parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
                         help="the class list of the --voc sets (default: the union of the names in all of them), or "
                              "the names of the class indices 0..K-1 of the --sem-seg sets (default: class_0 ...)")

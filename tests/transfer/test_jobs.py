@@ -26,3 +26,19 @@ def test_the_reason_of_a_failed_job_is_its_own_error_line():
     assert failure_reason(Job(log), RuntimeError("x")) == "error: MODEL.WEIGHTS x.pkl: no such file"
     assert failure_reason(Job("KeyError: 'a'\n"), RuntimeError("x")) == "KeyError: 'a'"
     assert failure_reason(Job(""), RuntimeError("last\nline")) == "line"
+
+
+def test_finetune_jobs_keep_the_segmentation_flags_and_their_overrides():
+    """submit.py finetune passes --sem-seg and --classes on; each job's train_net.py reads them back with the
+    overrides (which a "+" flag would otherwise swallow) and its own seed."""
+    from transfer.jobs import commands
+    from transfer.trainer import overrides_last, parse_args
+    given = ["MODEL.WEIGHTS", "w.pkl", "--sem-seg", "a", "IMG", "LAB", "train.txt", "--sem-seg", "b", "IMG", "LAB",
+             "--classes", "background", "nucleus", "OUTPUT_DIR", "out"]
+    jobs = commands("finetune", "x.yaml", overrides_last(given), seeds=2, gpus=1)
+    for seed, job in enumerate(jobs):
+        args = parse_args(job.argv)
+        assert args.sem_seg == [["a", "IMG", "LAB", "train.txt"], ["b", "IMG", "LAB"]]
+        assert args.classes == ["background", "nucleus"]
+        assert args.opts == ["MODEL.WEIGHTS", "w.pkl", "OUTPUT_DIR", "out", "SEED", str(seed),
+                             "OUTPUT_DIR", f"out/seed_{seed}"]
