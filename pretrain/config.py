@@ -77,6 +77,10 @@ _C.DATALOADER.NUM_WORKERS = 8
 _C.DATALOADER.PERSISTENT_WORKERS = True  # keep the workers across epochs (no fork per epoch)
 _C.DATALOADER.PIN_MEMORY = True  # on GPU: page-locked batches, copied to the device without blocking
 _C.DATALOADER.PREFETCH_FACTOR = 4  # batches loaded ahead per worker
+# Where the two views are made: "cpu", Pillow in the data workers; "device", the workers only decode and draw the
+# parameters, and crop-resize, jitter, grayscale, blur, flip and normalisation run batched on the training
+# device (pretrain/device_views.py). The same (seed, epoch, index) gives the same crop boxes and flips in both.
+_C.DATALOADER.VIEWS = "cpu"
 
 _C.DEVICE = "auto"  # auto | cpu | cuda
 
@@ -148,6 +152,7 @@ CHOICES = {
        for field, allowed in getattr(m.options, "CHOICES", {}).items()},
     "MODEL.DEPTH": (18, 34, 50, 101),
     "SOLVER.AMP": ("off", "bf16", "fp16"),
+    "DATALOADER.VIEWS": ("cpu", "device"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }
 

@@ -79,6 +79,7 @@ def epoch_loader(cfg, dataset, epoch: int, start_batch: int, world: int, rank: i
     # Pinned host memory makes the non-blocking copies in to_device asynchronous; persistent workers keep their
     # decoders and file handles from one epoch to the next instead of being forked again.
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE, sampler=sampler, num_workers=workers,
+                      collate_fn=getattr(dataset, "collate", None),
                       pin_memory=torch.cuda.is_available() and cfg.DATALOADER.PIN_MEMORY, drop_last=True,
                       persistent_workers=workers > 0 and cfg.DATALOADER.PERSISTENT_WORKERS,
                       prefetch_factor=cfg.DATALOADER.PREFETCH_FACTOR if workers > 0 else None)

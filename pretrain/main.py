@@ -17,7 +17,8 @@ from .builder import ContrastiveModel, describe
 from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
 from .config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
 from .data import DataError, TwoViewDataset
-from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, train_loop
+from .device_views import DecodedDataset, DeviceViews
+from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, to_device, train_loop
 from .files import atomic_write, remove_stale_temporaries
 from .lock import LockError, OutputLock
 from .provenance import provenance
@@ -112,7 +113,8 @@ def set_rng_state(state) -> None:
 def train(cfg, resume: bool, device: torch.device) -> int:
     world, rank = du.world_size(), du.rank()
     transform = TwoViewTransform(cfg.INPUT.SIZE, cfg.INPUT.CROP_SCALE, cfg.INPUT.MEAN, cfg.INPUT.STD)
-    dataset = TwoViewDataset(cfg.DATA.ROOT, transform, seed=cfg.SEED)
+    device_views = cfg.DATALOADER.VIEWS == "device"
+    dataset = (DecodedDataset if device_views else TwoViewDataset)(cfg.DATA.ROOT, transform, seed=cfg.SEED)
     global_batch = cfg.SOLVER.BATCH_SIZE * world
     iters_per_epoch = len(dataset) // global_batch
     if iters_per_epoch == 0:
@@ -170,6 +172,8 @@ def train(cfg, resume: bool, device: torch.device) -> int:
     log = MetricsLog(cfg.OUTPUT_DIR, start_iter) if du.is_main_process() else None
     stop = StopRequest()
     data = batches(cfg, dataset, start_iter, iters_per_epoch, world, rank)
+    if device_views:  # the views are made on the device, batch by batch, before the step sees them
+        data = map(DeviceViews.from_cfg(cfg), (to_device(b, device, False) for b in data))
     try:
         done = start_iter + train_loop(ddp, optimizer, data, Schedule.from_cfg(cfg, lr, max_iter), start_iter,
                                        Placement(device, autocast, scaler, channels_last), log, stop, checkpoint)

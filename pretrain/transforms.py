@@ -4,9 +4,10 @@ Each view records its crop box ``(x0, y0, x1, y1)`` in original-image pixels and
 that is all the geometry needs (pretrain/geometry.py). Randomness comes from an explicit ``random.Random``
 so that a sample's views depend only on (seed, epoch, index): the same in any worker, after any resume.
 """
+import dataclasses
 import math
 import random
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision.transforms.functional as TF
@@ -43,23 +44,48 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random, scale=(
     return x0, y0, x0 + w, y0 + h
 
 
-def color_jitter(img: Image.Image, rng: random.Random, strength=(0.4, 0.4, 0.4, 0.1)) -> Image.Image:
-    """ColorJitter(0.4, 0.4, 0.4, 0.1) with its four adjustments in random order, as torchvision does."""
-    b, c, s, h = strength
-    adjustments = [
-        lambda im: TF.adjust_brightness(im, rng.uniform(max(0.0, 1 - b), 1 + b)),
-        lambda im: TF.adjust_contrast(im, rng.uniform(max(0.0, 1 - c), 1 + c)),
-        lambda im: TF.adjust_saturation(im, rng.uniform(max(0.0, 1 - s), 1 + s)),
-        lambda im: TF.adjust_hue(im, rng.uniform(-h, h)),
-    ]
-    rng.shuffle(adjustments)
-    for adjust in adjustments:
-        img = adjust(img)
+JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))  # ColorJitter(0.4, 0.4, 0.4, 0.1)
+JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
+
+
+@dataclasses.dataclass
+class ViewParams:
+    """Everything random about one MoCo-v2 view: its crop box in image pixels, the colour jitter (factors in the
+    order applied, as (adjustment index into JITTER_NAMES, factor)), grayscale, the blur radius, the flip."""
+    box: CropBox
+    jitter: Optional[List[Tuple[int, float]]]
+    grayscale: bool
+    blur: Optional[float]
+    flip: bool
+
+
+def draw_view_params(width: int, height: int, rng: random.Random, scale=(0.2, 1.0)) -> ViewParams:
+    """The draws of one view, in the order the Pillow pipeline has always made them: crop box; jitter with
+    probability 0.8 (its four adjustments in a random order, as torchvision's ColorJitter, each factor drawn
+    when it is applied); grayscale 0.2; blur 0.5 with radius in [0.1, 2]; flip 0.5. Both view pipelines use
+    it, so the same (seed, epoch, index) gives the same views' parameters in either."""
+    box = random_resized_crop_box(width, height, rng, scale)
+    jitter = None
+    if rng.random() < 0.8:
+        order = [0, 1, 2, 3]
+        rng.shuffle(order)
+        jitter = [(k, rng.uniform(*JITTER_RANGES[k])) for k in order]
+    grayscale = rng.random() < 0.2
+    blur = rng.uniform(0.1, 2.0) if rng.random() < 0.5 else None
+    flip = rng.random() < 0.5
+    return ViewParams(box, jitter, grayscale, blur, flip)
+
+
+def color_jitter(img: Image.Image, jitter: Sequence[Tuple[int, float]]) -> Image.Image:
+    """The drawn ColorJitter adjustments applied in their order."""
+    functions = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for k, factor in jitter:
+        img = functions[k](img, factor)
     return img
 
 
 class TwoViewTransform:
-    """Two independent MoCo-v2 views of one image, each with its geometry."""
+    """Two independent MoCo-v2 views of one image, each with its geometry (Pillow, in the data workers)."""
 
     def __init__(self, size: int = 224, scale=(0.2, 1.0), mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD):
@@ -67,20 +93,21 @@ class TwoViewTransform:
         self.scale = tuple(scale)
         self.mean, self.std = list(mean), list(std)
 
-    def view(self, img: Image.Image, rng: random.Random) -> Tuple[torch.Tensor, CropBox, bool]:
-        box = random_resized_crop_box(img.width, img.height, rng, self.scale)
-        out = img.resize((self.size, self.size), Image.BILINEAR, box=box, reducing_gap=None)
-        if rng.random() < 0.8:
-            out = color_jitter(out, rng)
-        if rng.random() < 0.2:
+    def render(self, img: Image.Image, p: ViewParams) -> torch.Tensor:
+        out = img.resize((self.size, self.size), Image.BILINEAR, box=p.box, reducing_gap=None)
+        if p.jitter is not None:
+            out = color_jitter(out, p.jitter)
+        if p.grayscale:
             out = out.convert("L").convert("RGB")
-        if rng.random() < 0.5:
-            out = out.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.1, 2.0)))
-        flip = rng.random() < 0.5
-        if flip:
+        if p.blur is not None:
+            out = out.filter(ImageFilter.GaussianBlur(radius=p.blur))
+        if p.flip:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)
-        tensor = TF.normalize(TF.to_tensor(out), self.mean, self.std)
-        return tensor, box, flip
+        return TF.normalize(TF.to_tensor(out), self.mean, self.std)
+
+    def view(self, img: Image.Image, rng: random.Random) -> Tuple[torch.Tensor, CropBox, bool]:
+        p = draw_view_params(img.width, img.height, rng, self.scale)
+        return self.render(img, p), p.box, p.flip
 
     def __call__(self, img: Image.Image, rng: random.Random) -> Dict[str, torch.Tensor]:
         view_q, box_q, flip_q = self.view(img, rng)

@@ -170,6 +170,7 @@ def bench_data(args):
     from torch.utils.data import DataLoader, Dataset
 
     from pretrain.data import EpochSampler, TwoViewDataset
+    from pretrain.device_views import DecodedDataset
     from pretrain.transforms import TwoViewTransform
 
     ours = TwoViewDataset(args.images, TwoViewTransform(args.size))
@@ -194,19 +195,35 @@ def bench_data(args):
                 img = img.convert("RGB")
             return plain_transform(img), plain_transform(img)
 
+    decoded = DecodedDataset(args.images, TwoViewTransform(args.size))
+
+    def epochs(dataset, workers, collate=None):
+        """``args.data_epochs`` epochs from one loader (persistent workers: started once, as in training)."""
+        sampler = EpochSampler(dataset, 1, 0, seed=0)
+        loader = DataLoader(dataset, batch_size=args.data_batch, sampler=sampler, num_workers=workers,
+                            drop_last=True, collate_fn=collate, persistent_workers=workers > 0)
+        for epoch in range(args.data_epochs):
+            sampler.set_epoch(epoch)
+            yield from loader
+
+    def plain_epochs(workers):
+        loader = DataLoader(Plain(), batch_size=args.data_batch, shuffle=True, num_workers=workers, drop_last=True,
+                            persistent_workers=workers > 0)
+        for _ in range(args.data_epochs):
+            yield from loader
+
     result = {}
     for workers in args.workers:
         loaders = {
-            "ours": lambda w=workers: DataLoader(ours, batch_size=args.data_batch, sampler=EpochSampler(
-                ours, 1, 0, seed=0), num_workers=w, drop_last=True),
-            "plain": lambda w=workers: DataLoader(Plain(), batch_size=args.data_batch, shuffle=True, num_workers=w,
-                                                  drop_last=True),
+            "ours": lambda w=workers: epochs(ours, w),
+            "plain": lambda w=workers: plain_epochs(w),
+            "device_workers": lambda w=workers: epochs(decoded, w, DecodedDataset.collate),
         }
 
         def consume(make):
             count = 0
             for batch in make():
-                count += len(batch["view_q"] if isinstance(batch, dict) else batch[0])
+                count += len(batch["index"] if isinstance(batch, dict) else batch[0])
             return count
 
         times = {name: [] for name in loaders}
@@ -217,10 +234,29 @@ def bench_data(args):
                 counts[name] = consume(make)
                 times[name].append(time.perf_counter() - start)
         ips = {name: counts[name] / statistics.median(t) for name, t in times.items()}
-        result[f"workers_{workers}"] = {"images_per_s": ips, "ratio_ours/plain": ips["ours"] / ips["plain"]}
-    out = {"data": result, "settings": {"images": len(ours), "size": args.size, "batch": args.data_batch}}
+        cores = max(1, workers)  # workers == 0: the main process does the work on one core
+        result[f"workers_{workers}"] = {"images_per_s": ips, "images_per_s_per_core": {
+            name: v / cores for name, v in ips.items()}, "ratio_ours/plain": ips["ours"] / ips["plain"],
+            "ratio_device_workers/ours": ips["device_workers"] / ips["ours"]}
+    out = {"data": result, "device_side": bench_device_side(decoded, args),
+           "settings": {"images": len(ours), "size": args.size, "batch": args.data_batch, "epochs": args.data_epochs}}
     if args.decode:
         out["decode"] = bench_decode(ours.paths, args)
+    return out
+
+
+def bench_device_side(decoded, args):
+    """The device side of DATALOADER.VIEWS device: seconds per image to make both views of a batch already on
+    the device (crop-resize, jitter, grey, blur, flip, normalisation), on the CPU and on a GPU when present."""
+    from pretrain.device_views import DecodedDataset, DeviceViews
+    batch = DecodedDataset.collate([decoded[(i % len(decoded), 0)] for i in range(args.data_batch)])
+    views = DeviceViews(args.size, IMAGENET_MEAN, IMAGENET_STD)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out = {}
+    for name in devices:
+        on = {k: v.to(name) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        timing = interleaved({"views": lambda on=on: views(on)}, 1, args.data_repeats, torch.device(name))
+        out[name] = {"seconds_per_image": timing["views"]["median"] / args.data_batch}
     return out
 
 
@@ -274,10 +310,14 @@ def print_table(result):
         rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
         print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")
     if "data" in result:
+        print("| workers | pipeline | images/s | per core |\n|---|---|---|---|")
         for key, row in result["data"].items():
-            ips = row["images_per_s"]
-            print(f"data {key}: ours {ips['ours']:.1f} img/s, plain {ips['plain']:.1f} img/s, "
-                  f"ratio {row['ratio_ours/plain']:.3f}")
+            for name, ips in row["images_per_s"].items():
+                print(f"| {key[8:]} | {name} | {ips:.1f} | {row['images_per_s_per_core'][name]:.1f} |")
+            print(f"{key}: ours / plain {row['ratio_ours/plain']:.3f}, device workers / ours "
+                  f"{row['ratio_device_workers/ours']:.2f}")
+        for device, row in result.get("device_side", {}).items():
+            print(f"device side on {device}: {1000 * row['seconds_per_image']:.2f} ms per image (both views)")
 
 
 def main(argv=None):
@@ -302,6 +342,7 @@ def main(argv=None):
     parser.add_argument("--data-batch", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--data-repeats", type=int, default=3)
+    parser.add_argument("--data-epochs", type=int, default=3, help="data: epochs per measurement, from one loader")
     parser.add_argument("--decode", type=int, default=0, metavar="N", help="data: also time JPEG decoding of N files")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)

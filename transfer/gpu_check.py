@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pretrain.files import atomic_write, read_jsonl
 from pretrain.matching import list_matchers
 
-from .synthetic import write_voc
+from .synthetic import write_images, write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
@@ -24,11 +24,13 @@ def steps(smoke: bool, out: str, data: str):
         step = ["--depth", "18", "--size", "64", "--batch", "2", "--device", "cpu", "--warmup", "1", "--repeats", "2"]
         match = ["--grids", "7", "--match-batch", "2", "--channels", "64", "--device", "cpu", "--match-repeats", "2"]
         detectron = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2"]
+        views = ["--size", "64", "--workers", "0", "--data-batch", "4", "--data-repeats", "1", "--data-epochs", "1"]
     else:
         step = ["--depth", "50", "--size", "224", "--batch", "64", "--amp", "--device", "cuda", "--warmup", "5",
                 "--repeats", "20", "--max-batch"]
         match = ["--grids", "28", "--match-batch", "32", "--device", "cuda", "--match-repeats", "20"]
         detectron = ["MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "20", "SOLVER.IMS_PER_BATCH", "4"]
+        views = ["--size", "224", "--workers", "0", "--data-batch", "64", "--data-repeats", "5", "--data-epochs", "1"]
     return [
         ("gpu_tests", [python, "-m", "pytest", "-q", "-m", "gpu", "tests", "--junitxml", f"{out}/gpu_tests.xml"],
          240, None),
@@ -36,6 +38,8 @@ def steps(smoke: bool, out: str, data: str):
          f"{out}/step.json"),
         ("matchers", [python, f"{TOOLS}/benchmark.py", "match", *match, "--json", f"{out}/match.json"], 120,
          f"{out}/match.json"),
+        ("view_pipelines", [python, f"{TOOLS}/benchmark.py", "data", "--images", f"{data}/images", *views, "--json",
+                            f"{out}/data.json"], 180, f"{out}/data.json"),
         ("faster_rcnn_c4", [python, f"{TOOLS}/train_net.py", "--config-file",
                             f"{ROOT}/configs/transfer/tiny/voc_R_50_C4_cpu.yaml", "--num-gpus", "1", *detectron,
                             "SEED", "0", "OUTPUT_DIR", f"{out}/faster_rcnn_c4"], 240,
@@ -63,6 +67,7 @@ def run_check(smoke: bool, out: str, device_name: str) -> dict:
     os.makedirs(out, exist_ok=True)
     data = tempfile.mkdtemp(prefix="gpu_check_voc_")  # synthetic VOC: nothing from the network
     write_voc(data, classes=("person", "car", "dog"), train=8, test=4, size=(256, 192))
+    write_images(os.path.join(data, "images"), count=64, scale=5)  # ~400 x 450 px, for the view pipelines' timing
     plan, env = steps(smoke, out, data)
     report = {"device": device_name, "torch": torch.__version__, "cpu_smoke": smoke, "steps": {}}
     for name, command, timeout, written in plan:
@@ -102,6 +107,14 @@ def print_table(report):
                                                 for m in list_matchers(from_geometry=False))
                       for g, row in match.items())
     print(f"| matchers | {steps['matchers']['status']} | {steps['matchers']['seconds']} | {cells} |")
+    views = steps["view_pipelines"].get("result", {})
+    device_side = {k: v["seconds_per_image"] for k, v in views.get("device_side", {}).items()}
+    share = ""
+    if "cuda" in device_side and step.get("images_per_s"):  # against one image's share of a ResNet-50 step
+        per_image = 1 / max(step["images_per_s"].values())
+        share = f"; {100 * device_side['cuda'] / per_image:.1f}% of a step's time per image"
+    print(f"| view pipelines | {steps['view_pipelines']['status']} | {steps['view_pipelines']['seconds']} | "
+          "device side: " + ", ".join(f"{k} {1e3 * v:.2f} ms/image" for k, v in device_side.items()) + share + " |")
     rate = steps["faster_rcnn_c4"].get("seconds_per_iter")
     print(f"| Faster R-CNN R50-C4 | {steps['faster_rcnn_c4']['status']} | {steps['faster_rcnn_c4']['seconds']} | "
           f"{'-' if rate is None else f'{rate:.3f} s/iter'} |")

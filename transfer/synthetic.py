@@ -88,13 +88,14 @@ def write_coco(folder, count=4, size=(128, 96), seed=0, classes=("box", "blob"))
     return path, os.path.join(folder, "images")
 
 
-def write_images(folder, count=12, seed=0):
-    """Smooth random colour fields (not white noise, so that features have structure), various sizes."""
+def write_images(folder, count=12, seed=0, scale=1):
+    """Smooth random colour fields (not white noise, so that features have structure), various sizes (about
+    72-96 px times ``scale``)."""
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        h, w = 72 + 4 * (i % 5), 96 - 4 * (i % 3)
+        h, w = (72 + 4 * (i % 5)) * scale, (96 - 4 * (i % 3)) * scale
         small = rng.random((6, 8, 3)) * 255
         img = Image.fromarray(small.astype("uint8")).resize((w, h), Image.BICUBIC)
         path = os.path.join(folder, f"img_{i:02d}.{'jpg' if i % 2 else 'png'}")

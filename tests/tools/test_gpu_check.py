@@ -26,6 +26,9 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert {"hough/argmax", "hough/floor"} <= set(step["ratios"]) and "voters" in step["not_run"]["hough_transform"]
     assert {"argmax", "hough", "hough_transform"} <= set(report["steps"]["matchers"]["result"]["match"]["7"])
     assert "AP50" in report["steps"]["faster_rcnn_c4"]["result"]["results"]["bbox"]
+    views = report["steps"]["view_pipelines"]["result"]
+    assert set(views["data"]["workers_0"]["images_per_s"]) == {"ours", "plain", "device_workers"}
+    assert views["device_side"]["cpu"]["seconds_per_image"] > 0 and "| view pipelines | ok |" in result.stdout
     first_line = result.stdout.splitlines()[0]
     assert json.loads(first_line)["steps"]["faster_rcnn_c4"] == "ok"
     assert "| Faster R-CNN R50-C4 | ok |" in result.stdout
