@@ -43,8 +43,8 @@ def test_the_same_sample_has_the_same_boxes_and_flips_in_both_pipelines(image_fo
 
 
 def test_views_agree_with_pillows_within_the_stated_tolerances(image_folder):
-    """Over 144 drawn views: the views' means and contrast (std) agree to 0.01 of the range, and exactly the
-    views drawn grey are grey."""
+    """Over 144 drawn views: the views' means and contrast (std) agree to 0.01 of the range, exactly the views
+    drawn grey are grey, and the views drawn blurred compare in sharpness with the others alike in both."""
     pillow, decoded, views = both(image_folder)
     keys = [(i, epoch) for epoch in range(6) for i in range(len(pillow))]
     batch, out = render(decoded, views, keys)
@@ -57,6 +57,11 @@ def test_views_agree_with_pillows_within_the_stated_tolerances(image_folder):
         is_grey = lambda x: (x[:, 0] - x[:, 1]).abs().amax(dim=(1, 2)) < 1e-5  # noqa: E731
         assert torch.equal(is_grey(ours), grey_drawn) and torch.equal(is_grey(theirs), grey_drawn)
         assert 0 < grey_drawn.sum() < len(keys)
+        # blur: the views drawn blurred stand to the others in sharpness (mean absolute gradient) alike in both
+        blurred = batch[f"params_{side}"][:, 10] > 0
+        sharpness = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))  # noqa: E731
+        ratio = [sharpness(x)[blurred].mean() / sharpness(x)[~blurred].mean() for x in (ours, theirs)]
+        assert 0 < blurred.sum() < len(keys) and abs(ratio[0] - ratio[1]) < 0.05, ratio
 
 
 @pytest.mark.parametrize("variant,tolerance", [("plain", 0.005), ("grey", 0.005), ("blur", 0.005),
