@@ -104,16 +104,11 @@ def register_sem_seg(name: str, parts, classes: Sequence[str], ignore_value: int
     (IMAGES, LABELS, LIST or None) folders whose records are concatenated (VOC2012 + SBD: two label folders)."""
     if name in DatasetCatalog.list():
         return
-    DatasetCatalog.register(name, lambda: records_of(parts))
+    DatasetCatalog.register(name, lambda: [r for part in parts for r in sem_seg_records(*part)])
     MetadataCatalog.get(name).set(stuff_classes=list(classes), ignore_label=ignore_value, evaluator_type="sem_seg",
                                   image_root=parts[0][0], sem_seg_root=parts[0][1],
                                   split=",".join(os.path.basename(p[2]) for p in parts if p[2]) or None)
     logger.info("registered %s: images %s, label maps %s, %d classes", name, parts[0][0], parts[0][1], len(classes))
-
-
-def records_of(parts) -> List[Dict]:
-    """The records of a label-map set: those of each (IMAGES, LABELS, LIST or None) part, in order."""
-    return [record for part in parts for record in sem_seg_records(*part)]
 
 
 def sem_seg_parts(values: Sequence[str]):
@@ -145,7 +140,7 @@ def register_from_args(voc=(), coco=(), classes: Optional[Sequence[str]] = None,
     for name, json_file, image_root in coco:
         register_coco(name, json_file, image_root)
     sets = [sem_seg_parts(values) for values in sem_seg]
-    found = {name: scan_labels(records_of(parts)) for name, parts in sets}
+    found = {name: scan_labels([r for part in parts for r in sem_seg_records(*part)]) for name, parts in sets}
     if sets:
         largest = max((k for labels in found.values() for k in labels), default=0)
         label_names = list(classes) if classes else [f"class_{k}" for k in range(largest + 1)]
