@@ -2,14 +2,15 @@
 
 ``read_checkpoint`` opens a file strictly (a PyTorch checkpoint or safetensors); ``extract_resnet`` finds the
 backbone inside whatever layout the project used, checks every key and shape against the ResNet table of its
-inferred architecture and says what it dropped; ``build_resnet`` and ``resnet_features`` run it.
+inferred architecture and says what it dropped; ``read_resnet`` reads one file's (or averages several files');
+``build_resnet`` and ``resnet_features`` run it.
 """
 import dataclasses
 import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torchvision
@@ -221,10 +222,34 @@ def architecture(depth: int, groups: int = 1, width_per_group: int = 64) -> str:
     return f"ResNet-{depth}" + (f" (width {width_per_group})" if width_per_group != 64 else "")
 
 
-def build_resnet(depth: Optional[int] = None, weights: Optional[str] = None, seed: int = 0) -> torch.nn.Module:
-    """A torchvision ResNet in eval mode: the backbone of ``weights`` (any layout; its depth when ``depth`` is
-    None), or a random init drawn with ``seed`` (ResNet-18 when ``depth`` is None)."""
-    found = extract_resnet(read_checkpoint(weights), path=weights) if weights else None
+def read_resnet(weights: Union[str, Sequence[str]], encoder: str = "query") -> ResNetWeights:
+    """The ResNet of ``encoder`` in one file, or the element-wise mean of the ResNets in several files (checkpoints
+    of one run: averaging the last ones smooths the step-to-step noise of the end of training; the BN buffers are
+    averaged too, which is why the probes re-estimate BN statistics). Every file must hold the same architecture."""
+    paths = [weights] if isinstance(weights, str) else list(weights)
+    if not paths:
+        raise BackboneError("no weights file given")
+    found = [extract_resnet(read_checkpoint(p), encoder=encoder, path=p) for p in paths]
+    first = found[0]
+    for path, other in zip(paths[1:], found[1:]):
+        if (other.depth, other.groups, other.width_per_group) != (first.depth, first.groups, first.width_per_group) \
+                or other.tensors.keys() != first.tensors.keys():
+            raise BackboneError(f"{path}: holds a {architecture(other.depth, other.groups, other.width_per_group)} "
+                                f"with other keys than {paths[0]}'s "
+                                f"{architecture(first.depth, first.groups, first.width_per_group)}: "
+                                "only checkpoints of one architecture can be averaged")
+    if len(found) > 1:
+        first = dataclasses.replace(first, tensors=OrderedDict(
+            (k, torch.stack([f.tensors[k] for f in found]).mean(0)) for k in first.tensors))
+    return first
+
+
+def build_resnet(depth: Optional[int] = None, weights: Union[str, Sequence[str], None] = None, seed: int = 0,
+                 encoder: str = "query") -> torch.nn.Module:
+    """A torchvision ResNet in eval mode: the backbone of ``weights`` (any layout; several files: their mean,
+    ``read_resnet``; its depth when ``depth`` is None), or a random init drawn with ``seed`` (ResNet-18 when
+    ``depth`` is None)."""
+    found = read_resnet(weights, encoder) if weights else None
     if found is not None and depth is not None and found.depth != depth:
         raise BackboneError(f"{weights}: holds a ResNet-{found.depth}, not a ResNet-{depth}")
     torch.manual_seed(seed)  # random init is reproducible too

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--pretrain-seeds", type=int, default=None, help="pretraining seeds 0..K-1 per method "
-                        "(default: 3; 8 with --study)")
+                        "(default: 3; 10 with --study)")
     parser.add_argument("--pretrain-iters", type=int, default=60)
     parser.add_argument("--dense-halves", type=int, default=5, help="dense probe: training halves averaged")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
                         "probe, paired by pretraining seed, into output/segmentation")
     parser.add_argument("--segmentation-iters", type=int, default=100)
     parser.add_argument("--study", action="store_true", help="also hough_transform (extension), the geometric "
-                        "oracle, PixPro-style and MoCo-v2, 8 pretraining seeds, into output/study")
+                        "oracle, PixPro-style and MoCo-v2, 10 pretraining seeds, and HoughCL's and DenseCL's runs "
+                        "read otherwise (momentum encoder, mean of the last checkpoints), into output/study")
     args = parser.parse_args(argv)
     if args.segmentation:
         plan = Plan(out=args.out or os.path.join("output", "segmentation"), methods=METHODS,
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
     else:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
                     methods=STUDY_METHODS if args.study else METHODS,
-                    pretrain_seeds=args.pretrain_seeds or (8 if args.study else 3), pretrain_iters=args.pretrain_iters,
+                    pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
+                    instruments=args.study,
                     dense_halves=args.dense_halves,
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
                     detection_iters=args.detection_iters)

@@ -3,6 +3,7 @@
 
     tools/dense_probe.py datasets/trees --weights output/demo/pretrain_houghcl/backbone.pth --seeds 5 \
         --out output/demo/dense_houghcl
+    tools/dense_probe.py datasets/trees --weights RUN/model_0000040.pth RUN/model_0000060.pth --out OUT  # averaged
     tools/collect_results.py output/demo/dense_random_init output/demo/dense_houghcl --baseline dense_random_init
 
 Every cell of the stage's feature map is labelled by whether its centre lies in a box; a logistic regression on
@@ -25,8 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("voc_dir", help="a VOC-layout folder (Annotations, ImageSets/Main, JPEGImages)")
     parser.add_argument("--train", default="train", help="training split (default: train)")
     parser.add_argument("--test", default="test", help="test split (default: test)")
-    parser.add_argument("--weights", help="backbone.pth, a pretraining checkpoint or another project's weights "
-                                          "(default: random init)")
+    parser.add_argument("--weights", nargs="+", help="backbone.pth, a pretraining checkpoint or another "
+                        "project's weights (default: random init); several checkpoints of one run: the probe of "
+                        "their averaged weights")
+    parser.add_argument("--encoder", default="query", choices=("query", "key"),
+                        help="the encoder probed in a pretraining checkpoint: query (default) or key (momentum)")
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth at random init (default: 18)")
     parser.add_argument("--layer", default="layer3", choices=STAGES, help="stage probed (default: layer3, C4)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1: the training halves (default: 5)")
@@ -40,11 +44,12 @@ def main(argv=None) -> int:
         classes = scan_split(args.voc_dir, args.train)
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
         results = dense_probe(train, test, args.weights, range(args.seeds), args.layer, args.depth,
-                              args.weight_decay, init_seed=args.as_seed or 0)
+                              args.weight_decay, init_seed=args.as_seed or 0, encoder=args.encoder)
     except (BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay", "seeds")}
+    settings = {k: getattr(args, k) for k in ("voc_dir", "train", "test", "layer", "weight_decay", "seeds",
+                                              "encoder")}
     # What the number measures: the same for every backbone that may be paired with this one.
     evaluation = {"metric": f"dense linear probe cell AP of {args.layer}, mean over {args.seeds} training halves",
                   "source": os.path.abspath(args.voc_dir), "split": args.test, "train": args.train,
@@ -56,8 +61,8 @@ def main(argv=None) -> int:
         results = {args.as_seed: {"dense": mean}}
         print(f"seed {args.as_seed}: dense AP {mean['AP']:.2f} (mean over {args.seeds} halves)")
     for seed, result in results.items():
-        write_final_results(seed_dir(args.out, seed), result, seed, args.weights or "", json.dumps(settings),
-                            probe="dense linear", evaluation=[evaluation])
+        write_final_results(seed_dir(args.out, seed), result, seed, " + ".join(args.weights or []),
+                            json.dumps(settings), probe="dense linear", evaluation=[evaluation])
     print(f"wrote {', '.join(seed_dir(args.out, s) for s in results)} (final_results.json)")
     return 0
 

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from pretrain.checkpoint import checkpoint_name
+from pretrain.config import load_config
 from pretrain.engine import plot_metrics
 from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS, list_matchers
@@ -35,6 +37,12 @@ METHODS = {"houghcl": ["MODEL.MATCHER", "hough"], "densecl": ["MODEL.MATCHER", "
 STUDY_METHODS = {**METHODS, "hough_transform": ["MODEL.MATCHER", "hough_transform"],
                  "geometric_oracle": ["MODEL.MATCHER", "geometric"], "pixpro_style": ["MODEL.MATCHER", "threshold"],
                  "mocov2": ["MODEL.LOSS_LAMBDA", 0.0]}
+PRETRAIN_CONFIG = "configs/pretrain/demo_r18_cpu.yaml"
+# Other readings of the same pretraining runs, for HoughCL and DenseCL (the study): does one of them narrow the
+# pretraining-seed interval of their difference at no extra pretraining cost? name -> description; the dense probe's
+# arguments are those of ``instrument_weights``.
+INSTRUMENTS = {"key": "the momentum (key) encoder of the last checkpoint",
+               "mean": "the mean of the query encoders of the last two checkpoints"}
 
 
 @dataclasses.dataclass
@@ -52,6 +60,7 @@ class Plan:
     segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
     matching: bool = True            # the matching-accuracy stages and the correspondence picture
     dense: bool = True               # the dense linear probe on the tree tiles
+    instruments: bool = False        # the dense probe of INSTRUMENTS too, HoughCL and DenseCL
     python: str = sys.executable
 
     @property
@@ -91,7 +100,7 @@ def stages_of(plan: Plan) -> List[Stage]:
             run_dir = pretrain_dir(plan, method, seed)
             found.append(Stage(
                 f"pretrain {method}, seed {seed} (ResNet-18, {plan.pretrain_iters} iterations)", tool(
-                    plan, "pretrain_net.py", "--config-file", "configs/pretrain/demo_r18_cpu.yaml", "--resume",
+                    plan, "pretrain_net.py", "--config-file", PRETRAIN_CONFIG, "--resume",
                     *opts, "SEED", seed, "SOLVER.MAX_ITER", plan.pretrain_iters, "OUTPUT_DIR", run_dir),
                 f"{run_dir}/backbone.pth", [run_dir], f"{run_dir}/metrics.jsonl", plan.pretrain_iters,
                 plan.pretrain_iters * 0.75 + 12))
@@ -108,6 +117,8 @@ def stages_of(plan: Plan) -> List[Stage]:
                     os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
                     [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
         found.append(collect(plan, "dense"))
+    if plan.instruments:
+        found += instrument_stages(plan)
     kinds = [kind for kind, seeds in plan.detection_seeds.items() if seeds]
     for name in plan.methods if kinds else []:
         found.append(Stage(f"convert {name} (seed 0) to Detectron2 and verify", tool(
@@ -128,6 +139,41 @@ def stages_of(plan: Plan) -> List[Stage]:
         found.append(collect(plan, kind))
     if plan.segmentation:
         found += segmentation_stages(plan)
+    return found
+
+
+def instrument_weights(plan: Plan, method: str, seed: int, instrument: str) -> List[str]:
+    """The dense probe's ``--weights``/``--encoder`` arguments that read a pretraining run as ``instrument``."""
+    run_dir = pretrain_dir(plan, method, seed)
+    period = load_config(PRETRAIN_CONFIG).SOLVER.CHECKPOINT_PERIOD
+    last, before = plan.pretrain_iters, (plan.pretrain_iters - 1) // period * period
+    if instrument == "key":
+        return ["--weights", f"{run_dir}/{checkpoint_name(last)}", "--encoder", "key"]
+    if before == 0:
+        raise ValueError(f"{PRETRAIN_CONFIG}: SOLVER.CHECKPOINT_PERIOD {period} leaves one checkpoint in "
+                         f"{plan.pretrain_iters} iterations: the '{instrument}' reading needs two")
+    return ["--weights", f"{run_dir}/{checkpoint_name(before)}", f"{run_dir}/{checkpoint_name(last)}"]
+
+
+def instrument_stages(plan: Plan) -> List[Stage]:
+    """The dense probe of each INSTRUMENTS reading of HoughCL's and DenseCL's runs, and one table per reading
+    (random init is the same backbone under every reading)."""
+    out, found, methods = plan.out, [], [m for m in METHODS if m in plan.methods]
+    for instrument in INSTRUMENTS:
+        for seed in range(plan.pretrain_seeds):
+            for name in methods:
+                run_dir = seed_dir(f"{out}/dense_{name}_{instrument}", seed)
+                found.append(Stage(f"dense linear probe of {name}, pretraining seed {seed}: {INSTRUMENTS[instrument]}",
+                                   tool(plan, "dense_probe.py", "datasets/trees",
+                                        *instrument_weights(plan, name, seed, instrument), "--seeds",
+                                        plan.dense_halves, "--as-seed", seed, "--out",
+                                        f"{out}/dense_{name}_{instrument}"),
+                                   os.path.join(run_dir, RESULTS_FILE), [run_dir], seconds=15))
+        names = ["random_init", *methods]
+        found.append(Stage(f"collect the dense results: {INSTRUMENTS[instrument]}", tool(
+            plan, "collect_results.py", f"{out}/dense_random_init", *[f"{out}/dense_{m}_{instrument}" for m in methods],
+            "--names", *names, "--baseline", "random_init", "--baseline", "densecl", "--out",
+            f"{out}/dense_{instrument}_table"), seconds=5))
     return found
 
 
@@ -227,6 +273,19 @@ of test cells inside a box, {blind:.1f}%, is the AP of a blind guess.
 """
 
 
+def instrument_section(plan: Plan) -> str:
+    tables = "\n".join(f"### {INSTRUMENTS[i].capitalize()}\n\n{open(f'{plan.out}/dense_{i}_table.md').read()}"
+                       for i in INSTRUMENTS)
+    return f"""## The same runs read otherwise: does it narrow the interval?
+
+The dense probe of other readings of the same HoughCL and DenseCL pretraining runs (no extra pretraining), paired
+by pretraining seed as above; an interval of HoughCL - DenseCL narrower than the last checkpoint's, with HoughCL
+still clearly above random init, would make a better instrument at the same budget.
+
+{tables}
+"""
+
+
 def matching_section(plan: Plan) -> str:
     heading = ("Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos, backbones of "
                "pretraining seed 0")
@@ -261,7 +320,8 @@ def write_report(plan: Plan, runner: Stages, root: str) -> str:
     detection = "\n".join(
         f"## Detection: {kind} ({plan.detection_iters} iterations, {seeds} seed(s), backbones of pretraining seed 0)"
         f"\n\n{open(f'{out}/{kind}_table.md').read()}" for kind, seeds in plan.detection_seeds.items() if seeds)
-    sections = [dense_section(plan) if plan.dense else "", detection,
+    sections = [dense_section(plan) if plan.dense else "", instrument_section(plan) if plan.instruments else "",
+                detection,
                 *[segmentation_section(plan, kind) for kind in plan.segmentation],
                 matching_section(plan) if plan.matching else ""]
     body = "\n".join(section for section in sections if section)
@@ -269,7 +329,7 @@ def write_report(plan: Plan, runner: Stages, root: str) -> str:
     report = f"""# Pipeline report
 
 ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
-(`configs/pretrain/demo_r18_cpu.yaml`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
+(`{PRETRAIN_CONFIG}`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
 same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
 only where it excludes zero; with one seed no spread and no verdict is given.
 

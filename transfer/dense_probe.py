@@ -13,7 +13,7 @@ every backbone: the comparison is paired, and its spread is that of the probe's 
 import glob
 import os
 import random
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -123,12 +123,13 @@ def training_half(count: int, seed: int) -> List[int]:
     return sorted(indices[:max(1, count // 2)])
 
 
-def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Optional[str], seeds: Sequence[int],
-                layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
-                init_seed: int = 0) -> Dict[int, Dict]:
+def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Union[str, Sequence[str], None],
+                seeds: Sequence[int], layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
+                init_seed: int = 0, encoder: str = "query") -> Dict[int, Dict]:
     """``{seed: {"dense": {"AP": ap x 100, "positives": fraction of test cells inside a box}}}`` for the
-    backbone of ``weights`` (a random init drawn with ``init_seed`` when None)."""
-    model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed)
+    ``encoder`` backbone of ``weights`` (several files: their mean; a random init drawn with ``init_seed`` when
+    None)."""
+    model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed, encoder=encoder)
     reestimate_backbone_bn(model, [t["image"] for t in train])
     x_train, y_train, tile = cell_features(model, train, layer)
     x_test, y_test, _ = cell_features(model, test, layer)

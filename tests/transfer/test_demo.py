@@ -1,5 +1,7 @@
 """transfer/demo.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
-from transfer.demo import METHODS, Plan, stages_of
+import pytest
+
+from transfer.demo import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages_of
 
 
 def test_segmentation_runs_pair_by_pretraining_seed():
@@ -22,3 +24,34 @@ def test_the_demo_has_no_segmentation_stage():
     stages = stages_of(Plan(out="o", methods=METHODS))
     assert len(stages) == 27 and not any("--sem-seg" in s.command for s in stages)
     assert sum("convert.py" in s.command[1] for s in stages) == len(METHODS)
+
+
+def test_the_study_reads_houghcl_and_densecl_runs_otherwise_paired_by_pretraining_seed():
+    plan = Plan(out="o", methods=STUDY_METHODS, pretrain_seeds=2, detection_seeds={}, instruments=True)
+    stages = stages_of(plan)
+    by_out = {}
+    for stage in stages:
+        if "dense_probe.py" in stage.command[1]:
+            by_out.setdefault(stage.command[stage.command.index("--out") + 1], []).append(stage.command)
+    assert {o for o in by_out if o.endswith(("_key", "_mean"))} == {
+        f"o/dense_{m}_{i}" for m in METHODS for i in INSTRUMENTS}
+    for seed in range(2):
+        key, = [c for c in by_out["o/dense_houghcl_key"] if c[c.index("--as-seed") + 1] == str(seed)]
+        assert key[key.index("--weights") + 1:key.index("--weights") + 4] == [
+            f"o/pretrain_houghcl_seed{seed}/model_0000060.pth", "--encoder", "key"]
+        mean, = [c for c in by_out["o/dense_densecl_mean"] if c[c.index("--as-seed") + 1] == str(seed)]
+        # checkpoints every 40 iterations (configs/pretrain/demo_r18_cpu.yaml): the last two are 40 and 60
+        assert mean[mean.index("--weights") + 1:mean.index("--weights") + 3] == [
+            f"o/pretrain_densecl_seed{seed}/model_0000040.pth", f"o/pretrain_densecl_seed{seed}/model_0000060.pth"]
+    assert all(len(by_out[f"o/dense_{m}_{i}"]) == 2 for m in METHODS for i in INSTRUMENTS)
+    tables = [s.command for s in stages if "collect_results.py" in s.command[1]]
+    mean_table, = [c for c in tables if c[-1] == "o/dense_mean_table"]
+    assert mean_table[2:5] == ["o/dense_random_init", "o/dense_houghcl_mean", "o/dense_densecl_mean"]
+    assert not any("_key" in c or "_mean" in c for s in stages_of(Plan(out="o", methods=STUDY_METHODS))
+                   for c in s.command)
+
+
+def test_a_reading_that_needs_two_checkpoints_is_refused_when_the_run_keeps_one():
+    plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, pretrain_iters=30, detection_seeds={}, instruments=True)
+    with pytest.raises(ValueError, match="CHECKPOINT_PERIOD 40 leaves one checkpoint in 30 iterations"):
+        stages_of(plan)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision
 from scipy import optimize
 
 from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_backbone_bn, training_half
@@ -115,3 +116,32 @@ def test_as_seed_records_the_mean_over_halves_and_draws_the_random_init(tmp_path
     assert pooled[0]["seed"] == 0 and pooled[0]["results"]["dense"]["AP"] == pytest.approx(sum(aps) / 2)
     assert pooled[3]["results"]["dense"]["AP"] != pooled[0]["results"]["dense"]["AP"]  # another random init
     assert sorted(os.listdir(tmp_path / "pooled")) == ["seed_0", "seed_3"]
+
+
+def test_several_checkpoints_are_probed_as_their_averaged_weights(tmp_path, run_tool):
+    voc = write_voc(str(tmp_path), classes=("box",), train=6, test=3, size=(96, 96))
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append({k: v for k, v in torchvision.models.resnet18().state_dict().items()
+                       if not k.startswith("fc.") and not k.endswith("num_batches_tracked")})
+        torch.save({"model": {f"encoder_q.backbone.{k}": v for k, v in states[-1].items()}},
+                   tmp_path / f"model_{seed}.pth")
+    torch.save({k: (states[0][k] + states[1][k]) / 2 for k in states[0]}, tmp_path / "mean.pth")
+    args = [voc, "--train", "trainval", "--seeds", 2, "--as-seed", 0]
+    averaged = run_tool("dense_probe", *args, "--weights", tmp_path / "model_1.pth", tmp_path / "model_2.pth",
+                        "--out", tmp_path / "averaged")
+    by_hand = run_tool("dense_probe", *args, "--weights", tmp_path / "mean.pth", "--out", tmp_path / "by_hand")
+    first = run_tool("dense_probe", *args, "--weights", tmp_path / "model_1.pth", "--out", tmp_path / "first")
+    assert averaged.returncode == by_hand.returncode == first.returncode == 0, averaged.stderr
+    read = {name: json.load(open(tmp_path / name / "seed_0" / "final_results.json"))
+            for name in ("averaged", "by_hand", "first")}
+    assert read["averaged"]["results"]["dense"]["AP"] == pytest.approx(read["by_hand"]["results"]["dense"]["AP"],
+                                                                       abs=1e-6)
+    assert read["averaged"]["results"]["dense"]["AP"] != read["first"]["results"]["dense"]["AP"]
+    assert read["averaged"]["weights"] == f"{tmp_path / 'model_1.pth'} + {tmp_path / 'model_2.pth'}"
+    # A backbone.pth holds no momentum encoder: one line that names the file, nothing written.
+    missing = run_tool("dense_probe", *args, "--weights", tmp_path / "mean.pth", "--encoder", "key",
+                       "--out", tmp_path / "key")
+    assert missing.returncode == 1 and "mean.pth: layout torchvision holds no key encoder" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "key")
