@@ -65,11 +65,20 @@ def run_check(smoke: bool, out: str, device_name: str) -> dict:
     """Every step in turn, each with its time limit; the report (also written to OUT/result.json)."""
     import torch
     os.makedirs(out, exist_ok=True)
-    data = tempfile.mkdtemp(prefix="gpu_check_voc_")  # synthetic VOC: nothing from the network
-    write_voc(data, classes=("person", "car", "dog"), train=8, test=4, size=(256, 192))
-    write_images(os.path.join(data, "images"), count=64, scale=5)  # ~400 x 450 px, for the view pipelines' timing
-    plan, env = steps(smoke, out, data)
-    report = {"device": device_name, "torch": torch.__version__, "cpu_smoke": smoke, "steps": {}}
+    with tempfile.TemporaryDirectory(prefix="gpu_check_voc_") as data:  # synthetic VOC: nothing from the network
+        write_voc(data, classes=("person", "car", "dog"), train=8, test=4, size=(256, 192))
+        write_images(os.path.join(data, "images"), count=64, scale=5)  # ~400 x 450 px, for the view pipelines
+        report = {"device": device_name, "torch": torch.__version__, "cpu_smoke": smoke,
+                  "steps": run_steps(*steps(smoke, out, data))}
+    report["steps"]["gpu_tests"]["counts"] = pytest_counts(f"{out}/gpu_tests.xml")
+    report["steps"]["faster_rcnn_c4"]["seconds_per_iter"] = detectron_rate(f"{out}/faster_rcnn_c4")
+    atomic_write(os.path.join(out, "result.json"), lambda f: f.write(json.dumps(report, indent=2).encode()))
+    return report
+
+
+def run_steps(plan, env) -> dict:
+    """Each step of the plan in turn, with its time limit: status, seconds, and the JSON it wrote."""
+    done_steps = {}
     for name, command, timeout, written in plan:
         start = time.time()
         try:
@@ -85,11 +94,8 @@ def run_check(smoke: bool, out: str, device_name: str) -> dict:
         if written and os.path.exists(written):
             with open(written) as f:
                 entry["result"] = json.load(f)
-        report["steps"][name] = entry
-    report["steps"]["gpu_tests"]["counts"] = pytest_counts(f"{out}/gpu_tests.xml")
-    report["steps"]["faster_rcnn_c4"]["seconds_per_iter"] = detectron_rate(f"{out}/faster_rcnn_c4")
-    atomic_write(os.path.join(out, "result.json"), lambda f: f.write(json.dumps(report, indent=2).encode()))
-    return report
+        done_steps[name] = entry
+    return done_steps
 
 
 def print_table(report):

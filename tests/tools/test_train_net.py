@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import shutil
 import signal
 import statistics
 import subprocess
@@ -46,7 +47,8 @@ def converted(tmp_path_factory):
     data["model"] = {k: v for k, v in data["model"].items() if not k.startswith("res4.")}
     with open(folder / "no_res4.pkl", "wb") as f:
         pickle.dump(data, f)
-    return folder
+    yield folder
+    shutil.rmtree(folder)  # passed tests' folders go as they finish; a module's fixture goes with its module
 
 
 @pytest.fixture(scope="module")
