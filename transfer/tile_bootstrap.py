@@ -1,0 +1,121 @@
+"""How much of a paired dense-probe difference is the test set: the bootstrap over test tiles.
+
+A dense-probe number is measured on one finite set of test tiles. Two backbones of one pretraining seed are scored
+on the same tiles, so resampling the tiles (with replacement, the same draw for both) gives the spread their
+difference would have over other test sets of the same size and kind. Over the pretraining seeds of a paired
+comparison, the variance of the per-seed differences is the pretraining draw's plus the test set's:
+
+    var(differences) ~ var(draw) + mean over seeds of var(tile bootstrap)
+
+so the tile bootstrap says how narrow the interval could become with a perfectly repeatable pretraining run on
+this test set, and how narrow with a larger test set. A number of the first kind cannot be improved by reading the
+same runs otherwise (another checkpoint, the momentum encoder): only by more seeds or more test tiles.
+
+The probe writes what this needs beside each result (``tools/dense_probe.py --as-seed S``):
+``OUT/seed_S/test_scores.pt``, the scores of every test cell for every training half, the cells' labels and
+their tile.
+"""
+import math
+import os
+from typing import Dict, List, Sequence
+
+import torch
+
+from pretrain.files import atomic_torch_save
+
+from .dense_probe import average_precision
+from .results import ResultsError, seed_dir
+
+SCORES_FILE = "test_scores.pt"
+
+
+def save_scores(run_dir: str, seed: int, scores: Dict[str, torch.Tensor], test_files: Sequence[str]) -> str:
+    """``run_dir/seed_S/test_scores.pt`` (atomic): the probe's scores [K, M], labels [M], tile [M] and the test
+    tiles' file names, which pairing checks."""
+    path = os.path.join(seed_dir(run_dir, seed), SCORES_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_torch_save({**{k: v.cpu() for k, v in scores.items()}, "files": list(test_files)}, path)
+    return path
+
+
+def load_scores(run_dir: str, seed: int) -> Dict:
+    path = os.path.join(seed_dir(run_dir, seed), SCORES_FILE)
+    if not os.path.exists(path):
+        raise ResultsError(f"{path}: no test scores (rerun tools/dense_probe.py with --as-seed {seed})")
+    return torch.load(path, map_location="cpu", weights_only=True) | {"path": path}
+
+
+def mean_ap(scores: torch.Tensor, labels: torch.Tensor, cells: torch.Tensor) -> float:
+    """The AP (x 100) over ``cells`` (indices, repeats allowed), averaged over the rows (training halves)."""
+    return sum(100 * average_precision(row[cells], labels[cells]) for row in scores) / len(scores)
+
+
+def resample_tiles(tile: torch.Tensor, draws: int, seed: int = 0) -> List[torch.Tensor]:
+    """``draws`` bootstrap samples of the cells: each draws as many tiles as there are, with replacement, and
+    takes every cell of each drawn tile (a tile drawn twice counts twice)."""
+    tiles = torch.unique(tile)
+    cells_of = [torch.nonzero(tile == t).flatten() for t in tiles]
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(draws):
+        picked = torch.randint(len(tiles), (len(tiles),), generator=generator)
+        samples.append(torch.cat([cells_of[i] for i in picked.tolist()]))
+    return samples
+
+
+def tile_bootstrap(model: Dict, baseline: Dict, draws: int = 500, seed: int = 0) -> Dict[str, float]:
+    """The difference model - baseline on the test tiles as they are, and its standard deviation over ``draws``
+    resamples of the tiles (the same resample for both). Both must score the same cells of the same tiles."""
+    for key in ("labels", "tile"):
+        if not torch.equal(model[key], baseline[key]):
+            raise ResultsError(f"{model['path']} and {baseline['path']}: not scored on the same test cells "
+                               f"({key} differ): they cannot be paired")
+    if model["files"] != baseline["files"]:
+        raise ResultsError(f"{model['path']} and {baseline['path']}: different test tiles")
+    labels = model["labels"]
+    every = torch.arange(len(labels))
+    differences = [mean_ap(model["scores"], labels, cells) - mean_ap(baseline["scores"], labels, cells)
+                   for cells in resample_tiles(model["tile"], draws, seed)]
+    mean = sum(differences) / draws
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (draws - 1))
+    return {"difference": mean_ap(model["scores"], labels, every) - mean_ap(baseline["scores"], labels, every),
+            "tile_sd": sd}
+
+
+def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: int = 500) -> Dict:
+    """The per-seed differences of two probed models, their spread, and the share of its variance the test tiles
+    explain (mean over seeds of the tile-bootstrap variance); the rest is the pretraining draw's."""
+    from scipy import stats
+    if len(seeds) < 2:
+        raise ResultsError("the spread of the differences needs at least 2 seeds")
+    per_seed = {s: tile_bootstrap(load_scores(model_dir, s), load_scores(baseline_dir, s), draws, seed=s)
+                for s in seeds}
+    differences = [r["difference"] for r in per_seed.values()]
+    n = len(differences)
+    mean = sum(differences) / n
+    total = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    tiles = sum(r["tile_sd"] ** 2 for r in per_seed.values()) / n
+    t = stats.t.ppf(0.975, n - 1) / math.sqrt(n)
+    return {"seeds": list(seeds), "per_seed": per_seed, "sd": math.sqrt(total), "tile_sd": math.sqrt(tiles),
+            "tile_share": tiles / total if total > 0 else float("nan"),
+            "draw_sd": math.sqrt(max(total - tiles, 0.0)), "half_width": t * math.sqrt(total),
+            "half_width_without_tiles": t * math.sqrt(max(total - tiles, 0.0))}
+
+
+def decompositions(comparisons: Sequence[Dict], run_dirs: Dict[str, str], draws: int) -> List[Dict]:
+    """``decompose`` of every dense-probe comparison (``collect_results``' rows: model, baseline, metric, seeds)
+    with at least two seeds; ``run_dirs``: model name -> its folder."""
+    return [{"model": c["model"], "baseline": c["baseline"],
+             **decompose(run_dirs[c["model"]], run_dirs[c["baseline"]], c["seeds"], draws)}
+            for c in comparisons if c["metric"] == "dense/AP" and c["n"] > 1]
+
+
+def to_markdown(rows: Sequence[Dict], draws: int) -> str:
+    lines = [f"| model | baseline | n | sd of the differences | test tiles' sd ({draws} resamples) | test tiles' share "
+             "of the variance | the rest (pretraining draw) sd | 95% half-width | half-width without the test "
+             "tiles' part |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['baseline']} | {len(r['seeds'])} | {r['sd']:.2f} | {r['tile_sd']:.2f} | "
+                     f"{100 * r['tile_share']:.0f}% | {r['draw_sd']:.2f} | {r['half_width']:.2f} | "
+                     f"{r['half_width_without_tiles']:.2f} |")
+    return "\n".join(lines) + "\n"
