@@ -53,6 +53,7 @@ class Plan:
     pretrain_seeds: int = 3
     pretrain_iters: int = 60
     dense_halves: int = 5          # the dense probe of one backbone: the mean over this many training halves
+    tile_draws: int = 500          # resamples of the test tiles: how much of a dense-probe spread is the test set
     detection_seeds: Dict[str, int] = dataclasses.field(default_factory=lambda: {"probe": 1})
     detection_iters: int = 80
     # semantic segmentation on the nuclei tiles: kind (SEGMENTATION) -> iterations; every pretraining seed's
@@ -172,8 +173,8 @@ def instrument_stages(plan: Plan) -> List[Stage]:
         names = ["random_init", *methods]
         found.append(Stage(f"collect the dense results: {INSTRUMENTS[instrument]}", tool(
             plan, "collect_results.py", f"{out}/dense_random_init", *[f"{out}/dense_{m}_{instrument}" for m in methods],
-            "--names", *names, "--baseline", "random_init", "--baseline", "densecl", "--out",
-            f"{out}/dense_{instrument}_table"), seconds=5))
+            "--names", *names, "--baseline", "random_init", "--baseline", "densecl", "--tile-bootstrap",
+            plan.tile_draws, "--out", f"{out}/dense_{instrument}_table"), seconds=5 + plan.pretrain_seeds * 4))
     return found
 
 
@@ -216,9 +217,12 @@ def segmentation_stages(plan: Plan) -> List[Stage]:
 
 
 def collect(plan: Plan, kind: str) -> Stage:
+    # The dense probe's tables also say how much of each spread is the test tiles (transfer/tile_bootstrap.py).
+    noise = ["--tile-bootstrap", plan.tile_draws] if kind == "dense" else []
     return Stage(f"collect the {kind} results", tool(
         plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in plan.models], "--names", *plan.models,
-        "--baseline", "random_init", "--baseline", "densecl", "--out", f"{plan.out}/{kind}_table"), seconds=5)
+        "--baseline", "random_init", "--baseline", "densecl", *noise, "--out", f"{plan.out}/{kind}_table"),
+        seconds=5 + (plan.pretrain_seeds * len(plan.models) * 2 if noise else 0))
 
 
 def run(plan: Plan, root: str, force: bool = False) -> str:
@@ -267,7 +271,10 @@ def dense_section(plan: Plan) -> str:
 Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
 average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
 table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
-of test cells inside a box, {blind:.1f}%, is the AP of a blind guess.
+of test cells inside a box, {blind:.1f}%, is the AP of a blind guess. The last table splits the spread of each
+difference into the part the test set explains ({plan.tile_draws} resamples of the test tiles, the same for both
+models of a seed) and the rest, the pretraining draw's: the interval a perfectly repeatable pretraining would
+leave on these tiles.
 
 {open(f"{plan.out}/dense_table.md").read()}
 """

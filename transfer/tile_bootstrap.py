@@ -17,7 +17,7 @@ their tile.
 """
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -50,45 +50,68 @@ def mean_ap(scores: torch.Tensor, labels: torch.Tensor, cells: torch.Tensor) -> 
     return sum(100 * average_precision(row[cells], labels[cells]) for row in scores) / len(scores)
 
 
-def resample_tiles(tile: torch.Tensor, draws: int, seed: int = 0) -> List[torch.Tensor]:
-    """``draws`` bootstrap samples of the cells: each draws as many tiles as there are, with replacement, and
-    takes every cell of each drawn tile (a tile drawn twice counts twice)."""
-    tiles = torch.unique(tile)
-    cells_of = [torch.nonzero(tile == t).flatten() for t in tiles]
+def resample_tiles(tile: torch.Tensor, draws: int, seed: int = 0) -> torch.Tensor:
+    """``[draws, M]`` long: how many times each cell is in each bootstrap sample, which draws as many tiles as
+    there are, with replacement, and takes every cell of each drawn tile (a tile drawn twice counts twice)."""
+    tiles, index = torch.unique(tile, return_inverse=True)
     generator = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(draws):
-        picked = torch.randint(len(tiles), (len(tiles),), generator=generator)
-        samples.append(torch.cat([cells_of[i] for i in picked.tolist()]))
-    return samples
+    picked = torch.randint(len(tiles), (draws, len(tiles)), generator=generator)
+    per_tile = torch.zeros(draws, len(tiles), dtype=torch.long).scatter_add_(1, picked, torch.ones_like(picked))
+    return per_tile[:, index]
 
 
-def tile_bootstrap(model: Dict, baseline: Dict, draws: int = 500, seed: int = 0) -> Dict[str, float]:
+def weighted_ap(scores: torch.Tensor, labels: torch.Tensor, copies: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """``[D]``: the AP (x 100) of each sample of ``copies`` [D, M] (how many times each cell is in it), equal to
+    ``average_precision`` of the cells repeated that many times. The order by score is the same in every sample,
+    so it is sorted once. The w copies of a positive cell after R cells of which H positives have precisions
+    (H + k) / (R + k), k = 1..w, whose sum is w - (R - H) (digamma(R + w + 1) - digamma(R + 1)). ``chunk``
+    samples at a time keep the temporaries small."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    y = labels[order].double()
+    out = []
+    for start in range(0, len(copies), chunk):
+        w = copies[start:start + chunk, order].double()
+        ranks_before = w.cumsum(1) - w
+        misses_before = ranks_before - ((w * y).cumsum(1) - w * y)
+        precisions = w - misses_before * (torch.digamma(ranks_before + w + 1) - torch.digamma(ranks_before + 1))
+        out.append(100 * (y * precisions).sum(1) / (w * y).sum(1))
+    return torch.cat(out)
+
+
+def tile_bootstrap(model: Dict, baseline: Dict, draws: int = 500, seed: int = 0,
+                   cache: Optional[Dict] = None) -> Dict[str, float]:
     """The difference model - baseline on the test tiles as they are, and its standard deviation over ``draws``
-    resamples of the tiles (the same resample for both). Both must score the same cells of the same tiles."""
+    resamples of the tiles (drawn with ``seed``, the same resample for both). Both must score the same cells of
+    the same tiles. ``cache``: the resampled APs of each file, kept for the next comparison it is in."""
     for key in ("labels", "tile"):
         if not torch.equal(model[key], baseline[key]):
             raise ResultsError(f"{model['path']} and {baseline['path']}: not scored on the same test cells "
                                f"({key} differ): they cannot be paired")
     if model["files"] != baseline["files"]:
         raise ResultsError(f"{model['path']} and {baseline['path']}: different test tiles")
+    cache = {} if cache is None else cache
     labels = model["labels"]
+
+    def resampled(scored):
+        key = (scored["path"], draws, seed)
+        if key not in cache:
+            copies = resample_tiles(scored["tile"], draws, seed)
+            cache[key] = sum(weighted_ap(row, labels, copies) for row in scored["scores"]) / len(scored["scores"])
+        return cache[key]
+
     every = torch.arange(len(labels))
-    differences = [mean_ap(model["scores"], labels, cells) - mean_ap(baseline["scores"], labels, cells)
-                   for cells in resample_tiles(model["tile"], draws, seed)]
-    mean = sum(differences) / draws
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (draws - 1))
     return {"difference": mean_ap(model["scores"], labels, every) - mean_ap(baseline["scores"], labels, every),
-            "tile_sd": sd}
+            "tile_sd": float((resampled(model) - resampled(baseline)).std())}
 
 
-def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: int = 500) -> Dict:
+def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: int = 500,
+              cache: Optional[Dict] = None) -> Dict:
     """The per-seed differences of two probed models, their spread, and the share of its variance the test tiles
     explain (mean over seeds of the tile-bootstrap variance); the rest is the pretraining draw's."""
     from scipy import stats
     if len(seeds) < 2:
         raise ResultsError("the spread of the differences needs at least 2 seeds")
-    per_seed = {s: tile_bootstrap(load_scores(model_dir, s), load_scores(baseline_dir, s), draws, seed=s)
+    per_seed = {s: tile_bootstrap(load_scores(model_dir, s), load_scores(baseline_dir, s), draws, s, cache)
                 for s in seeds}
     differences = [r["difference"] for r in per_seed.values()]
     n = len(differences)
@@ -105,8 +128,9 @@ def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: in
 def decompositions(comparisons: Sequence[Dict], run_dirs: Dict[str, str], draws: int) -> List[Dict]:
     """``decompose`` of every dense-probe comparison (``collect_results``' rows: model, baseline, metric, seeds)
     with at least two seeds; ``run_dirs``: model name -> its folder."""
+    cache: Dict = {}
     return [{"model": c["model"], "baseline": c["baseline"],
-             **decompose(run_dirs[c["model"]], run_dirs[c["baseline"]], c["seeds"], draws)}
+             **decompose(run_dirs[c["model"]], run_dirs[c["baseline"]], c["seeds"], draws, cache)}
             for c in comparisons if c["metric"] == "dense/AP" and c["n"] > 1]
 
 

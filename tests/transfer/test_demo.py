@@ -47,6 +47,9 @@ def test_the_study_reads_houghcl_and_densecl_runs_otherwise_paired_by_pretrainin
     tables = [s.command for s in stages if "collect_results.py" in s.command[1]]
     mean_table, = [c for c in tables if c[-1] == "o/dense_mean_table"]
     assert mean_table[2:5] == ["o/dense_random_init", "o/dense_houghcl_mean", "o/dense_densecl_mean"]
+    # every dense table says how much of each spread is the test tiles
+    for table in (mean_table, *[c for c in tables if c[-1] == "o/dense_table"]):
+        assert table[table.index("--tile-bootstrap") + 1] == "500"
     assert not any("_key" in c or "_mean" in c for s in stages_of(Plan(out="o", methods=STUDY_METHODS))
                    for c in s.command)
 

@@ -8,25 +8,44 @@ import torch
 from transfer.dense_probe import average_precision
 from transfer.results import ResultsError, paired
 from transfer.synthetic import write_voc
-from transfer.tile_bootstrap import decompose, load_scores, mean_ap, resample_tiles, save_scores, tile_bootstrap
+from transfer.tile_bootstrap import (
+    decompose,
+    load_scores,
+    mean_ap,
+    resample_tiles,
+    save_scores,
+    tile_bootstrap,
+    weighted_ap,
+)
 
 
-def scored(scores, labels, tile, path="x"):
+def scored(scores, labels, tile, path):
     return {"scores": torch.tensor(scores, dtype=torch.float64), "labels": torch.tensor(labels),
             "tile": torch.tensor(tile), "files": [f"t{i}" for i in sorted(set(tile))], "path": path}
 
 
 def test_resamples_take_whole_tiles_as_many_as_there_are_and_repeat_with_the_seed():
     tile = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])
-    samples = resample_tiles(tile, draws=50, seed=3)
-    sizes = {0: 2, 1: 3, 2: 1, 3: 2}
-    for cells in samples:
-        drawn = tile[cells].tolist()
-        counts = {t: drawn.count(t) for t in set(drawn)}
-        assert all(c % sizes[t] == 0 for t, c in counts.items())  # a tile comes with all of its cells
-        assert sum(c // sizes[t] for t, c in counts.items()) == 4
-    assert all(torch.equal(a, b) for a, b in zip(samples, resample_tiles(tile, draws=50, seed=3)))
-    assert any(not torch.equal(a, b) for a, b in zip(samples, resample_tiles(tile, draws=50, seed=4)))
+    copies = resample_tiles(tile, draws=50, seed=3)
+    assert copies.shape == (50, 8)
+    for row in copies:
+        per_tile = [row[tile == t] for t in range(4)]
+        assert all(len(set(c.tolist())) == 1 for c in per_tile)  # a tile comes with all of its cells
+        assert sum(int(c[0]) for c in per_tile) == 4             # as many tiles as there are
+    assert torch.equal(copies, resample_tiles(tile, draws=50, seed=3))
+    assert not torch.equal(copies, resample_tiles(tile, draws=50, seed=4))
+
+
+def test_weighted_ap_equals_the_ap_of_the_repeated_cells():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(40, generator=generator, dtype=torch.float64)
+    labels = torch.rand(40, generator=generator) < 0.4
+    copies = torch.randint(0, 4, (30, 40), generator=generator)
+    copies[:, labels.nonzero()[0]] += 1  # every sample holds a positive
+    fast = weighted_ap(scores, labels, copies)
+    for row, value in zip(copies, fast):
+        cells = torch.repeat_interleave(torch.arange(40), row)
+        assert float(value) == pytest.approx(100 * average_precision(scores[cells], labels[cells]), abs=1e-9)
 
 
 def test_bootstrap_sd_approaches_the_exact_sd_over_every_resample():
@@ -34,8 +53,8 @@ def test_bootstrap_sd_approaches_the_exact_sd_over_every_resample():
     # estimates.
     tile = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     labels = [True, False, True, False, True, False, True, True, False]
-    model = scored([[0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.5, 0.4]], labels, tile)
-    baseline = scored([[0.2, 0.6, 0.9, 0.8, 0.3, 0.1, 0.7, 0.4, 0.5]], labels, tile)
+    model = scored([[0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.5, 0.4]], labels, tile, "model.pt")
+    baseline = scored([[0.2, 0.6, 0.9, 0.8, 0.3, 0.1, 0.7, 0.4, 0.5]], labels, tile, "baseline.pt")
     cells_of = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 
     def ap(scores, cells):
