@@ -1,4 +1,6 @@
 """transfer/demo.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
+import os
+
 import pytest
 
 from transfer.demo import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages_of
@@ -58,3 +60,28 @@ def test_a_reading_that_needs_two_checkpoints_is_refused_when_the_run_keeps_one(
     plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, pretrain_iters=30, detection_seeds={}, instruments=True)
     with pytest.raises(ValueError, match="CHECKPOINT_PERIOD 40 leaves one checkpoint in 30 iterations"):
         stages_of(plan)
+
+
+def test_a_recipe_override_reaches_every_pretraining_run_and_the_readings_follow_it():
+    plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, detection_seeds={}, instruments=True,
+                pretrain_opts=["SOLVER.BASE_LR", 0.25, "SOLVER.CHECKPOINT_PERIOD", 25])
+    stages = stages_of(plan)
+    pretraining = [s.command for s in stages if "pretrain_net.py" in s.command[1]]
+    assert len(pretraining) == 2
+    for command in pretraining:
+        at = command.index("SOLVER.BASE_LR")
+        assert command[at:at + 4] == ["SOLVER.BASE_LR", "0.25", "SOLVER.CHECKPOINT_PERIOD", "25"]
+    mean, = [s.command for s in stages if s.command[-1] == "o/dense_houghcl_mean"]
+    # checkpoints every 25 iterations of 60: the last two are 50 and 60
+    assert mean[mean.index("--weights") + 1:mean.index("--weights") + 3] == [
+        "o/pretrain_houghcl_seed0/model_0000050.pth", "o/pretrain_houghcl_seed0/model_0000060.pth"]
+
+
+def test_demo_tool_refuses_a_bad_recipe_or_a_study_without_its_baseline_in_one_line(tmp_path, run_tool,
+                                                                                    run_script):
+    bad = run_tool("demo", "--out", tmp_path / "o", "--pretrain-opts", "SOLVER.NOPE", 1)
+    assert bad.returncode == 1 and "--pretrain-opts SOLVER.NOPE 1: " in bad.stderr and "SOLVER.NOPE" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "o")
+    alone = run_script("demo.py", "--out", tmp_path / "o", "--methods", "houghcl")
+    assert alone.returncode == 2 and "densecl is the tables' baseline" in alone.stderr
+    assert not os.path.exists(tmp_path / "o")
