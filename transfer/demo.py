@@ -279,10 +279,11 @@ def dense_section(plan: Plan) -> str:
 Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
 average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
 table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
-of test cells inside a box, {blind:.1f}%, is the AP of a blind guess. The last table splits the spread of each
-difference into the part the test set explains ({plan.tile_draws} resamples of the test tiles, the same for both
-models of a seed) and the rest, the pretraining draw's: the interval a perfectly repeatable pretraining would
-leave on these tiles.
+of test cells inside a box, {blind:.1f}%, is the AP of a blind guess. The last table says what the test set
+contributes ({plan.tile_draws} resamples of the test tiles, the same for both models and every seed): at most
+that share of the seed-to-seed variance, so that even a perfectly repeatable pretraining would leave at least
+that half-width; and the spread of the mean difference over test sets of this size, which the interval over
+pretraining seeds leaves out.
 
 {open(f"{plan.out}/dense_table.md").read()}
 """

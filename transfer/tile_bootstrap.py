@@ -3,13 +3,16 @@
 A dense-probe number is measured on one finite set of test tiles. Two backbones of one pretraining seed are scored
 on the same tiles, so resampling the tiles (with replacement, the same draw for both) gives the spread their
 difference would have over other test sets of the same size and kind. Over the pretraining seeds of a paired
-comparison, the variance of the per-seed differences is the pretraining draw's plus the test set's:
+comparison, the differences vary by the pretraining draw and by how each seed's pair of backbones happens to suit
+these tiles. The bootstrap variance of one seed's difference bounds the second part from above (it also holds
+what the tiles do alike to every seed, which moves all differences together and is not in their spread):
 
-    var(differences) ~ var(draw) + mean over seeds of var(tile bootstrap)
+    var(per-seed differences) = var(draw) + var(tiles, seed-specific),  var(tiles, seed-specific) <= mean bootstrap var
 
-so the tile bootstrap says how narrow the interval could become with a perfectly repeatable pretraining run on
-this test set, and how narrow with a larger test set. A number of the first kind cannot be improved by reading the
-same runs otherwise (another checkpoint, the momentum encoder): only by more seeds or more test tiles.
+so the interval a perfectly repeatable pretraining run would leave on these tiles is at least
+``half_width_without_tiles``: reading the same runs otherwise (another checkpoint, the momentum encoder) cannot
+narrow the interval below it, only more seeds can. The same resamples applied to every seed also give the spread
+of the MEAN difference over test sets of this size, which the interval over pretraining seeds does not contain.
 
 The probe writes what this needs beside each result (``tools/dense_probe.py --as-seed S``):
 ``OUT/seed_S/test_scores.pt``, the scores of every test cell for every training half, the cells' labels and
@@ -79,10 +82,11 @@ def weighted_ap(scores: torch.Tensor, labels: torch.Tensor, copies: torch.Tensor
 
 
 def tile_bootstrap(model: Dict, baseline: Dict, draws: int = 500, seed: int = 0,
-                   cache: Optional[Dict] = None) -> Dict[str, float]:
-    """The difference model - baseline on the test tiles as they are, and its standard deviation over ``draws``
-    resamples of the tiles (drawn with ``seed``, the same resample for both). Both must score the same cells of
-    the same tiles. ``cache``: the resampled APs of each file, kept for the next comparison it is in."""
+                   cache: Optional[Dict] = None) -> Dict:
+    """The difference model - baseline on the test tiles as they are (``difference``), and over ``draws`` resamples
+    of the tiles drawn with ``seed``, the same for both (``resampled`` [draws], ``tile_sd`` their std). Both must
+    score the same cells of the same tiles. ``cache``: the resampled APs of each file, kept for the next comparison
+    it is in."""
     for key in ("labels", "tile"):
         if not torch.equal(model[key], baseline[key]):
             raise ResultsError(f"{model['path']} and {baseline['path']}: not scored on the same test cells "
@@ -100,18 +104,22 @@ def tile_bootstrap(model: Dict, baseline: Dict, draws: int = 500, seed: int = 0,
         return cache[key]
 
     every = torch.arange(len(labels))
+    differences = resampled(model) - resampled(baseline)
     return {"difference": mean_ap(model["scores"], labels, every) - mean_ap(baseline["scores"], labels, every),
-            "tile_sd": float((resampled(model) - resampled(baseline)).std())}
+            "resampled": differences, "tile_sd": float(differences.std())}
 
 
 def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: int = 500,
               cache: Optional[Dict] = None) -> Dict:
-    """The per-seed differences of two probed models, their spread, and the share of its variance the test tiles
-    explain (mean over seeds of the tile-bootstrap variance); the rest is the pretraining draw's."""
+    """The per-seed differences of two probed models and their spread (``sd``, ``half_width`` of the 95%
+    interval); the test tiles' sd of one seed's difference (``tile_sd``, root mean square over seeds), the share
+    of the spread's variance it may explain at most (``tile_share``) and the half-width that would remain at least
+    without it (``half_width_without_tiles``); the tiles' sd of the mean difference (``mean_tile_sd``). Every
+    seed is resampled with the same draws (``ResultsError`` when the test sets differ)."""
     from scipy import stats
     if len(seeds) < 2:
         raise ResultsError("the spread of the differences needs at least 2 seeds")
-    per_seed = {s: tile_bootstrap(load_scores(model_dir, s), load_scores(baseline_dir, s), draws, s, cache)
+    per_seed = {s: tile_bootstrap(load_scores(model_dir, s), load_scores(baseline_dir, s), draws, 0, cache)
                 for s in seeds}
     differences = [r["difference"] for r in per_seed.values()]
     n = len(differences)
@@ -119,10 +127,13 @@ def decompose(model_dir: str, baseline_dir: str, seeds: Sequence[int], draws: in
     total = sum((d - mean) ** 2 for d in differences) / (n - 1)
     tiles = sum(r["tile_sd"] ** 2 for r in per_seed.values()) / n
     t = stats.t.ppf(0.975, n - 1) / math.sqrt(n)
-    return {"seeds": list(seeds), "per_seed": per_seed, "sd": math.sqrt(total), "tile_sd": math.sqrt(tiles),
+    mean_tile_sd = float(torch.stack([r["resampled"] for r in per_seed.values()]).mean(0).std())
+    return {"seeds": list(seeds), "per_seed": {s: {k: v for k, v in r.items() if k != "resampled"}
+                                               for s, r in per_seed.items()},
+            "sd": math.sqrt(total), "tile_sd": math.sqrt(tiles),
             "tile_share": tiles / total if total > 0 else float("nan"),
-            "draw_sd": math.sqrt(max(total - tiles, 0.0)), "half_width": t * math.sqrt(total),
-            "half_width_without_tiles": t * math.sqrt(max(total - tiles, 0.0))}
+            "half_width": t * math.sqrt(total), "half_width_without_tiles": t * math.sqrt(max(total - tiles, 0.0)),
+            "mean_tile_sd": mean_tile_sd}
 
 
 def decompositions(comparisons: Sequence[Dict], run_dirs: Dict[str, str], draws: int) -> List[Dict]:
@@ -135,11 +146,12 @@ def decompositions(comparisons: Sequence[Dict], run_dirs: Dict[str, str], draws:
 
 
 def to_markdown(rows: Sequence[Dict], draws: int) -> str:
-    lines = [f"| model | baseline | n | sd of the differences | test tiles' sd ({draws} resamples) | test tiles' share "
-             "of the variance | the rest (pretraining draw) sd | 95% half-width | half-width without the test "
-             "tiles' part |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | baseline | n | sd of the per-seed differences | test tiles' sd of one seed's difference "
+             f"({draws} resamples) | its share of the variance, at most | 95% half-width | half-width with a "
+             "repeatable pretraining, at least | test tiles' sd of the mean difference |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['baseline']} | {len(r['seeds'])} | {r['sd']:.2f} | {r['tile_sd']:.2f} | "
-                     f"{100 * r['tile_share']:.0f}% | {r['draw_sd']:.2f} | {r['half_width']:.2f} | "
-                     f"{r['half_width_without_tiles']:.2f} |")
+                     f"{min(100 * r['tile_share'], 100):.0f}% | {r['half_width']:.2f} | "
+                     f"{r['half_width_without_tiles']:.2f} | {r['mean_tile_sd']:.2f} |")
     return "\n".join(lines) + "\n"

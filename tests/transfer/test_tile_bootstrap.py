@@ -74,7 +74,8 @@ def test_bootstrap_sd_approaches_the_exact_sd_over_every_resample():
 
 def test_a_model_against_itself_has_no_tile_spread_and_other_test_cells_are_refused():
     a = scored([[0.9, 0.1, 0.8, 0.3], [0.5, 0.4, 0.6, 0.1]], [True, False, True, False], [0, 0, 1, 1], "a.pt")
-    assert tile_bootstrap(a, a, draws=20) == {"difference": 0.0, "tile_sd": 0.0}
+    itself = tile_bootstrap(a, a, draws=20)
+    assert itself["difference"] == itself["tile_sd"] == 0 and not itself["resampled"].any()
     assert mean_ap(a["scores"], a["labels"], torch.arange(4)) == pytest.approx(
         (100 * average_precision(a["scores"][0], a["labels"]) + 100 * average_precision(a["scores"][1], a["labels"]))
         / 2)
@@ -98,10 +99,16 @@ def test_decomposition_of_probed_runs_matches_their_paired_table(tmp_path):
     table = paired(runs["model"], runs["baseline"], "dense/AP")
     assert [result["per_seed"][s]["difference"] for s in range(4)] == pytest.approx(table["differences"])
     assert result["half_width"] == pytest.approx(table["ci95"][1] - table["mean"])
-    assert result["sd"] ** 2 == pytest.approx(result["draw_sd"] ** 2 + result["tile_sd"] ** 2) or (
-        result["draw_sd"] == 0 and result["tile_share"] > 1)
-    assert result["half_width_without_tiles"] <= result["half_width"]
-    assert 0 < result["tile_sd"]
+    assert result["tile_share"] == pytest.approx(result["tile_sd"] ** 2 / result["sd"] ** 2)
+    assert result["half_width_without_tiles"] == pytest.approx(
+        result["half_width"] * math.sqrt(max(1 - result["tile_share"], 0)))
+    # every seed resampled with the same draws: the mean difference's spread over test sets
+    by_seed = [tile_bootstrap(load_scores(str(tmp_path / "model"), s), load_scores(str(tmp_path / "baseline"), s),
+                              draws=200, seed=0) for s in range(4)]
+    assert result["tile_sd"] == pytest.approx(math.sqrt(sum(r["tile_sd"] ** 2 for r in by_seed) / 4))
+    assert result["mean_tile_sd"] == pytest.approx(float(sum(r["resampled"] for r in by_seed).div(4).std()))
+    assert 0 < result["mean_tile_sd"] < result["tile_sd"]
+    json.dumps(result)  # what collect_results writes
     with pytest.raises(ResultsError, match="seed_7.*--as-seed 7"):
         load_scores(str(tmp_path / "model"), 7)
 
@@ -122,6 +129,6 @@ def test_probe_tool_writes_the_scores_and_collect_splits_the_spread(tmp_path, ru
     assert collected.returncode == 0, collected.stderr
     saved = json.load(open(tmp_path / "table.json"))["tile_bootstrap"]
     assert [(r["model"], r["baseline"], r["seeds"]) for r in saved] == [("other", "random_init", [0, 1])]
-    assert "test tiles' share of the variance" in collected.stdout
+    assert "its share of the variance, at most" in collected.stdout
     row = next(line for line in collected.stdout.splitlines() if line.startswith("| other | random_init | 2 |"))
     assert len(row.split("|")) == 11
