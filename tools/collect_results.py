@@ -6,11 +6,14 @@
 Each RUN_DIR is one pretrained model: its ``seed_*/final_results.json`` (or its own final_results.json) are the
 seeds. With ``--baseline NAME``, every other model is compared with it over the seeds both share: per-seed
 differences, their mean, a 95% Student-t confidence interval and a verdict. Writes OUT.md, OUT.csv, OUT.json.
+With ``--tile-bootstrap DRAWS``, every dense-probe comparison's spread is split into the test tiles' part (the
+tiles resampled DRAWS times, transfer/tile_bootstrap.py) and the rest.
 """
 import argparse
 import sys
 
 from pretrain.files import atomic_write
+from transfer import tile_bootstrap
 from transfer.results import ResultsError, compare, comparisons_to_markdown, summarise, to_csv, to_json, to_markdown
 
 
@@ -21,6 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
                         help="compare every other model with this one, paired by seed (repeatable; a later "
                              "baseline is compared with the earlier ones)")
+    parser.add_argument("--tile-bootstrap", type=int, default=0, metavar="DRAWS",
+                        help="split the spread of every dense-probe comparison into the test tiles' part and the "
+                             "rest (resampling the tiles DRAWS times; needs the probes' test_scores.pt)")
     parser.add_argument("--out", help="write OUT.md, OUT.csv and OUT.json")
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.run_dirs):
@@ -31,6 +37,8 @@ def main(argv=None) -> int:
         # --baseline random_init --baseline densecl: DenseCL against random init, not the reverse as well).
         comparisons = [c for i, name in enumerate(args.baseline)
                        for c in compare(rows, name, skip=args.baseline[:i + 1])]
+        folders = {row["model"]: run_dir for row, run_dir in zip(rows, args.run_dirs)}
+        noise = tile_bootstrap.decompositions(comparisons, folders, args.tile_bootstrap) if args.tile_bootstrap else []
     except (FileNotFoundError, ResultsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -43,11 +51,14 @@ def main(argv=None) -> int:
             if row["model"] not in args.baseline[:i + 1] and (row["model"], baseline) not in paired_models:
                 markdown += (f"\n{row['model']} shares no seed with {baseline} (seeds {row['seeds']} against "
                              f"{next(r['seeds'] for r in rows if r['model'] == baseline)}): not compared.\n")
+    if noise:
+        markdown += ("\nWhere the spread of the differences comes from (the test tiles resampled, the same draw for "
+                     "both models of a seed):\n\n" + tile_bootstrap.to_markdown(noise, args.tile_bootstrap))
     print(markdown, end="")
     if args.out:
         atomic_write(args.out + ".md", lambda f: f.write(markdown.encode()))
         atomic_write(args.out + ".csv", lambda f: f.write(to_csv(rows, comparisons).encode()))
-        atomic_write(args.out + ".json", lambda f: f.write(to_json(rows, comparisons).encode()))
+        atomic_write(args.out + ".json", lambda f: f.write(to_json(rows, comparisons, noise).encode()))
         print(f"wrote {args.out}.md, {args.out}.csv and {args.out}.json")
     return 0
 

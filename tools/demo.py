@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+from pretrain.config import ConfigError
 from transfer.demo import METHODS, STUDY_METHODS, Plan, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-seeds", type=int, default=None, help="pretraining seeds 0..K-1 per method "
                         "(default: 3; 10 with --study)")
     parser.add_argument("--pretrain-iters", type=int, default=60)
+    parser.add_argument("--pretrain-opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="overrides of configs/pretrain/demo_r18_cpu.yaml for every method, e.g. "
+                             "SOLVER.BASE_LR 0.25 (a recipe study: give it its own --out)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(STUDY_METHODS), metavar="METHOD",
+                        help=f"the pretrained methods (default: houghcl densecl; all with --study); densecl, the "
+                             f"baseline of the tables, is always one: {', '.join(STUDY_METHODS)}")
     parser.add_argument("--dense-halves", type=int, default=5, help="dense probe: training halves averaged")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
@@ -38,19 +45,31 @@ def main(argv=None) -> int:
                         "oracle, PixPro-style and MoCo-v2, 10 pretraining seeds, and HoughCL's and DenseCL's runs "
                         "read otherwise (momentum encoder, mean of the last checkpoints), into output/study")
     args = parser.parse_args(argv)
+    if args.methods is not None and "densecl" not in args.methods:
+        parser.error("--methods: densecl is the tables' baseline and must be one of them")
+    if len(args.pretrain_opts) % 2:
+        parser.error("--pretrain-opts: KEY VALUE pairs, got an odd number of words")
+    methods = {m: STUDY_METHODS[m] for m in args.methods} if args.methods else (
+        STUDY_METHODS if args.study else METHODS)
     if args.segmentation:
-        plan = Plan(out=args.out or os.path.join("output", "segmentation"), methods=METHODS,
+        plan = Plan(out=args.out or os.path.join("output", "segmentation"), methods=methods,
+                    pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
                     segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
                     matching=False, dense=False)
     else:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
-                    methods=STUDY_METHODS if args.study else METHODS,
+                    methods=methods, pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
                     instruments=args.study,
                     dense_halves=args.dense_halves,
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
                     detection_iters=args.detection_iters)
+    try:
+        plan.pretrain_cfg  # a bad override is one line now, not a failed stage later
+    except ConfigError as e:
+        print(f"error: --pretrain-opts {' '.join(args.pretrain_opts)}: {e}", file=sys.stderr)
+        return 1
     report = run(plan, ROOT, args.force)
     with open(report) as f:
         print("\n" + re.split(r"## (?:Pictures|Where these numbers come from)", f.read())[0])

@@ -8,7 +8,8 @@
 
 Every cell of the stage's feature map is labelled by whether its centre lies in a box; a logistic regression on
 a seeded half of the training tiles scores the test tiles; the metric is their cell-level average precision
-(x 100). Writes OUT/seed_k/final_results.json (``dense/AP``), the layout collect_results.py reads.
+(x 100). Writes OUT/seed_k/final_results.json (``dense/AP``), the layout collect_results.py reads; with
+``--as-seed S`` also OUT/seed_S/test_scores.pt, for ``collect_results.py --tile-bootstrap``.
 """
 import argparse
 import json
@@ -16,8 +17,9 @@ import os
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from transfer.dense_probe import dense_probe, load_tiles
+from transfer.dense_probe import load_tiles, probe_results, probe_scores
 from transfer.results import seed_dir, write_final_results
+from transfer.tile_bootstrap import save_scores
 from transfer.voc_layout import scan_split
 
 
@@ -43,8 +45,9 @@ def main(argv=None) -> int:
     try:
         classes = scan_split(args.voc_dir, args.train)
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
-        results = dense_probe(train, test, args.weights, range(args.seeds), args.layer, args.depth,
+        scores = probe_scores(train, test, args.weights, range(args.seeds), args.layer, args.depth,
                               args.weight_decay, init_seed=args.as_seed or 0, encoder=args.encoder)
+        results = probe_results(scores, range(args.seeds))
     except (BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -59,6 +62,8 @@ def main(argv=None) -> int:
     if args.as_seed is not None:
         mean = {key: sum(r["dense"][key] for r in results.values()) / len(results) for key in ("AP", "positives")}
         results = {args.as_seed: {"dense": mean}}
+        # Every half's score of every test cell: what the tile bootstrap of collect_results.py resamples.
+        save_scores(args.out, args.as_seed, scores, [t["file_name"] for t in test])
         print(f"seed {args.as_seed}: dense AP {mean['AP']:.2f} (mean over {args.seeds} halves)")
     for seed, result in results.items():
         write_final_results(seed_dir(args.out, seed), result, seed, " + ".join(args.weights or []),

@@ -8,6 +8,7 @@ tree tiles -> tables, report.md. A claim about a method varies the pretraining s
 below are over pretraining seeds, not over the probe's halves of the training tiles.
 """
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -52,7 +53,9 @@ class Plan:
     methods: Dict[str, List]
     pretrain_seeds: int = 3
     pretrain_iters: int = 60
+    pretrain_opts: Sequence = ()   # KEY VALUE overrides of PRETRAIN_CONFIG for every method (a recipe study)
     dense_halves: int = 5          # the dense probe of one backbone: the mean over this many training halves
+    tile_draws: int = 500          # resamples of the test tiles: how much of a dense-probe spread is the test set
     detection_seeds: Dict[str, int] = dataclasses.field(default_factory=lambda: {"probe": 1})
     detection_iters: int = 80
     # semantic segmentation on the nuclei tiles: kind (SEGMENTATION) -> iterations; every pretraining seed's
@@ -66,6 +69,11 @@ class Plan:
     @property
     def models(self) -> List[str]:
         return ["random_init", *self.methods]
+
+    @functools.cached_property
+    def pretrain_cfg(self):
+        """The pretraining config every method starts from (a bad override fails here, before any stage)."""
+        return load_config(PRETRAIN_CONFIG, [str(v) for v in self.pretrain_opts])
 
 
 @dataclasses.dataclass
@@ -100,7 +108,7 @@ def stages_of(plan: Plan) -> List[Stage]:
             run_dir = pretrain_dir(plan, method, seed)
             found.append(Stage(
                 f"pretrain {method}, seed {seed} (ResNet-18, {plan.pretrain_iters} iterations)", tool(
-                    plan, "pretrain_net.py", "--config-file", PRETRAIN_CONFIG, "--resume",
+                    plan, "pretrain_net.py", "--config-file", PRETRAIN_CONFIG, "--resume", *plan.pretrain_opts,
                     *opts, "SEED", seed, "SOLVER.MAX_ITER", plan.pretrain_iters, "OUTPUT_DIR", run_dir),
                 f"{run_dir}/backbone.pth", [run_dir], f"{run_dir}/metrics.jsonl", plan.pretrain_iters,
                 plan.pretrain_iters * 0.75 + 12))
@@ -145,12 +153,13 @@ def stages_of(plan: Plan) -> List[Stage]:
 def instrument_weights(plan: Plan, method: str, seed: int, instrument: str) -> List[str]:
     """The dense probe's ``--weights``/``--encoder`` arguments that read a pretraining run as ``instrument``."""
     run_dir = pretrain_dir(plan, method, seed)
-    period = load_config(PRETRAIN_CONFIG).SOLVER.CHECKPOINT_PERIOD
+    period = plan.pretrain_cfg.SOLVER.CHECKPOINT_PERIOD
     last, before = plan.pretrain_iters, (plan.pretrain_iters - 1) // period * period
     if instrument == "key":
         return ["--weights", f"{run_dir}/{checkpoint_name(last)}", "--encoder", "key"]
     if before == 0:
-        raise ValueError(f"{PRETRAIN_CONFIG}: SOLVER.CHECKPOINT_PERIOD {period} leaves one checkpoint in "
+        recipe = " ".join([PRETRAIN_CONFIG, *map(str, plan.pretrain_opts)])
+        raise ValueError(f"{recipe}: SOLVER.CHECKPOINT_PERIOD {period} leaves one checkpoint in "
                          f"{plan.pretrain_iters} iterations: the '{instrument}' reading needs two")
     return ["--weights", f"{run_dir}/{checkpoint_name(before)}", f"{run_dir}/{checkpoint_name(last)}"]
 
@@ -172,8 +181,8 @@ def instrument_stages(plan: Plan) -> List[Stage]:
         names = ["random_init", *methods]
         found.append(Stage(f"collect the dense results: {INSTRUMENTS[instrument]}", tool(
             plan, "collect_results.py", f"{out}/dense_random_init", *[f"{out}/dense_{m}_{instrument}" for m in methods],
-            "--names", *names, "--baseline", "random_init", "--baseline", "densecl", "--out",
-            f"{out}/dense_{instrument}_table"), seconds=5))
+            "--names", *names, "--baseline", "random_init", "--baseline", "densecl", "--tile-bootstrap",
+            plan.tile_draws, "--out", f"{out}/dense_{instrument}_table"), seconds=5 + plan.pretrain_seeds * 4))
     return found
 
 
@@ -216,9 +225,12 @@ def segmentation_stages(plan: Plan) -> List[Stage]:
 
 
 def collect(plan: Plan, kind: str) -> Stage:
+    # The dense probe's tables also say how much of each spread is the test tiles (transfer/tile_bootstrap.py).
+    noise = ["--tile-bootstrap", plan.tile_draws] if kind == "dense" else []
     return Stage(f"collect the {kind} results", tool(
         plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in plan.models], "--names", *plan.models,
-        "--baseline", "random_init", "--baseline", "densecl", "--out", f"{plan.out}/{kind}_table"), seconds=5)
+        "--baseline", "random_init", "--baseline", "densecl", *noise, "--out", f"{plan.out}/{kind}_table"),
+        seconds=5 + (plan.pretrain_seeds * len(plan.models) * 2 if noise else 0))
 
 
 def run(plan: Plan, root: str, force: bool = False) -> str:
@@ -267,7 +279,11 @@ def dense_section(plan: Plan) -> str:
 Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
 average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
 table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
-of test cells inside a box, {blind:.1f}%, is the AP of a blind guess.
+of test cells inside a box, {blind:.1f}%, is the AP of a blind guess. The last table says what the test set
+contributes ({plan.tile_draws} resamples of the test tiles, the same for both models and every seed): at most
+that share of the seed-to-seed variance, so that even a perfectly repeatable pretraining would leave at least
+that half-width; and the spread of the mean difference over test sets of this size, which the interval over
+pretraining seeds leaves out.
 
 {open(f"{plan.out}/dense_table.md").read()}
 """
@@ -326,10 +342,11 @@ def write_report(plan: Plan, runner: Stages, root: str) -> str:
                 matching_section(plan) if plan.matching else ""]
     body = "\n".join(section for section in sections if section)
     seeds = f"0..{plan.pretrain_seeds - 1}"
+    overrides = f" with `{' '.join(map(str, plan.pretrain_opts))}`" if plan.pretrain_opts else ""
     report = f"""# Pipeline report
 
 ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
-(`{PRETRAIN_CONFIG}`, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
+(`{PRETRAIN_CONFIG}`{overrides}, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
 same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
 only where it excludes zero; with one seed no spread and no verdict is given.
 

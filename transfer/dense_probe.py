@@ -123,25 +123,39 @@ def training_half(count: int, seed: int) -> List[int]:
     return sorted(indices[:max(1, count // 2)])
 
 
-def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Union[str, Sequence[str], None],
-                seeds: Sequence[int], layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
-                init_seed: int = 0, encoder: str = "query") -> Dict[int, Dict]:
-    """``{seed: {"dense": {"AP": ap x 100, "positives": fraction of test cells inside a box}}}`` for the
-    ``encoder`` backbone of ``weights`` (several files: their mean; a random init drawn with ``init_seed`` when
-    None)."""
+def probe_scores(train: Sequence[Dict], test: Sequence[Dict], weights: Union[str, Sequence[str], None],
+                 seeds: Sequence[int], layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
+                 init_seed: int = 0, encoder: str = "query") -> Dict[str, torch.Tensor]:
+    """The probe's scores of every test cell, one row per seed (training half), for the ``encoder`` backbone of
+    ``weights`` (several files: their mean; a random init drawn with ``init_seed`` when None):
+    ``{"scores" [K, M] float64, "labels" [M] bool, "tile" [M] long (index into ``test``)}``."""
     model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed, encoder=encoder)
     reestimate_backbone_bn(model, [t["image"] for t in train])
     x_train, y_train, tile = cell_features(model, train, layer)
-    x_test, y_test, _ = cell_features(model, test, layer)
-    results = {}
+    x_test, y_test, test_tile = cell_features(model, test, layer)
+    scores = []
     for seed in seeds:
         rows = torch.isin(tile, torch.tensor(training_half(len(train), seed)))
         mean, std = x_train[rows].mean(0), x_train[rows].std(0).clamp_min(1e-6)
         w, b = fit_logistic((x_train[rows] - mean) / std, y_train[rows], weight_decay)
-        scores = ((x_test - mean) / std) @ w + b
-        results[seed] = {"dense": {"AP": 100 * average_precision(scores, y_test),
-                                   "positives": float(y_test.double().mean())}}
-    return results
+        scores.append(((x_test - mean) / std) @ w + b)
+    return {"scores": torch.stack(scores), "labels": y_test, "tile": test_tile}
+
+
+def probe_results(scores: Dict[str, torch.Tensor], seeds: Sequence[int]) -> Dict[int, Dict]:
+    """``{seed: {"dense": {"AP": ap x 100, "positives": fraction of test cells inside a box}}}`` of the
+    ``probe_scores`` rows of ``seeds``."""
+    labels = scores["labels"]
+    return {seed: {"dense": {"AP": 100 * average_precision(row, labels), "positives": float(labels.double().mean())}}
+            for seed, row in zip(seeds, scores["scores"])}
+
+
+def dense_probe(train: Sequence[Dict], test: Sequence[Dict], weights: Union[str, Sequence[str], None],
+                seeds: Sequence[int], layer: str = "layer3", depth: int = 18, weight_decay: float = 1e-3,
+                init_seed: int = 0, encoder: str = "query") -> Dict[int, Dict]:
+    """The probe's results of ``probe_scores``, by seed."""
+    return probe_results(probe_scores(train, test, weights, seeds, layer, depth, weight_decay, init_seed, encoder),
+                         seeds)
 
 
 def checkpoints_of(run_dir: str) -> List[tuple]:

@@ -227,8 +227,11 @@ def to_csv(rows: List[Dict], comparisons: Sequence[Dict] = ()) -> str:
     return out.getvalue()
 
 
-def to_json(rows: List[Dict], comparisons: Sequence[Dict] = ()) -> str:
+def to_json(rows: List[Dict], comparisons: Sequence[Dict] = (), tile_bootstrap: Sequence[Dict] = ()) -> str:
     table = [{k: v for k, v in row.items() if k != "runs"} for row in rows]
     for row, source in zip(table, rows):
         row["per_seed"] = {str(s): r for s, r in source["runs"].items()}
-    return json.dumps({"models": table, "comparisons": list(comparisons)}, indent=2) + "\n"
+    payload = {"models": table, "comparisons": list(comparisons)}
+    if tile_bootstrap:
+        payload["tile_bootstrap"] = list(tile_bootstrap)
+    return json.dumps(payload, indent=2) + "\n"

@@ -1,4 +1,6 @@
 """transfer/demo.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
+import os
+
 import pytest
 
 from transfer.demo import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages_of
@@ -47,6 +49,9 @@ def test_the_study_reads_houghcl_and_densecl_runs_otherwise_paired_by_pretrainin
     tables = [s.command for s in stages if "collect_results.py" in s.command[1]]
     mean_table, = [c for c in tables if c[-1] == "o/dense_mean_table"]
     assert mean_table[2:5] == ["o/dense_random_init", "o/dense_houghcl_mean", "o/dense_densecl_mean"]
+    # every dense table says how much of each spread is the test tiles
+    for table in (mean_table, *[c for c in tables if c[-1] == "o/dense_table"]):
+        assert table[table.index("--tile-bootstrap") + 1] == "500"
     assert not any("_key" in c or "_mean" in c for s in stages_of(Plan(out="o", methods=STUDY_METHODS))
                    for c in s.command)
 
@@ -55,3 +60,28 @@ def test_a_reading_that_needs_two_checkpoints_is_refused_when_the_run_keeps_one(
     plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, pretrain_iters=30, detection_seeds={}, instruments=True)
     with pytest.raises(ValueError, match="CHECKPOINT_PERIOD 40 leaves one checkpoint in 30 iterations"):
         stages_of(plan)
+
+
+def test_a_recipe_override_reaches_every_pretraining_run_and_the_readings_follow_it():
+    plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, detection_seeds={}, instruments=True,
+                pretrain_opts=["SOLVER.BASE_LR", 0.25, "SOLVER.CHECKPOINT_PERIOD", 25])
+    stages = stages_of(plan)
+    pretraining = [s.command for s in stages if "pretrain_net.py" in s.command[1]]
+    assert len(pretraining) == 2
+    for command in pretraining:
+        at = command.index("SOLVER.BASE_LR")
+        assert command[at:at + 4] == ["SOLVER.BASE_LR", "0.25", "SOLVER.CHECKPOINT_PERIOD", "25"]
+    mean, = [s.command for s in stages if s.command[-1] == "o/dense_houghcl_mean"]
+    # checkpoints every 25 iterations of 60: the last two are 50 and 60
+    assert mean[mean.index("--weights") + 1:mean.index("--weights") + 3] == [
+        "o/pretrain_houghcl_seed0/model_0000050.pth", "o/pretrain_houghcl_seed0/model_0000060.pth"]
+
+
+def test_demo_tool_refuses_a_bad_recipe_or_a_study_without_its_baseline_in_one_line(tmp_path, run_tool,
+                                                                                    run_script):
+    bad = run_tool("demo", "--out", tmp_path / "o", "--pretrain-opts", "SOLVER.NOPE", 1)
+    assert bad.returncode == 1 and "--pretrain-opts SOLVER.NOPE 1: " in bad.stderr and "SOLVER.NOPE" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "o")
+    alone = run_script("demo.py", "--out", tmp_path / "o", "--methods", "houghcl")
+    assert alone.returncode == 2 and "densecl is the tables' baseline" in alone.stderr
+    assert not os.path.exists(tmp_path / "o")
