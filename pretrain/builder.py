@@ -15,7 +15,16 @@ import torchvision
 from . import distributed as du
 from .backbone import resnet_features, resnet_stages
 from .geometry import positives_accuracy, true_partners
-from .matching import MATCHERS, Positives, all_options_from_cfg, describe_matcher, get_matcher, list_matchers
+from .hough import describe_options
+from .matching import (
+    MATCHERS,
+    Positives,
+    all_options_from_cfg,
+    describe_matcher,
+    get_matcher,
+    list_matchers,
+    options_from_cfg,
+)
 
 
 def full_precision(device: torch.device):
@@ -196,7 +205,9 @@ def describe(cfg) -> str:
         return "MoCo-v2"
     method = describe_matcher(cfg.MODEL.MATCHER)
     node = cfg.MODEL.get(get_matcher(cfg.MODEL.MATCHER).config_key)
-    if node is not None and "SPACE" in node:
+    if cfg.MODEL.MATCHER == "hough":
+        method += f", {describe_options(options_from_cfg(cfg.MODEL, 'hough'))}"
+    elif node is not None and "SPACE" in node:
         method += f", {node.SPACE} space"
     if cfg.MODEL.MATCHER == "hough_transform":
         method += f", voted on {node.LAYER}"

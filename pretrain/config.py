@@ -33,9 +33,10 @@ _C.MODEL.MOMENTUM = 0.999
 _C.MODEL.TEMPERATURE = 0.2
 _C.MODEL.LOSS_LAMBDA = 0.5  # 0: MoCo-v2 (no dense branch at all)
 _C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then LOSS_LAMBDA
-# The matcher that picks each query cell's positive (pretrain/matching.py): argmax (DenseCL) | hough (HoughCL as
-# the paper describes it: per-pair Hough confidence) | hough_transform (estimated-geometry positives, an extension
-# of this toolkit) | threshold (PixPro-style) | geometric (the oracle). Each one's options: MODEL.<NAME> below.
+# The matcher that picks each query cell's positive (pretrain/matching.py): argmax (DenseCL) | hough (HoughCL:
+# per-pair Hough confidence; its defaults are the reference, RHM at C5) | hough_transform (estimated-geometry
+# positives, an extension of this toolkit) | threshold (PixPro-style) | geometric (the oracle). Each one's options:
+# MODEL.<NAME> below.
 _C.MODEL.MATCHER = "hough"
 _C.MODEL.SYNC_BN = False  # SyncBatchNorm in both encoders under DDP (otherwise shuffle-BN for the keys)
 # Matching accuracy at logged steps of every appearance-based matcher on the same features (acc_<name>), and of
@@ -178,6 +179,11 @@ def validate(cfg: CN) -> None:
     if cfg.MODEL.LOSS_LAMBDA > 0 and c5_grid(cfg.INPUT.SIZE) < 2:
         raise ConfigError(f"INPUT.SIZE {cfg.INPUT.SIZE} gives a 1 x 1 C5 grid: the dense loss has one cell per view "
                           "and nothing to match; use at least 33 px (a 2 x 2 grid), 224 px as the recipes")
+    for name in MATCHERS:  # every matcher's options: the diagnostics build them all
+        try:
+            options_from_cfg(cfg.MODEL, name)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(str(e)) from None
     matcher = MATCHERS[cfg.MODEL.MATCHER]
     options = options_from_cfg(cfg.MODEL, matcher.name)
     problem = cfg.MODEL.LOSS_LAMBDA > 0 and matcher.input_problem(cfg.INPUT.SIZE, options)

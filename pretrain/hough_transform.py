@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .hough import DEFAULT_SCALES, SPACES, cell_offsets, similarity, smooth
+from .hough import DEFAULT_SCALES, cell_offsets, similarity, smooth
 
 VOTE_LAYERS = ("layer2", "layer3", "layer4")
 STRIDES = {"layer2": 8, "layer3": 16, "layer4": 32}  # of a torchvision ResNet: a view of S px gives ceil(S / stride)
@@ -51,7 +51,7 @@ class TransformOptions:
     # gives it its most similar key cell, "none" leaves it without a positive (out of the dense loss).
     outside: str = "argmax"
 
-    CHOICES = {"space": SPACES, "layer": VOTE_LAYERS, "outside": OUTSIDE}
+    CHOICES = {"space": ("translation", "similarity"), "layer": VOTE_LAYERS, "outside": OUTSIDE}
 
 
 class ViewTransform(NamedTuple):

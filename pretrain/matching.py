@@ -6,7 +6,8 @@ backbone stages a matcher asked for). It builds no autograd graph: positives are
 
 Registered here:
 - ``argmax`` (DenseCL): the most similar key cell.
-- ``hough`` (HoughCL, the paper's matcher): per-pair probabilistic Hough confidence (``pretrain/hough.py``).
+- ``hough`` (HoughCL): per-pair probabilistic Hough confidence (``pretrain/hough.py``); its defaults are the
+  published reference (RHM at C5), every other option is the toolkit's.
 - ``hough_transform`` (an extension of this toolkit, not in the paper): one transformation per pair of views
   estimated by Hough voting, positives where it maps each cell (``pretrain/hough_transform.py``).
 - ``threshold`` (PixPro-style): every key cell closer than a threshold in the image (from the crop boxes).
@@ -133,7 +134,7 @@ def _argmax(fq, fk, views, options):
     return Positives(index=argmax_match(fq, fk))
 
 
-@register("hough", "HoughCL (paper: per-pair Hough confidence)", HoughOptions)
+@register("hough", "HoughCL (per-pair Hough confidence)", HoughOptions)
 def _hough(fq, fk, views, options: HoughOptions):
     return Positives(index=hough_match(fq, fk, options))
 

@@ -151,14 +151,18 @@ def positives_of(positives: Positives, i: int) -> Positives:
 
 
 # Options of the two Hough matchers at C5, one change at a time from each one's default: (matcher, overrides).
+# The `hough` rows: the reference (RHM at C5, the default) and each toolkit option alone, not in the reference.
 ABLATION = {
-    "hough (the paper's matcher, default options)": ("hough", []),
-    "hough, translation space only": ("hough", ["MODEL.HOUGH.SPACE", "translation"]),
-    "hough, features not centred": ("hough", ["MODEL.HOUGH.CENTER", "False"]),
-    "hough, raw cosine votes (unselective)": ("hough", ["MODEL.HOUGH.VOTE", "cosine"]),
-    "hough, softmax votes": ("hough", ["MODEL.HOUGH.VOTE", "softmax"]),
-    "hough, no smoothing": ("hough", ["MODEL.HOUGH.SIGMA", "0.0"]),
-    "hough, bins normalised": ("hough", ["MODEL.HOUGH.NORMALIZE_BINS", "True"]),
+    "hough, reference (RHM at C5; default)": ("hough", []),
+    "hough + flip slice (toolkit)": ("hough", ["MODEL.HOUGH.SPACE", "flip"]),
+    "hough + flip slice, max over slices (toolkit)": (
+        "hough", ["MODEL.HOUGH.SPACE", "flip", "MODEL.HOUGH.COMBINE", "max"]),
+    "hough + scale x flip slices (toolkit)": ("hough", ["MODEL.HOUGH.SPACE", "similarity"]),
+    "hough + centred features (toolkit)": ("hough", ["MODEL.HOUGH.CENTER", "True"]),
+    "hough + softmax votes (toolkit)": ("hough", ["MODEL.HOUGH.VOTE", "softmax"]),
+    "hough + cell bins smoothed by 1 cell (toolkit)": (
+        "hough", ["MODEL.HOUGH.BINS", "cell", "MODEL.HOUGH.SIGMA", "1.0"]),
+    "hough + bins normalised (toolkit)": ("hough", ["MODEL.HOUGH.NORMALIZE_BINS", "True"]),
     "hough_transform (extension, default options)": ("hough_transform", []),
     "hough_transform, outside cells without positive": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.OUTSIDE", "none"]),
     "hough_transform, voted on C5 itself": ("hough_transform", ["MODEL.HOUGH_TRANSFORM.LAYER", "layer4",

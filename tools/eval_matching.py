@@ -10,6 +10,12 @@ from the selected cell's centre to the exact partner point), split by orientatio
 ratio in the JSON. Random initialisation when no weights are given. Each matcher's options come from the
 pretraining config (``--config-file``, default: the built-in defaults) and KEY VALUE overrides. ``--ablation``:
 the options of the two Hough matchers, one change at a time from each one's defaults, on the same pairs.
+
+    tools/eval_matching.py --images datasets/photos --backbones 0=A/backbone.pth 1=B/backbone.pth 2=C/backbone.pth \
+        --pair-sets 0 1 2 --out c5.json
+
+``--backbones``: the `hough` options against the reference on backbones of several pretraining seeds, each over the
+``--pair-sets`` seeds of view pairs, paired by pretraining seed (transfer/matching_seeds.py; also OUT.md).
 """
 import argparse
 import json
@@ -21,6 +27,7 @@ from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS
 from pretrain.matching_eval import matching_study, registered_variants
 from pretrain.matching_report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
+from transfer.matching_seeds import seeds_markdown, seeds_study
 
 
 def main(argv=None):
@@ -39,8 +46,13 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="JSON file to write (with --ablation: also OUT.md)")
     parser.add_argument("--ablation", action="store_true",
                         help="the options of both Hough matchers at C5, one change at a time from the defaults")
+    parser.add_argument("--backbones", nargs="+", metavar="SEED=PATH",
+                        help="the `hough` options against the reference over these backbones' pretraining seeds")
+    parser.add_argument("--pair-sets", nargs="+", type=int, default=[0, 1, 2], help="with --backbones: pair seeds")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
     args = parser.parse_args(argv)
+    if args.backbones:
+        return seeds_main(args)
     try:
         if args.ablation:
             variants, overrides = ablation_variants(args.config_file, args.opts)
@@ -71,6 +83,25 @@ def main(argv=None):
         written = result
     atomic_write(args.out, lambda f: f.write((json.dumps(written, indent=2) + "\n").encode()))
     print(f"wrote {args.out}" + (f" and {args.out}.md" if args.ablation else ""))
+    return 0
+
+
+def seeds_main(args) -> int:
+    try:
+        weights = {int(k): v for k, v in (item.split("=", 1) for item in args.backbones)}
+    except ValueError:
+        print(f"error: --backbones takes SEED=PATH items, got {args.backbones}", file=sys.stderr)
+        return 2
+    try:
+        study = seeds_study(weights, args.images, args.pair_sets, args.pairs, args.size, args.config_file, args.opts)
+    except (ConfigError, BackboneError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    table = seeds_markdown(study)
+    print(table)
+    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
+    atomic_write(args.out, lambda f: f.write((json.dumps(study, indent=2) + "\n").encode()))
+    print(f"wrote {args.out} and {args.out}.md")
     return 0
 
 

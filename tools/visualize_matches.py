@@ -5,7 +5,7 @@
 
 Of --pairs seeded view pairs (the pretraining augmentation), the --show pairs where the matchers pick different
 key cells for the most query cells. Per pair, one row per registered matcher that chooses by appearance (argmax:
-DenseCL; hough: HoughCL as the paper describes it; hough_transform: this toolkit's extension), drawn on the same
+DenseCL; hough: HoughCL with the reference options; hough_transform: this toolkit's extension), drawn on the same
 two views, each query cell with a true partner joined to its chosen key cell: green, the true partner; orange,
 one cell away; red, wrong. The caption gives every matcher's accuracy over ALL pairs evaluated, not only the
 drawn ones.

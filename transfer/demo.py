@@ -31,7 +31,7 @@ NUCLEI = ["--sem-seg", "nuclei_train", "datasets/nuclei/images", "datasets/nucle
           "--classes", "background", "nucleus"]
 SEGMENTATION = {"fcn": ("FCN-D8 fine-tuning", "configs/transfer/tiny/nuclei_FCN_R18_D8_cpu.yaml"),
                 "linear": ("frozen linear probe", "configs/transfer/tiny/nuclei_linear_probe_R18_cpu.yaml")}
-# HoughCL as the paper describes it (the `hough` matcher) against its baseline DenseCL.
+# HoughCL (the `hough` matcher with its reference options, RHM at C5) against its baseline DenseCL.
 METHODS = {"houghcl": ["MODEL.MATCHER", "hough"], "densecl": ["MODEL.MATCHER", "argmax"]}
 # The study adds, with the same budget each: this toolkit's estimated-geometry extension beside the oracle it
 # approximates and PixPro-style positives, and MoCo-v2.

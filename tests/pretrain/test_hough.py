@@ -78,8 +78,8 @@ def test_translation_bins_by_hand():
     assert hough.vote_bins((2, 2), (2, 2), hough.slices_for("translation"))[0] is bins  # cached
 
 
-def brute_force_confidence(sim, grid_q, grid_k, slices, sigma, power=3.0):
-    """Probabilistic Hough matching written out with loops over pairs and bins."""
+def brute_force_confidence(sim, grid_q, grid_k, slices, sigma, power=3.0, combine="sum"):
+    """Probabilistic Hough matching with one-cell bins (``bins cell``) written out with loops over pairs and bins."""
     (hq, wq), (hk, wk) = grid_q, grid_k
     lq, lk = hq * wq, hk * wk
     a = sim.clamp(min=0) ** power
@@ -98,8 +98,7 @@ def brute_force_confidence(sim, grid_q, grid_k, slices, sigma, power=3.0):
 
     size_y = max(bin_of(s, f, i, j)[0] for s, f in slices for i in range(lq) for j in range(lk)) + 1
     size_x = max(bin_of(s, f, i, j)[1] for s, f in slices for i in range(lq) for j in range(lk)) + 1
-    conf = torch.zeros(lq, lk, dtype=torch.float64)
-    support = torch.zeros(lq, lk, dtype=torch.float64)
+    support = torch.full((lq, lk), -math.inf if combine == "max" else 0.0, dtype=torch.float64)
     for s, f in slices:
         space = torch.zeros(size_y, size_x, dtype=torch.float64)
         for i in range(lq):
@@ -121,18 +120,21 @@ def brute_force_confidence(sim, grid_q, grid_k, slices, sigma, power=3.0):
             space = smoothed
         for i in range(lq):
             for j in range(lk):
-                support[i, j] += space[bin_of(s, f, i, j)]
-    conf = a.double() * support
-    return conf
+                here = space[bin_of(s, f, i, j)]
+                support[i, j] = max(support[i, j], here) if combine == "max" else support[i, j] + here
+    return a.double() * support
 
 
-@pytest.mark.parametrize("space,sigma", [("translation", 0.0), ("translation", 1.0), ("similarity", 0.7)])
-def test_confidence_matches_brute_force(space, sigma):
+@pytest.mark.parametrize("space,sigma,combine", [("translation", 0.0, "sum"), ("translation", 1.0, "sum"),
+                                                 ("flip", 0.0, "sum"), ("similarity", 0.7, "sum"),
+                                                 ("similarity", 0.0, "max")])
+def test_cell_bins_match_brute_force(space, sigma, combine):
     torch.manual_seed(0)
     grid_q, grid_k = (3, 4), (4, 3)
     sim = torch.rand(1, 12, 12) * 2 - 1
-    fast = hough.hough_confidence(sim, grid_q, grid_k, hough.HoughOptions(space=space, vote="power", sigma=sigma))
-    slow = brute_force_confidence(sim[0], grid_q, grid_k, hough.slices_for(space), sigma)
+    opts = hough.HoughOptions(space=space, bins="cell", sigma=sigma, combine=combine)
+    fast = hough.hough_confidence(sim, grid_q, grid_k, opts)
+    slow = brute_force_confidence(sim[0], grid_q, grid_k, hough.slices_for(space), sigma, combine=combine)
     torch.testing.assert_close(fast[0].double(), slow, rtol=1e-5, atol=1e-6)
 
 
@@ -167,10 +169,12 @@ def test_centred_similarity_on_near_uniform_maps(variation):
     sim = hough.similarity(fq, fk, center=True)
     assert sim.abs().max() <= 1.0
     torch.testing.assert_close(sim.double(), centred_cosine_float64(fq, fk), atol=1e-3, rtol=0)
-    picked, confidence = hough.hough_match(fq, fk, return_confidence=True)
+    centred = hough.HoughOptions(center=True)
+    picked, confidence = hough.hough_match(fq, fk, centred, return_confidence=True)
     assert torch.isfinite(confidence).all()
     # The positives follow the features, not rounding noise: the float64 reference gives the same choice.
-    assert torch.equal(picked, hough.hough_confidence(centred_cosine_float64(fq, fk).float(), (7, 7), (6, 6)).argmax(2))
+    reference = hough.hough_confidence(centred_cosine_float64(fq, fk).float(), (7, 7), (6, 6), centred)
+    assert torch.equal(picked, reference.argmax(2))
 
 
 def test_a_flat_image_has_finite_similarities_and_well_defined_positives():
@@ -182,6 +186,7 @@ def test_a_flat_image_has_finite_similarities_and_well_defined_positives():
         # Centred, a flat map has no direction at all: every cosine with it is 0 (not noise).
         if fq is flat or fk is flat:
             assert sim.abs().max() == 0
-        picked, confidence = hough.hough_match(fq, fk, return_confidence=True)
-        assert torch.isfinite(confidence).all() and picked.min() >= 0 and picked.max() < 49
-        assert torch.equal(picked, hough.hough_match(fq.clone(), fk.clone()))
+        for opts in (hough.HoughOptions(), hough.HoughOptions(center=True)):
+            picked, confidence = hough.hough_match(fq, fk, opts, return_confidence=True)
+            assert torch.isfinite(confidence).all() and picked.min() >= 0 and picked.max() < 49
+            assert torch.equal(picked, hough.hough_match(fq.clone(), fk.clone(), opts))

@@ -20,10 +20,14 @@ def test_hough_is_the_papers_matcher_by_default_and_the_extension_has_its_own_na
     # Nothing inside MODEL.HOUGH switches to another way of choosing positives.
     assert set(cfg.MODEL.HOUGH) == {f.name.upper() for f in dataclasses.fields(HoughOptions)}
     assert not {"SELECT", "LAYER", "CANDIDATES", "REFINE", "QUERY_POOL"} & set(cfg.MODEL.HOUGH)
-    assert "paper" in matching.describe_matcher("hough") and "extension" not in matching.describe_matcher("hough")
+    assert matching.describe_matcher("hough").startswith("HoughCL") and "extension" not in matching.describe_matcher(
+        "hough")
     assert "extension" in matching.describe_matcher("hough_transform")
     assert "not in the paper" in describe(load_config("", ["MODEL.MATCHER", "hough_transform"]))
-    assert describe(get_cfg()).startswith("HoughCL (paper")
+    # The default run says it is the reference; a run with a toolkit option names it as such.
+    assert describe(get_cfg()) == "HoughCL (per-pair Hough confidence), reference (RHM at C5), lambda 0.5"
+    centred = load_config("", ["MODEL.HOUGH.CENTER", "True"])
+    assert "toolkit options, not in the reference: CENTER True" in describe(centred)
 
 
 def test_every_matcher_owns_a_config_node_built_from_its_options_defaults():
@@ -35,8 +39,8 @@ def test_every_matcher_owns_a_config_node_built_from_its_options_defaults():
             continue
         assert matching.options_from_cfg(cfg.MODEL, name) == m.options()
     # An override reaches the options object; a YAML list becomes the tuple the dataclass holds.
-    cfg = load_config("", ["MODEL.HOUGH.SIGMA", "0.5", "MODEL.HOUGH_TRANSFORM.REFINE", "(2.0,)",
-                           "MODEL.THRESHOLD.RATIO", "0.9"])
+    cfg = load_config("", ["MODEL.HOUGH.BINS", "cell", "MODEL.HOUGH.SIGMA", "0.5", "MODEL.HOUGH_TRANSFORM.REFINE",
+                           "(2.0,)", "MODEL.THRESHOLD.RATIO", "0.9"])
     assert matching.options_from_cfg(cfg.MODEL, "hough").sigma == 0.5
     assert matching.options_from_cfg(cfg.MODEL, "hough_transform").refine == (2.0,)
     assert matching.options_from_cfg(cfg.MODEL, "threshold").ratio == 0.9
@@ -49,6 +53,9 @@ def test_choices_and_unknown_names_are_refused_naming_the_key():
         load_config("", ["MODEL.HOUGH.SPACE", "affine"])
     with pytest.raises(ConfigError, match="MODEL.MATCHER"):
         load_config("", ["MODEL.MATCHER", "nope"])
+    # An inconsistent pair of options of any matcher (the diagnostics build them all) is one line at load time.
+    with pytest.raises(ConfigError, match="MODEL.HOUGH.SIGMA = 1.0 smooths one-cell bins only"):
+        load_config("", ["MODEL.MATCHER", "argmax", "MODEL.HOUGH.SIGMA", "1.0"])
     with pytest.raises(KeyError, match="registered: argmax, hough"):
         matching.get_matcher("nope")
 

@@ -12,8 +12,12 @@ def test_every_ablation_row_changes_exactly_its_overrides():
         assert overrides[name] == extra
         expected = options_from_cfg(load_config("", extra).MODEL, matcher)
         assert variants[name] == (matcher, expected)
-    default = variants["hough (the paper's matcher, default options)"][1]
-    assert variants["hough, no smoothing"][1] != default  # the change reaches the options
+    default = variants["hough, reference (RHM at C5; default)"][1]
+    assert default == options_from_cfg(load_config("", []).MODEL, "hough") and default.departures() == ()
+    # Every other `hough` row departs from the reference in exactly the options it names.
+    for name, (matcher, extra) in ABLATION.items():
+        if matcher == "hough" and extra:
+            assert variants[name][1].departures() and "(toolkit)" in name
 
 
 def test_the_table_shows_each_row_with_its_overrides():
