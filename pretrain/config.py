@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode as CN
 
 from .backbone import IMAGENET_MEAN, IMAGENET_STD
 from .matching import MATCHERS, get_matcher, list_matchers, options_from_cfg
+from .numerics import MODES
 
 _C = CN()
 _C.SEED = 0
@@ -84,6 +85,9 @@ _C.DATALOADER.PREFETCH_FACTOR = 4  # batches loaded ahead per worker
 _C.DATALOADER.VIEWS = "cpu"
 
 _C.DEVICE = "auto"  # auto | cpu | cuda
+# fast: the machine's fastest kernels (real training) | portable: the same bits on any x86-64 CPU with AVX2, about
+# 3x slower on CPU (pretrain/numerics.py says what it pins and why)
+_C.NUMERICS = "fast"
 
 
 def get_cfg() -> CN:
@@ -155,6 +159,7 @@ CHOICES = {
     "SOLVER.AMP": ("off", "bf16", "fp16"),
     "DATALOADER.VIEWS": ("cpu", "device"),
     "DEVICE": ("auto", "cpu", "cuda"),
+    "NUMERICS": MODES,
 }
 
 

@@ -12,6 +12,7 @@ import sys
 import torch
 
 from . import distributed as du
+from . import numerics
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
 from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
@@ -202,6 +203,11 @@ def main(argv=None) -> int:
         cfg = load_config(args.config_file, args.opts)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        numerics.apply(cfg.NUMERICS)
+    except numerics.NumericsError as e:
+        print(f"error: NUMERICS: {e}", file=sys.stderr)
         return 2
     device = du.init_distributed_mode(cfg.DEVICE)
     lock = OutputLock(cfg.OUTPUT_DIR)

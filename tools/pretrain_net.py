@@ -7,7 +7,9 @@
 """
 import sys
 
+from pretrain import numerics
 from pretrain.main import main
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed()  # NUMERICS portable: the variables libraries read at load time
     sys.exit(main())
