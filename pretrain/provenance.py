@@ -13,13 +13,33 @@ from typing import Dict, Optional
 
 import torch
 
+from . import numerics
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Installed packages whose versions decide the numbers (kernels, image decoding, the detector, statistics).
 VERSIONED = ("torch", "torchvision", "detectron2", "pb1-detectron2", "numpy", "Pillow", "scipy", "fvcore",
              "pycocotools", "opencv-python-headless")
 # Variables that change which CPU kernels run, hence the floating-point results.
 KERNEL_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS",
-                    "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+                    "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "MKL_CBWR", "NUMERICS_OMIT")
+# CPU flags that choose kernels (oneDNN, MKL and ATen dispatch on them).
+KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_description() -> Dict[str, object]:
+    """The CPU's model, vendor and kernel-choosing flags (from /proc/cpuinfo where there is one)."""
+    info = {"model": platform.processor() or platform.machine(), "vendor": None, "flags": []}
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return info
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", info["model"]), "vendor": fields.get("vendor_id"),
+            "flags": [f for f in KERNEL_FLAGS if f in flags]}
 
 
 def package_versions() -> Dict[str, str]:
@@ -63,6 +83,10 @@ def provenance(world_size: int = 1, batch_per_process: Optional[int] = None,
         "python": platform.python_version(),
         "device": device_description(device),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_description(),
+        "blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "onednn": torch.backends.mkldnn.version() if hasattr(torch.backends.mkldnn, "version") else None,
+        "numerics": numerics.current(),
         "threads": torch.get_num_threads(),
         "world_size": world_size,
         "batch_per_process": batch_per_process,
@@ -76,7 +100,11 @@ def provenance_lines(record: Dict[str, object]) -> str:
     commit = record.get("commit") or "unknown"
     clean = {True: "clean tree", False: "tree with uncommitted changes", None: "not a git tree"}[record.get("clean")]
     variables = ", ".join(f"{k}={v}" for k, v in record["kernel_variables"].items()) or "none set"
+    cpu = record.get("cpu") or {}
+    mode = (record.get("numerics") or {}).get("mode", "fast")
     return (f"- code: commit `{commit}` ({clean})\n- packages: {packages}; Python {record['python']}\n"
-            f"- machine: {record['device']}, CPU capability {record['cpu_capability']}, {record['threads']} threads; "
+            f"- machine: {record['device']} ({cpu.get('model')}, {cpu.get('vendor')}, flags "
+            f"{' '.join(cpu.get('flags') or []) or 'unknown'}), numerics {mode}, "
+            f"CPU capability {record['cpu_capability']}, {record['threads']} threads; "
             f"kernel variables: {variables}\n- processes: {record['world_size']} (batch per process: "
             f"{record['batch_per_process'] if record['batch_per_process'] is not None else 'n/a'})")
