@@ -76,9 +76,9 @@ def missing(mode: str) -> Dict[str, str]:
     return {k: v for k, v in portable_env().items() if os.environ.get(k) != v}
 
 
-def requested_mode(argv: Sequence[str]) -> str:
+def requested_mode(argv: Sequence[str], default: str = "fast") -> str:
     """The mode a command line asks for, read before the tool parses it: ``--numerics MODE`` or the config override
-    ``NUMERICS MODE`` (pretraining), else ``fast``."""
+    ``NUMERICS MODE`` (pretraining), else ``default``."""
     argv = list(argv)
     for flag in ("--numerics", "NUMERICS"):
         if flag in argv[:-1]:
@@ -86,13 +86,13 @@ def requested_mode(argv: Sequence[str]) -> str:
     for item in argv:
         if item.startswith("--numerics="):
             return item.split("=", 1)[1]
-    return "fast"
+    return default
 
 
-def reexec_if_needed(mode: Optional[str] = None) -> None:
+def reexec_if_needed(mode: Optional[str] = None, default: str = "fast") -> None:
     """Run as a script in ``portable`` mode without its variables: start this same command again with them (they
     are read by libraries when they load, too early for the process to set them itself)."""
-    mode = mode or requested_mode(sys.argv[1:])
+    mode = mode or requested_mode(sys.argv[1:], default)
     if missing(mode):
         os.execve(sys.executable, [sys.executable, *sys.argv], environment(mode))
 
@@ -127,6 +127,23 @@ def apply(mode: str) -> Dict[str, object]:
                      "threads": torch.get_num_threads(), "deterministic_algorithms": "deterministic" not in drop,
                      "environment": portable_env()})
     return dict(_APPLIED)
+
+
+def add_argument(parser, default: str = "fast") -> None:
+    """The ``--numerics`` flag of a tool (its ``__main__`` calls ``reexec_if_needed`` first, ``main`` ``apply``)."""
+    parser.add_argument("--numerics", choices=MODES, default=default,
+                        help=f"fast: the machine's fastest kernels (numbers vary across CPUs); portable: the same "
+                             f"bits on any x86-64 CPU with AVX2, slower (pretrain/numerics.py). Default: {default}")
+
+
+def switch(mode: str) -> bool:
+    """``apply`` for a tool's ``main``: False, after one line on stderr, when the mode cannot be set."""
+    try:
+        apply(mode)
+    except NumericsError as e:
+        print(f"error: --numerics {mode}: {e}", file=sys.stderr)
+        return False
+    return True
 
 
 def current() -> Dict[str, object]:

@@ -5,17 +5,20 @@ fetch real data -> pretrain HoughCL (the paper's matcher) and DenseCL, ResNet-18
 -> matching accuracy of every matcher at C5 and a correspondence picture -> the dense linear probe of random init
 (drawn with the same seeds), HoughCL and DenseCL on the tree tiles, paired by pretraining seed -> convert with
 --verify -> the frozen-backbone detection probe (Faster R-CNN R18-FPN) -> tables -> report.md. One line per
-stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed: a rerun prints the same numbers, and skips
-the stages whose output exists and whose inputs (command, files, library code, package versions) did not change.
-The stages themselves are described in transfer/demo.py.
+stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and every stage runs in portable numerics
+(``--numerics fast`` to leave them): a rerun, here or on another x86-64 CPU with AVX2, prints the same numbers,
+and skips the stages whose output exists and whose inputs (command, files, library code, package versions, the
+numerics mode) did not change. The stages themselves are described in transfer/demo_plan.py.
 """
 import argparse
 import os
 import re
 import sys
 
+from pretrain import numerics
 from pretrain.config import ConfigError
-from transfer.demo import METHODS, STUDY_METHODS, Plan, run
+from transfer.demo import run
+from transfer.demo_plan import METHODS, STUDY_METHODS, Plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--study", action="store_true", help="also hough_transform (extension), the geometric "
                         "oracle, PixPro-style and MoCo-v2, 10 pretraining seeds, and HoughCL's and DenseCL's runs "
                         "read otherwise (momentum encoder, mean of the last checkpoints), into output/study")
+    numerics.add_argument(parser, default="portable")
     args = parser.parse_args(argv)
     if args.methods is not None and "densecl" not in args.methods:
         parser.error("--methods: densecl is the tables' baseline and must be one of them")
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
                     pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
                     segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
-                    matching=False, dense=False)
+                    matching=False, dense=False, numerics=args.numerics)
     else:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
                     methods=methods, pretrain_opts=args.pretrain_opts,
@@ -64,12 +68,14 @@ def main(argv=None) -> int:
                     instruments=args.study,
                     dense_halves=args.dense_halves,
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
-                    detection_iters=args.detection_iters)
+                    detection_iters=args.detection_iters, numerics=args.numerics)
     try:
         plan.pretrain_cfg  # a bad override is one line now, not a failed stage later
     except ConfigError as e:
         print(f"error: --pretrain-opts {' '.join(args.pretrain_opts)}: {e}", file=sys.stderr)
         return 1
+    if not numerics.switch(args.numerics):  # recorded in the report; every stage runs in this mode
+        return 2
     report = run(plan, ROOT, args.force)
     with open(report) as f:
         print("\n" + re.split(r"## (?:Pictures|Where these numbers come from)", f.read())[0])
@@ -78,4 +84,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed(default="portable")  # the report records the mode its stages ran in
     sys.exit(main())

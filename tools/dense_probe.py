@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from pretrain import numerics
 from pretrain.backbone import STAGES, BackboneError
 from transfer.dense_probe import load_tiles, probe_results, probe_scores
 from transfer.results import seed_dir, write_final_results
@@ -41,7 +42,10 @@ def main(argv=None) -> int:
                         help="write one result, the mean over the halves, as seed S: OUT/seed_S (to pair backbones "
                              "by their pretraining seed S; at random init S also draws the weights)")
     parser.add_argument("--out", required=True, help="run folder: OUT/seed_k/final_results.json")
+    numerics.add_argument(parser)
     args = parser.parse_args(argv)
+    if not numerics.switch(args.numerics):
+        return 2
     try:
         classes = scan_split(args.voc_dir, args.train)
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
@@ -73,4 +77,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed()  # --numerics portable: the variables libraries read at load time
     sys.exit(main())

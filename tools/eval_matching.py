@@ -21,12 +21,14 @@ import argparse
 import json
 import sys
 
+from pretrain import numerics
 from pretrain.backbone import BackboneError
 from pretrain.config import ConfigError, load_config
 from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS
 from pretrain.matching_eval import matching_study, registered_variants
 from pretrain.matching_report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
+from pretrain.provenance import provenance
 from transfer.matching_seeds import seeds_markdown, seeds_study
 
 
@@ -50,7 +52,10 @@ def main(argv=None):
                         help="the `hough` options against the reference over these backbones' pretraining seeds")
     parser.add_argument("--pair-sets", nargs="+", type=int, default=[0, 1, 2], help="with --backbones: pair seeds")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
+    numerics.add_argument(parser)
     args = parser.parse_args(argv)
+    if not numerics.switch(args.numerics):
+        return 2
     if args.backbones:
         return seeds_main(args)
     try:
@@ -81,6 +86,7 @@ def main(argv=None):
             key = "exact" if args.tolerance == 0 else "within_one"
             print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
         written = result
+    written = {**written, "provenance": provenance()}
     atomic_write(args.out, lambda f: f.write((json.dumps(written, indent=2) + "\n").encode()))
     print(f"wrote {args.out}" + (f" and {args.out}.md" if args.ablation else ""))
     return 0
@@ -97,6 +103,7 @@ def seeds_main(args) -> int:
     except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    study["provenance"] = provenance()
     table = seeds_markdown(study)
     print(table)
     atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
@@ -106,4 +113,5 @@ def seeds_main(args) -> int:
 
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed()  # --numerics portable: the variables libraries read at load time
     sys.exit(main())

@@ -18,6 +18,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
+from pretrain import numerics
 from pretrain.lock import LockError
 from pretrain.provenance import provenance
 from transfer.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
@@ -52,11 +53,12 @@ def main(args):
 
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed()  # --numerics portable: the variables libraries read at load time
     arguments = parse_args()
     try:
         sys.exit(run(main, arguments))
     except (WeightsError, ResultsError, DatasetError, LockError, LaunchError, ResumeError, FileNotFoundError,
-            ValueError) as e:
+            ValueError, numerics.NumericsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except ProcessExitedException as e:  # a spawned process stopped and has said why

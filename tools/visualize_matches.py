@@ -13,6 +13,7 @@ drawn ones.
 import argparse
 import sys
 
+from pretrain import numerics
 from pretrain.data import list_images, readable_images
 from pretrain.files import atomic_write
 from pretrain.match_picture import disagreement_picture
@@ -28,7 +29,10 @@ def main(argv=None):
     parser.add_argument("--show", type=int, default=2, help="pairs drawn: those where the matchers disagree most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="PNG to write")
+    numerics.add_argument(parser)
     args = parser.parse_args(argv)
+    if not numerics.switch(args.numerics):
+        return 2
     paths = readable_images(list_images(args.images))
     if not paths:
         print(f"error: {args.images}: no readable image", file=sys.stderr)
@@ -42,4 +46,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    numerics.reexec_if_needed()  # --numerics portable: the variables libraries read at load time
     sys.exit(main())

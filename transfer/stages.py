@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, Iterable, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 import yaml
 from tqdm import tqdm
@@ -77,12 +77,15 @@ def library_files(script: str, cwd: str) -> List[str]:
     return [path for package in sorted(seen) for path in package_files(cwd, package)]
 
 
-def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None) -> str:
+def fingerprint(command: Sequence[str], cwd: str, output: Optional[str] = None,
+                env: Optional[Dict[str, str]] = None) -> str:
     """sha256 of the command's arguments, of the bytes of every existing file among them that it reads (not
     ``output``, not the argument of an output flag), of the project's library code a Python script among them
     imports, of the versions of the packages that decide the numbers, and of the variables that choose the CPU
-    kernels (oneDNN and MKL instruction sets, thread counts)."""
-    kernels = " ".join(f"{k}={os.environ.get(k, '')}" for k in KERNEL_VARIABLES)
+    kernels (oneDNN and MKL instruction sets, MKL_CBWR, thread counts) in the environment ``env`` the command
+    runs in (default: this process's); the numerics mode is one of the command's arguments."""
+    env = os.environ if env is None else env
+    kernels = " ".join(f"{k}={env.get(k, '')}" for k in KERNEL_VARIABLES)
     digest = hashlib.sha256(versions_line().encode() + b"\0" + kernels.encode() + b"\0")
     for i, arg in enumerate(command):
         digest.update(arg.encode() + b"\0")
@@ -105,10 +108,12 @@ def clock(seconds: float) -> str:
 
 class Stages:
     """Run planned stages in order. ``plan``: the expected seconds of every stage, for the ETA (scaled by how
-    the stages so far compared with their plan)."""
+    the stages so far compared with their plan). ``env``: every stage's environment (default: this process's),
+    e.g. the variables of a numerics mode, which libraries read when a stage's process starts."""
 
-    def __init__(self, plan: Sequence[float], log_dir: str, cwd: str):
+    def __init__(self, plan: Sequence[float], log_dir: str, cwd: str, env: Optional[Dict[str, str]] = None):
         self.plan, self.log_dir, self.cwd = list(plan), log_dir, cwd
+        self.env = dict(os.environ if env is None else env)
         self.number, self.started, self.spent_planned = 0, time.time(), 0.0
         self.done: List[dict] = []
         os.makedirs(log_dir, exist_ok=True)
@@ -136,7 +141,7 @@ class Stages:
         log = os.path.join(self.log_dir, name + ".log")
         head = f"[{self.number}/{len(self.plan)} {clock(time.time() - self.started)}, ETA {clock(self.eta())}]"
         planned = self.plan[self.number - 1]
-        inputs = fingerprint(command, self.cwd, done_when)
+        inputs = fingerprint(command, self.cwd, done_when, self.env)
         recorded = self.records.get(title) or {}
         if isinstance(recorded, str):  # the first format: the inputs only
             recorded = {"inputs": recorded, "seconds": None}
@@ -161,7 +166,8 @@ class Stages:
         with open(log, "w") as out:
             out.write("$ " + " ".join(command) + "\n")
             out.flush()
-            process = subprocess.Popen(list(command), cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(list(command), cwd=self.cwd, env=self.env, stdout=out,
+                                       stderr=subprocess.STDOUT)
             bar = tqdm(total=total, unit="it", leave=False, dynamic_ncols=True, file=sys.stdout) if total else None
             while process.poll() is None:
                 time.sleep(1.0)

@@ -21,6 +21,7 @@ from detectron2.engine import hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from pretrain import numerics
 from pretrain.config import CONFIG_KEY, flat_keys, overrides_after_flags
 from pretrain.distributed import peer_failure, weights_agree
 
@@ -123,6 +124,7 @@ def check_launcher(world_size: int, device: str) -> None:
 
 def setup(args):
     """The frozen config of one fine-tuning process, with Detectron2's logging and output folder set up."""
+    numerics.apply(getattr(args, "numerics", "fast"))  # in every process: torch's switches are per process
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     if getattr(args, "allow_partial", False):
         cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = True
@@ -244,6 +246,7 @@ def argument_parser():
     parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
                         help="the class list of the --voc sets (default: the union of the names in all of them), or "
                              "the names of the class indices 0..K-1 of the --sem-seg sets (default: class_0 ...)")
+    numerics.add_argument(parser)
     return parser
 
 

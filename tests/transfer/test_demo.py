@@ -1,9 +1,9 @@
-"""transfer/demo.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
+"""transfer/demo_plan.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
 import os
 
 import pytest
 
-from transfer.demo import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages_of
+from transfer.demo_plan import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages_of
 
 
 def test_segmentation_runs_pair_by_pretraining_seed():

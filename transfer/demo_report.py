@@ -1,0 +1,129 @@
+"""The demo's and the study's report: the tables the stages wrote, the pictures, where the numbers come from (the
+machine and the numerics mode) and every command that ran."""
+import json
+import os
+from typing import Sequence
+
+from pretrain.files import atomic_write
+from pretrain.matching import MATCHERS, list_matchers
+from pretrain.provenance import provenance, provenance_lines
+from transfer.demo_plan import INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan
+from transfer.results import RESULTS_FILE, seed_dir
+from transfer.stages import Stages
+
+
+def matching_rows(out: str, names: Sequence[str]) -> str:
+    """Exact / within-one accuracy of every registered matcher, one row per backbone."""
+    matchers = list_matchers()
+    rows = ["| backbone | " + " | ".join(matchers) + " |", "|---|" + "---|" * len(matchers)]
+    for name in names:
+        with open(os.path.join(out, f"matching_{name}.json")) as f:
+            r = json.load(f)
+        rows.append(f"| {name} | " + " | ".join(f"{r['exact'][m]['all']:.3f} / {r['within_one'][m]['all']:.3f}"
+                                                for m in matchers) + " |")
+    legend = "; ".join(f"`{m}`: {MATCHERS[m].label}" for m in matchers)
+    return "\n".join(rows) + f"\n\nEach cell: exact / within one cell. {legend}."
+
+
+def stage_lines(runner: Stages, root: str) -> str:
+    lines = []
+    for i, stage in enumerate(runner.done, 1):
+        earlier = stage.get("earlier_seconds")
+        took = (f"{stage['seconds']:.0f} s" if stage["log"] is not None else "skipped: already done" + (
+            f", {earlier:.0f} s when it ran" if earlier is not None else ""))
+        command = " ".join(os.path.relpath(c, root) if c.startswith(root) else c for c in stage["command"])
+        lines.append(f"{i}. {stage['title']} ({took})\n   `{command}`")
+    return "\n".join(lines)
+
+
+def dense_section(plan: Plan) -> str:
+    with open(os.path.join(seed_dir(f"{plan.out}/dense_random_init", 0), RESULTS_FILE)) as f:
+        blind = 100 * json.load(f)["results"]["dense"]["positives"]
+    return f"""## Dense linear probe, paired by pretraining seed
+
+Each backbone's number is the mean over {plan.dense_halves} seeded halves of the training tiles of the cell-level
+average precision (x 100) of a logistic regression on its frozen, BN-re-estimated C4 features. The seeds of the
+table are PRETRAINING seeds: the spread is that of the pretraining run, which is where the spread is. The share
+of test cells inside a box, {blind:.1f}%, is the AP of a blind guess. The last table says what the test set
+contributes ({plan.tile_draws} resamples of the test tiles, the same for both models and every seed): at most
+that share of the seed-to-seed variance, so that even a perfectly repeatable pretraining would leave at least
+that half-width; and the spread of the mean difference over test sets of this size, which the interval over
+pretraining seeds leaves out.
+
+{open(f"{plan.out}/dense_table.md").read()}
+"""
+
+
+def instrument_section(plan: Plan) -> str:
+    tables = "\n".join(f"### {INSTRUMENTS[i].capitalize()}\n\n{open(f'{plan.out}/dense_{i}_table.md').read()}"
+                       for i in INSTRUMENTS)
+    return f"""## The same runs read otherwise: does it narrow the interval?
+
+The dense probe of other readings of the same HoughCL and DenseCL pretraining runs (no extra pretraining), paired
+by pretraining seed as above; an interval of HoughCL - DenseCL narrower than the last checkpoint's, with HoughCL
+still clearly above random init, would make a better instrument at the same budget.
+
+{tables}
+"""
+
+
+def matching_section(plan: Plan) -> str:
+    heading = ("Matching accuracy at C5 (7 x 7, 224 px views), 64 view pairs of the photos, backbones of "
+               "pretraining seed 0")
+    return f"""## {heading}
+
+{matching_rows(plan.out, plan.models)}
+
+All matchers see the same features of the same pairs; for threshold every positive pair counts.
+
+## Pictures
+
+- `pretraining.png`: the pretraining losses, and the matching accuracy of each run's own positives.
+- `matches.png`: view pairs where the matchers disagree most, the positives of argmax, hough (the paper's) and
+  hough_transform (the extension) drawn on the same pairs.
+"""
+
+
+def segmentation_section(plan: Plan, kind: str) -> str:
+    title, config = SEGMENTATION[kind]
+    return f"""## Semantic segmentation: {title} on the nuclei tiles, paired by pretraining seed
+
+`{config}`, {plan.segmentation[kind]} iterations; 12 training tiles, 4 test tiles (128 px, stardist's nuclei
+image; classes background and nucleus). Each (backbone, pretraining seed) is fine-tuned once, with that seed.
+mIoU, mean class accuracy and pixel accuracy from Detectron2's SemSegEvaluator.
+
+{open(f"{plan.out}/seg_{kind}_table.md").read()}
+"""
+
+
+def write_report(plan: Plan, runner: Stages, root: str) -> str:
+    out = plan.out
+    detection = "\n".join(
+        f"## Detection: {kind} ({plan.detection_iters} iterations, {seeds} seed(s), backbones of pretraining seed 0)"
+        f"\n\n{open(f'{out}/{kind}_table.md').read()}" for kind, seeds in plan.detection_seeds.items() if seeds)
+    sections = [dense_section(plan) if plan.dense else "", instrument_section(plan) if plan.instruments else "",
+                detection,
+                *[segmentation_section(plan, kind) for kind in plan.segmentation],
+                matching_section(plan) if plan.matching else ""]
+    body = "\n".join(section for section in sections if section)
+    seeds = f"0..{plan.pretrain_seeds - 1}"
+    overrides = f" with `{' '.join(map(str, plan.pretrain_opts))}`" if plan.pretrain_opts else ""
+    report = f"""# Pipeline report
+
+ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and pretraining seed
+(`{PRETRAIN_CONFIG}`{overrides}, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
+same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
+only where it excludes zero; with one seed no spread and no verdict is given.
+
+{body}
+## Where these numbers come from
+
+{provenance_lines(provenance())}
+
+## What ran
+
+{stage_lines(runner, root)}
+"""
+    path = f"{out}/report.md"
+    atomic_write(path, lambda f: f.write(report.encode()))
+    return path
