@@ -4,11 +4,14 @@
 MKL reads ``MKL_CBWR`` and ATen its CPU capability when they load, so the two modes cannot share a process: each
 mode gets a worker process started with its own environment (pretrain/numerics.py), and the parent asks the
 workers for one step at a time, alternately, so that drifts of the machine hit both; the ratio is the median of
-same-round ratios, as for the other parts.
+same-round ratios, as for the other parts. A second portable worker takes the same steps untimed: its weights must
+equal the first's to the bit (``repeat_identical``), which on a GPU is what the deterministic settings buy
+(``use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``; no GPU result is portable across GPU models).
 
-    python -m pretrain.bench_numerics MODE DEPTH SIZE BATCH VARIANT   (a worker: reads "step" lines on stdin)
+    python -m pretrain.bench_numerics MODE DEPTH SIZE BATCH VARIANT DEVICE   (a worker: "step"/"digest" on stdin)
 """
 import argparse
+import hashlib
 import os
 import statistics
 import subprocess
@@ -20,7 +23,7 @@ import torch
 
 from . import numerics
 from .bench_step import STEP_VARIANTS, random_batch, step_function
-from .timing import paired_ratio
+from .timing import paired_ratio, sync
 
 
 def mode_environment(mode: str) -> Dict[str, str]:
@@ -35,7 +38,7 @@ class Worker:
 
     def __init__(self, mode: str, args, variant: str):
         command = [sys.executable, "-m", "pretrain.bench_numerics", mode, str(args.depth), str(args.size),
-                   str(args.batch), variant]
+                   str(args.batch), variant, args.device]
         self.mode = mode
         self.process = subprocess.Popen(command, env=mode_environment(mode), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
@@ -47,10 +50,13 @@ class Worker:
             raise RuntimeError(f"the {self.mode} worker stopped (exit status {self.process.wait()})")
         return line.strip()
 
-    def step(self) -> float:
-        self.process.stdin.write("step\n")
+    def ask(self, request: str) -> str:
+        self.process.stdin.write(request + "\n")
         self.process.stdin.flush()
-        return float(self.read())
+        return self.read()
+
+    def step(self) -> float:
+        return float(self.ask("step"))
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -61,37 +67,48 @@ class Worker:
 def bench_numerics(args) -> Dict:
     """Median seconds per step of ``args.variant`` in each mode, and portable / fast (same-round ratios)."""
     workers = {mode: Worker(mode, args, args.variant) for mode in numerics.MODES}
+    again = Worker("portable", args, args.variant)
     try:
-        for worker in workers.values():
+        for worker in [*workers.values(), again]:
             for _ in range(args.warmup):
                 worker.step()
         times = {mode: [] for mode in workers}
         for _ in range(args.repeats):
             for mode, worker in workers.items():
                 times[mode].append(worker.step())
+            again.step()
+        repeat_identical = workers["portable"].ask("digest") == again.ask("digest")
     finally:
-        for worker in workers.values():
+        for worker in [*workers.values(), again]:
             worker.close()
     timing = {mode: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
               for mode, t in times.items()}
     return {"numerics": timing, "ratios": {"portable/fast": paired_ratio(timing, "portable", "fast")},
-            "threads": {mode: w.threads for mode, w in workers.items()},
+            "threads": {mode: w.threads for mode, w in workers.items()}, "repeat_identical": repeat_identical,
             "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "variant": args.variant,
-                         "device": "cpu"}}
+                         "device": args.device}}
 
 
 def worker_main(argv) -> int:
-    mode, depth, size, batch, variant = argv
+    mode, depth, size, batch, variant, device = argv
     numerics.apply(mode)
     args = argparse.Namespace(depth=int(depth), size=int(size), batch=int(batch), amp=False, compile=False)
-    device = torch.device("cpu")
+    device = torch.device(device)
     step = step_function(args, STEP_VARIANTS[variant], random_batch(args, args.batch, device, False), device, False)
     print(torch.get_num_threads(), flush=True)
     for line in sys.stdin:
+        if line.strip() == "digest":  # sha256 of every parameter and buffer
+            digest = hashlib.sha256()
+            for value in step.model.state_dict().values():
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            print(digest.hexdigest(), flush=True)
+            continue
         if line.strip() != "step":
             break
+        sync(device)
         start = time.perf_counter()
         step()
+        sync(device)
         print(time.perf_counter() - start, flush=True)
     return 0
 

@@ -39,7 +39,7 @@ def random_batch(args, batch_size, device, channels_last):
 
 def step_function(args, opts, batch, device, channels_last):
     """One training step of a method (``opts``), as the training loop runs it; the floor when ``opts`` is None:
-    the bare backbone, forward+backward of the query view and forward of the key view."""
+    the bare backbone, forward+backward of the query view and forward of the key view. ``.model``: what it trains."""
     cfg = step_cfg(args, opts or STEP_VARIANTS["mocov2"])
     torch.manual_seed(0)
     model = ContrastiveModel(cfg).to(device)
@@ -61,9 +61,14 @@ def step_function(args, opts, batch, device, channels_last):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        floor.model = model
         return floor
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    return lambda: train_step(model, batch, optimizer, scaler, autocast, 0.5)
+
+    def step():
+        train_step(model, batch, optimizer, scaler, autocast, 0.5)
+    step.model = model
+    return step
 
 
 def first_call_seconds(fn, device) -> float:

@@ -46,11 +46,13 @@ def print_table(result):
             print(f"largest batch (hough): {result['largest_batch']['hough']}")
     if "numerics" in result:
         s = result["settings"]
-        print(f"numerics: the {s['variant']} step, ResNet-{s['depth']}, {s['size']} px, batch {s['batch']}, cpu")
+        print(f"numerics: the {s['variant']} step, ResNet-{s['depth']}, {s['size']} px, batch {s['batch']}, "
+              f"{s['device']}")
         print("| mode | median s/step | min | max | threads |\n|---|---|---|---|---|")
         for mode, t in result["numerics"].items():
             print(f"| {mode} | {t['median']:.4f} | {t['min']:.4f} | {t['max']:.4f} | {result['threads'][mode]} |")
-        print(f"portable/fast: {result['ratios']['portable/fast']:.3f}")
+        print(f"portable/fast: {result['ratios']['portable/fast']:.3f}; a second portable process, the same steps: "
+              f"{'bit-identical weights' if result['repeat_identical'] else 'DIFFERENT weights'}")
     if "match" in result:
         print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
         for grid, row in result["match"].items():

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """`make demo`: the whole toolkit on real images on a CPU, within 15 minutes; ends with output/demo/report.md.
 
-fetch real data -> pretrain HoughCL (the paper's matcher) and DenseCL, ResNet-18, with 3 pretraining seeds each
--> matching accuracy of every matcher at C5 and a correspondence picture -> the dense linear probe of random init
-(drawn with the same seeds), HoughCL and DenseCL on the tree tiles, paired by pretraining seed -> convert with
---verify -> the frozen-backbone detection probe (Faster R-CNN R18-FPN) -> tables -> report.md. One line per
-stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and every stage runs in portable numerics
-(``--numerics fast`` to leave them): a rerun, here or on another x86-64 CPU with AVX2, prints the same numbers,
-and skips the stages whose output exists and whose inputs (command, files, library code, package versions, the
-numerics mode) did not change. The stages themselves are described in transfer/demo_plan.py.
+fetch real data -> pretrain HoughCL (`hough`, reference options: RHM at C5) and DenseCL, ResNet-18, 3 pretraining
+seeds each -> matching accuracy of every matcher at C5 and a correspondence picture -> the dense linear probe of
+random init (drawn with the same seeds), HoughCL and DenseCL on the tree tiles, paired by pretraining seed ->
+convert with --verify -> the frozen-backbone detection probe (Faster R-CNN R18-FPN) -> tables -> report.md. One line
+per stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and every stage runs in portable numerics
+(``--numerics fast`` to leave them): a rerun, here or on another x86-64 CPU with AVX2, prints the same numbers, and
+skips the stages whose output exists and whose inputs (command, files, library code, package versions, the numerics
+mode) did not change. The stages themselves are described in transfer/demo_plan.py.
 """
 import argparse
 import os

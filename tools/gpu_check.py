@@ -6,7 +6,9 @@
 
 Steps: the tests marked ``gpu`` (AMP against fp32, positives, DDP over NCCL through torchrun at world size 1 and
 2 where two GPUs exist, resume on the GPU); the pretraining step benchmark (ResNet-50, 224 px, batch 64, bf16,
-channels-last) with the largest batch that fits; the matchers at grid 28 on the device; 20 iterations of
+channels-last) with the largest batch that fits; the portable numerics mode on the GPU (deterministic algorithms,
+``CUBLAS_WORKSPACE_CONFIG``): its step time against fast (ResNet-50, batch 32, fp32) and whether a second portable
+process ends with the same weights to the bit; the matchers at grid 28 on the device; 20 iterations of
 Detectron2 Faster R-CNN R50-C4 on the device (ROIAlign and NMS from torchvision). Prints one JSON and a short
 table; writes OUT/result.json. Exit status 1 if a step failed.
 """

@@ -79,8 +79,8 @@ All matchers see the same features of the same pairs; for threshold every positi
 ## Pictures
 
 - `pretraining.png`: the pretraining losses, and the matching accuracy of each run's own positives.
-- `matches.png`: view pairs where the matchers disagree most, the positives of argmax, hough (the paper's) and
-  hough_transform (the extension) drawn on the same pairs.
+- `matches.png`: view pairs where the matchers disagree most, the positives of argmax (DenseCL), hough (HoughCL
+  with its reference options, RHM at C5) and hough_transform (this toolkit's extension) drawn on the same pairs.
 """
 
 

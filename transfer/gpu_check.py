@@ -25,17 +25,23 @@ def steps(smoke: bool, out: str, data: str):
         match = ["--grids", "7", "--match-batch", "2", "--channels", "64", "--device", "cpu", "--match-repeats", "2"]
         detectron = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2"]
         views = ["--size", "64", "--workers", "0", "--data-batch", "4", "--data-repeats", "1", "--data-epochs", "1"]
+        modes = step
     else:
         step = ["--depth", "50", "--size", "224", "--batch", "64", "--amp", "--device", "cuda", "--warmup", "5",
                 "--repeats", "20", "--max-batch"]
         match = ["--grids", "28", "--match-batch", "32", "--device", "cuda", "--match-repeats", "20"]
         detectron = ["MODEL.DEVICE", "cuda", "SOLVER.MAX_ITER", "20", "SOLVER.IMS_PER_BATCH", "4"]
         views = ["--size", "224", "--workers", "0", "--data-batch", "64", "--data-repeats", "5", "--data-epochs", "1"]
+        # the portable mode's deterministic settings against fast, and whether two processes agree to the bit
+        modes = ["--depth", "50", "--size", "224", "--batch", "32", "--device", "cuda", "--warmup", "3", "--repeats",
+                 "10"]
     return [
         ("gpu_tests", [python, "-m", "pytest", "-q", "-m", "gpu", "tests", "--junitxml", f"{out}/gpu_tests.xml"],
          240, None),
         ("step_benchmark", [python, f"{TOOLS}/benchmark.py", "step", *step, "--json", f"{out}/step.json"], 240,
          f"{out}/step.json"),
+        ("numerics", [python, f"{TOOLS}/benchmark.py", "numerics", *modes, "--json", f"{out}/numerics.json"], 240,
+         f"{out}/numerics.json"),
         ("matchers", [python, f"{TOOLS}/benchmark.py", "match", *match, "--json", f"{out}/match.json"], 120,
          f"{out}/match.json"),
         ("view_pipelines", [python, f"{TOOLS}/benchmark.py", "data", "--images", f"{data}/images", *views, "--json",
@@ -108,6 +114,10 @@ def print_table(report):
     ratios = ", ".join(f"{k} {v:.3f}" for k, v in step.get("ratios", {}).items())
     print(f"| step benchmark | {steps['step_benchmark']['status']} | {steps['step_benchmark']['seconds']} | "
           f"images/s: {ips}; {ratios}; largest batch {step.get('largest_batch')} |")
+    modes = steps["numerics"].get("result", {})
+    print(f"| numerics modes | {steps['numerics']['status']} | {steps['numerics']['seconds']} | "
+          f"portable/fast {modes.get('ratios', {}).get('portable/fast', float('nan')):.3f}; two portable processes "
+          f"bit-identical: {modes.get('repeat_identical')} |")
     match = steps["matchers"].get("result", {}).get("match", {})
     cells = "; ".join(f"grid {g}: " + ", ".join(f"{m} {row[m]['seconds'] * 1e3:.2f} ms"
                                                 for m in list_matchers(from_geometry=False))

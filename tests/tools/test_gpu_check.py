@@ -25,6 +25,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert {"mocov2", "argmax", "hough", "threshold", "geometric", "floor"} <= set(step["images_per_s"])
     assert {"hough/argmax", "hough/floor"} <= set(step["ratios"]) and "voters" in step["not_run"]["hough_transform"]
     assert {"argmax", "hough", "hough_transform"} <= set(report["steps"]["matchers"]["result"]["match"]["7"])
+    modes = report["steps"]["numerics"]["result"]
+    assert modes["repeat_identical"] and modes["ratios"]["portable/fast"] > 0 and modes["threads"]["portable"] == 2
     assert "AP50" in report["steps"]["faster_rcnn_c4"]["result"]["results"]["bbox"]
     views = report["steps"]["view_pipelines"]["result"]
     assert set(views["data"]["workers_0"]["images_per_s"]) == {"ours", "plain", "device_workers"}
