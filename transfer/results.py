@@ -19,7 +19,8 @@ from pretrain.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
 TASKS = ("bbox", "segm", "sem_seg")
-TASK_METRICS = {"sem_seg": ("mIoU", "mACC", "pACC")}  # Detectron2's SemSegEvaluator; the others: METRICS
+# Scored by Detectron2's SemSegEvaluator: the segmentation transfer and the dense retrieval; the others: METRICS
+TASK_METRICS = {"sem_seg": ("mIoU", "mACC", "pACC"), "retrieval": ("mIoU", "mACC", "pACC")}
 RESULTS_FILE = "final_results.json"
 
 

@@ -47,6 +47,36 @@ def torchvision_to_detectron2(name: str) -> str:
     return f"res{stage}.{block}.{rest}"
 
 
+def detectron2_to_torchvision(name: str) -> str:
+    """The inverse of ``torchvision_to_detectron2``."""
+    if name.startswith("stem.conv1.norm."):
+        return "bn1." + name[len("stem.conv1.norm."):]
+    if name.startswith("stem."):
+        return name[len("stem."):]
+    m = re.match(r"res(\d)\.(\d+)\.(.+)$", name)
+    if not m:
+        raise BackboneError(f"cannot rename {name!r}: not a Detectron2 ResNet key")
+    rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", m.group(3))
+    rest = re.sub(r"^shortcut\.norm\.", "downsample.1.", rest)
+    rest = re.sub(r"^shortcut\.", "downsample.0.", rest)
+    return f"layer{int(m.group(1)) - 1}.{m.group(2)}.{rest}"
+
+
+def read_converted(path: str) -> Dict[str, torch.Tensor]:
+    """The torchvision state dict of a ``.pkl`` that tools/convert.py wrote (torchvision layout, RGB input); a
+    Detectron2 file of another origin (Caffe2 strides and BGR input) is refused: give its source instead."""
+    with open(path, "rb") as f:
+        try:
+            data = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as e:
+            raise WeightsError(f"{path}: not a readable pickle, truncated or damaged "
+                               f"({e.__class__.__name__})") from None
+    if not isinstance(data, dict) or data.get("__author__") != "houghcl-toolkit":
+        raise WeightsError(f"{path}: a Detectron2 file not written by tools/convert.py (its layout and input "
+                           "settings are unknown): give the checkpoint it was converted from")
+    return OrderedDict((detectron2_to_torchvision(k), torch.as_tensor(v)) for k, v in data["model"].items())
+
+
 def to_detectron2(weights: ResNetWeights) -> Dict:
     """The payload of a Detectron2 ``.pkl``: numpy arrays under Detectron2 names."""
     renamed = OrderedDict()
