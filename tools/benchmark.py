@@ -5,6 +5,7 @@
     tools/benchmark.py match --json match.json
     tools/benchmark.py data --images datasets/photos --json data.json
     tools/benchmark.py numerics --depth 18 --size 224 --batch 8 --json numerics.json   (portable / fast step)
+    tools/benchmark.py retrieval --bank-patches 1000000 --json retrieval.json   (dense retrieval patches/s)
 
 Variants are interleaved (warm-up, then repetitions in turn) so that drifts of the machine hit all of them;
 each reports the median and the spread (min, max); ratios are medians of same-round ratios. Targets (goals,
@@ -25,6 +26,7 @@ from pretrain.bench_numerics import bench_numerics
 from pretrain.bench_step import STEP_VARIANTS, bench_match, bench_step
 from pretrain.files import atomic_write
 from pretrain.matching import list_matchers
+from transfer.bench_retrieval import bench_retrieval
 
 
 def print_table(result):
@@ -62,6 +64,12 @@ def print_table(result):
                 print(f"| {grid} | {key[6:]} | {row[key]:.2f} | |")
             print(f"| {grid} | (a [N,Lq,Lk,slices] tensor would need) | | "
                   f"{row['bytes_of_N_Lq_Lk_slices_tensor'] / 2 ** 20:.0f} |")
+    if "retrieval" in result:
+        s, r = result["settings"], result["retrieval"]
+        print(f"retrieval: ResNet-{s['depth']} C4 ({s['dim']} dimensions), {s['size']} px views, bank of "
+              f"{s['bank_patches']:,} patches, k {s['neighbours']}, {s['threads']} threads")
+        print(f"build: forward {r['build_forward_patches_per_s']:.0f} patches/s, faiss add "
+              f"{r['build_add_patches_per_s']:.0f} patches/s; query: {r['query_patches_per_s']:.0f} patches/s")
     if "decode" in result:
         rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
         print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")
@@ -78,7 +86,7 @@ def print_table(result):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("step", "match", "data", "numerics"))
+    parser.add_argument("part", choices=("step", "match", "data", "numerics", "retrieval"))
     parser.add_argument("--depth", type=int, default=18)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
@@ -101,9 +109,13 @@ def main(argv=None):
     parser.add_argument("--data-repeats", type=int, default=3)
     parser.add_argument("--data-epochs", type=int, default=3, help="data: epochs per measurement, from one loader")
     parser.add_argument("--decode", type=int, default=0, metavar="N", help="data: also time JPEG decoding of N files")
+    parser.add_argument("--bank-patches", type=int, default=1_000_000, help="retrieval: patches in the bank")
+    parser.add_argument("--queries", type=int, default=1000, help="retrieval: query patches per search")
+    parser.add_argument("--neighbours", type=int, default=30, help="retrieval: k")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
-    parts = {"step": bench_step, "match": bench_match, "data": bench_data, "numerics": bench_numerics}
+    parts = {"step": bench_step, "match": bench_match, "data": bench_data, "numerics": bench_numerics,
+             "retrieval": bench_retrieval}
     result = parts[args.part](args)
     result["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
                          "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=80)
+    parser.add_argument("--retrieval-size", type=int, default=224, help="dense retrieval: view size (a multiple of "
+                        "16; 0: no retrieval readout)")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--segmentation", action="store_true", help="HoughCL and DenseCL backbones (3 pretraining "
                         "seeds) and random init on the nuclei tiles: FCN-D8 fine-tuning and the frozen linear "
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
                     pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
                     segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
-                    matching=False, dense=False, numerics=args.numerics)
+                    matching=False, dense=False, retrieval_size=0, numerics=args.numerics)
     else:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
                     methods=methods, pretrain_opts=args.pretrain_opts,
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
                     instruments=args.study,
                     dense_halves=args.dense_halves,
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
-                    detection_iters=args.detection_iters, numerics=args.numerics)
+                    detection_iters=args.detection_iters, retrieval_size=args.retrieval_size,
+                    numerics=args.numerics)
     try:
         plan.pretrain_cfg  # a bad override is one line now, not a failed stage later
     except ConfigError as e:

@@ -57,6 +57,8 @@ class Plan:
     segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
     matching: bool = True            # the matching-accuracy stages and the correspondence picture
     dense: bool = True               # the dense linear probe on the tree tiles
+    # the dense retrieval readout on the tree tiles (transfer/retrieval.py): its view size (0: none)
+    retrieval_size: int = 224
     instruments: bool = False        # the dense probe of INSTRUMENTS too, HoughCL and DenseCL
     # pretrain/numerics.py: every stage that computes runs in this mode, with its variables in the environment
     numerics: str = "portable"
@@ -127,6 +129,8 @@ def stages_of(plan: Plan) -> List[Stage]:
                     os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
                     [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
         found.append(collect(plan, "dense"))
+    if plan.retrieval_size:
+        found += retrieval_stages(plan)
     if plan.instruments:
         found += instrument_stages(plan)
     kinds = [kind for kind, seeds in plan.detection_seeds.items() if seeds]
@@ -149,6 +153,22 @@ def stages_of(plan: Plan) -> List[Stage]:
         found.append(collect(plan, kind))
     if plan.segmentation:
         found += segmentation_stages(plan)
+    return found
+
+
+def retrieval_stages(plan: Plan) -> List[Stage]:
+    """The dense retrieval readout of every backbone on the tree tiles (boxes painted as labels), seeded with the
+    pretraining seed (its views and bank patches are the same for every backbone of that seed), and its table."""
+    found = []
+    for seed in range(plan.pretrain_seeds):
+        for name in plan.models:
+            weights = [] if name == "random_init" else ["--weights", f"{pretrain_dir(plan, name, seed)}/backbone.pth"]
+            run_dir = seed_dir(f"{plan.out}/retrieval_{name}", seed)
+            found.append(Stage(f"dense retrieval of {name}, pretraining seed {seed}", computing_tool(
+                plan, "dense_retrieval.py", "--voc", "datasets/trees", *weights, "--size", plan.retrieval_size,
+                "--seed", seed, "--out", f"{plan.out}/retrieval_{name}"), os.path.join(run_dir, RESULTS_FILE),
+                [run_dir], seconds=30))
+    found.append(collect(plan, "retrieval"))
     return found
 
 

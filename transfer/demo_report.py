@@ -54,6 +54,19 @@ pretraining seeds leaves out.
 """
 
 
+def retrieval_section(plan: Plan) -> str:
+    return f"""## Dense retrieval, paired by pretraining seed
+
+No training at all (docs/retrieval.md): the frozen, BN-re-estimated C4 features of one augmented
+{plan.retrieval_size} px view of every training tile, with the share of each cell's pixels inside a tree box,
+form a memory bank; every test cell takes the softmax-weighted (temperature 0.02) labels of its 30 nearest bank
+cells by cosine; the upsampled argmax is scored by Detectron2's SemSegEvaluator against the boxes painted as
+pixel labels. The seed draws the views and is the pretraining seed: the same views for every backbone of it.
+
+{open(f"{plan.out}/retrieval_table.md").read()}
+"""
+
+
 def instrument_section(plan: Plan) -> str:
     tables = "\n".join(f"### {INSTRUMENTS[i].capitalize()}\n\n{open(f'{plan.out}/dense_{i}_table.md').read()}"
                        for i in INSTRUMENTS)
@@ -101,7 +114,8 @@ def write_report(plan: Plan, runner: Stages, root: str) -> str:
     detection = "\n".join(
         f"## Detection: {kind} ({plan.detection_iters} iterations, {seeds} seed(s), backbones of pretraining seed 0)"
         f"\n\n{open(f'{out}/{kind}_table.md').read()}" for kind, seeds in plan.detection_seeds.items() if seeds)
-    sections = [dense_section(plan) if plan.dense else "", instrument_section(plan) if plan.instruments else "",
+    sections = [dense_section(plan) if plan.dense else "", retrieval_section(plan) if plan.retrieval_size else "",
+                instrument_section(plan) if plan.instruments else "",
                 detection,
                 *[segmentation_section(plan, kind) for kind in plan.segmentation],
                 matching_section(plan) if plan.matching else ""]

@@ -8,7 +8,7 @@ from transfer.demo_plan import INSTRUMENTS, METHODS, STUDY_METHODS, Plan, stages
 
 def test_segmentation_runs_pair_by_pretraining_seed():
     plan = Plan(out="o", methods=METHODS, pretrain_seeds=2, detection_seeds={}, segmentation={"fcn": 7, "linear": 5},
-                matching=False, dense=False)
+                matching=False, dense=False, retrieval_size=0)
     stages = stages_of(plan)
     runs = [s.command for s in stages if s.command[1] == "tools/train_net.py"]
     assert len(runs) == 2 * 2 * 3  # kinds x pretraining seeds x (random init, houghcl, densecl)
@@ -24,8 +24,24 @@ def test_segmentation_runs_pair_by_pretraining_seed():
 
 def test_the_demo_has_no_segmentation_stage():
     stages = stages_of(Plan(out="o", methods=METHODS))
-    assert len(stages) == 27 and not any("--sem-seg" in s.command for s in stages)
+    assert len(stages) == 37 and not any("--sem-seg" in s.command for s in stages)
     assert sum("convert.py" in s.command[1] for s in stages) == len(METHODS)
+
+
+def test_the_retrieval_readout_reads_every_backbone_paired_by_pretraining_seed():
+    stages = stages_of(Plan(out="o", methods=METHODS, pretrain_seeds=2, retrieval_size=112))
+    runs = [s.command for s in stages if s.command[1] == "tools/dense_retrieval.py"]
+    assert len(runs) == 2 * 3
+    for command in runs:
+        seed, out, size = (command[command.index(key) + 1] for key in ("--seed", "--out", "--size"))
+        weights = command[command.index("--weights") + 1] if "--weights" in command else None
+        assert size == "112" and command[command.index("--numerics") + 1] == "portable"
+        assert weights is None and out == "o/retrieval_random_init" or weights == (
+            f"o/pretrain_{out.split('_', 1)[1]}_seed{seed}/backbone.pth")
+    table, = [s.command for s in stages if s.command[-1] == "o/retrieval_table"]
+    assert table[2:5] == ["o/retrieval_random_init", "o/retrieval_houghcl", "o/retrieval_densecl"]
+    without = stages_of(Plan(out="o", methods=METHODS, retrieval_size=0))
+    assert not any("dense_retrieval.py" in s.command[1] for s in without)
 
 
 def test_the_study_reads_houghcl_and_densecl_runs_otherwise_paired_by_pretraining_seed():
