@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=80)
-    parser.add_argument("--retrieval-size", type=int, default=224, help="dense retrieval: view size (a multiple of "
-                        "16; 0: no retrieval readout)")
+    parser.add_argument("--retrieval-size", type=int, default=112, help="dense retrieval: view size, a multiple of "
+                        "16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; 0: none)")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--segmentation", action="store_true", help="HoughCL and DenseCL backbones (3 pretraining "
                         "seeds) and random init on the nuclei tiles: FCN-D8 fine-tuning and the frozen linear "

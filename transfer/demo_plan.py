@@ -58,7 +58,7 @@ class Plan:
     matching: bool = True            # the matching-accuracy stages and the correspondence picture
     dense: bool = True               # the dense linear probe on the tree tiles
     # the dense retrieval readout on the tree tiles (transfer/retrieval.py): its view size (0: none)
-    retrieval_size: int = 224
+    retrieval_size: int = 112
     instruments: bool = False        # the dense probe of INSTRUMENTS too, HoughCL and DenseCL
     # pretrain/numerics.py: every stage that computes runs in this mode, with its variables in the environment
     numerics: str = "portable"
