@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=80)
     parser.add_argument("--retrieval-size", type=int, default=112, help="dense retrieval: view size, a multiple of "
-                        "16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; 0: none)")
+                        "16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; the nuclei "
+                        "tiles of --segmentation: 128, their size; 0: none)")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--segmentation", action="store_true", help="HoughCL and DenseCL backbones (3 pretraining "
                         "seeds) and random init on the nuclei tiles: FCN-D8 fine-tuning and the frozen linear "
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
                     pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
                     segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
-                    matching=False, dense=False, retrieval_size=0, numerics=args.numerics)
+                    matching=False, dense=False, retrieval_size=args.retrieval_size and 128, retrieval_set="nuclei",
+                    numerics=args.numerics)
     else:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
                     methods=methods, pretrain_opts=args.pretrain_opts,

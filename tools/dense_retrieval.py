@@ -32,8 +32,8 @@ def datasets_of(args):
         return box_label_sets(args.voc, args.train, args.test, os.path.join(args.out, "box_labels"))
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from transfer.datasets import register_from_args, sem_seg_parts
-    register_from_args(classes=args.classes, sem_seg=[sem_seg_parts(v) for v in args.sem_seg or ()])
+    from transfer.datasets import register_from_args
+    register_from_args(classes=args.classes, sem_seg=args.sem_seg or ())
     for name in (args.train, args.test):
         if name not in DatasetCatalog.list():
             raise ValueError(f"--train/--test {name}: no such set; register it with --sem-seg NAME IMAGES LABELS "

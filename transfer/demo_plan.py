@@ -23,6 +23,9 @@ DETECTION = {"probe": "configs/transfer/tiny/trees_R_18_FPN_probe_cpu.yaml",
 NUCLEI = ["--sem-seg", "nuclei_train", "datasets/nuclei/images", "datasets/nuclei/labels", "datasets/nuclei/train.txt",
           "--sem-seg", "nuclei_test", "datasets/nuclei/images", "datasets/nuclei/labels", "datasets/nuclei/test.txt",
           "--classes", "background", "nucleus"]
+# The sets the dense retrieval reads: the tree tiles through their boxes, the nuclei tiles through their label maps.
+RETRIEVAL_SETS = {"trees": ["--voc", "datasets/trees"],
+                  "nuclei": [*NUCLEI, "--train", "nuclei_train", "--test", "nuclei_test"]}
 SEGMENTATION = {"fcn": ("FCN-D8 fine-tuning", "configs/transfer/tiny/nuclei_FCN_R18_D8_cpu.yaml"),
                 "linear": ("frozen linear probe", "configs/transfer/tiny/nuclei_linear_probe_R18_cpu.yaml")}
 # HoughCL (the `hough` matcher with its reference options, RHM at C5) against its baseline DenseCL.
@@ -57,8 +60,9 @@ class Plan:
     segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
     matching: bool = True            # the matching-accuracy stages and the correspondence picture
     dense: bool = True               # the dense linear probe on the tree tiles
-    # the dense retrieval readout on the tree tiles (transfer/retrieval.py): its view size (0: none)
+    # the dense retrieval readout (transfer/retrieval.py) of every backbone: its view size (0: none) and set
     retrieval_size: int = 112
+    retrieval_set: str = "trees"
     instruments: bool = False        # the dense probe of INSTRUMENTS too, HoughCL and DenseCL
     # pretrain/numerics.py: every stage that computes runs in this mode, with its variables in the environment
     numerics: str = "portable"
@@ -129,7 +133,7 @@ def stages_of(plan: Plan) -> List[Stage]:
                     os.path.join(seed_dir(f"{out}/dense_{name}", seed), RESULTS_FILE),
                     [seed_dir(f"{out}/dense_{name}", seed)], seconds=15))
         found.append(collect(plan, "dense"))
-    if plan.retrieval_size:
+    if plan.retrieval_size and not plan.segmentation:
         found += retrieval_stages(plan)
     if plan.instruments:
         found += instrument_stages(plan)
@@ -153,21 +157,24 @@ def stages_of(plan: Plan) -> List[Stage]:
         found.append(collect(plan, kind))
     if plan.segmentation:
         found += segmentation_stages(plan)
+        if plan.retrieval_size:
+            found += retrieval_stages(plan)
     return found
 
 
 def retrieval_stages(plan: Plan) -> List[Stage]:
-    """The dense retrieval readout of every backbone on the tree tiles (boxes painted as labels), seeded with the
-    pretraining seed (its views and bank patches are the same for every backbone of that seed), and its table."""
+    """The dense retrieval readout of every backbone on ``plan.retrieval_set`` (the tree tiles: boxes painted as
+    labels), seeded with the pretraining seed (its views and bank patches are the same for every backbone of that
+    seed), and its table."""
     found = []
     for seed in range(plan.pretrain_seeds):
         for name in plan.models:
             weights = [] if name == "random_init" else ["--weights", f"{pretrain_dir(plan, name, seed)}/backbone.pth"]
             run_dir = seed_dir(f"{plan.out}/retrieval_{name}", seed)
             found.append(Stage(f"dense retrieval of {name}, pretraining seed {seed}", computing_tool(
-                plan, "dense_retrieval.py", "--voc", "datasets/trees", *weights, "--size", plan.retrieval_size,
-                "--seed", seed, "--out", f"{plan.out}/retrieval_{name}"), os.path.join(run_dir, RESULTS_FILE),
-                [run_dir], seconds=30))
+                plan, "dense_retrieval.py", *RETRIEVAL_SETS[plan.retrieval_set], *weights, "--size",
+                plan.retrieval_size, "--seed", seed, "--out", f"{plan.out}/retrieval_{name}"),
+                os.path.join(run_dir, RESULTS_FILE), [run_dir], seconds=15))
     found.append(collect(plan, "retrieval"))
     return found
 

@@ -55,13 +55,15 @@ pretraining seeds leaves out.
 
 
 def retrieval_section(plan: Plan) -> str:
-    return f"""## Dense retrieval, paired by pretraining seed
+    labels = ("a tree box, against the boxes painted as pixel labels" if plan.retrieval_set == "trees" else
+              "a nucleus, against the human-drawn label maps")
+    return f"""## Dense retrieval on the {plan.retrieval_set} tiles, paired by pretraining seed
 
 No training at all (docs/retrieval.md): the frozen, BN-re-estimated C4 features of one augmented
-{plan.retrieval_size} px view of every training tile, with the share of each cell's pixels inside a tree box,
-form a memory bank; every test cell takes the softmax-weighted (temperature 0.02) labels of its 30 nearest bank
-cells by cosine; the upsampled argmax is scored by Detectron2's SemSegEvaluator against the boxes painted as
-pixel labels. The seed draws the views and is the pretraining seed: the same views for every backbone of it.
+{plan.retrieval_size} px view of every training tile, with the share of each cell's pixels in each class, form a
+memory bank; every test cell takes the softmax-weighted (temperature 0.02) labels of its 30 nearest bank cells by
+cosine; the upsampled argmax is scored by Detectron2's SemSegEvaluator (pixels in {labels}). The seed draws the
+views and is the pretraining seed: the same views for every backbone of it.
 
 {open(f"{plan.out}/retrieval_table.md").read()}
 """

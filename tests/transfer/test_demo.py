@@ -101,3 +101,10 @@ def test_demo_tool_refuses_a_bad_recipe_or_a_study_without_its_baseline_in_one_l
     alone = run_script("demo.py", "--out", tmp_path / "o", "--methods", "houghcl")
     assert alone.returncode == 2 and "densecl is the tables' baseline" in alone.stderr
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_the_segmentation_demo_reads_the_nuclei_by_retrieval_too():
+    plan = Plan(out="o", methods=METHODS, pretrain_seeds=2, detection_seeds={}, segmentation={"fcn": 5},
+                matching=False, dense=False, retrieval_size=128, retrieval_set="nuclei")
+    runs = [s.command for s in stages_of(plan) if s.command[1] == "tools/dense_retrieval.py"]
+    assert len(runs) == 2 * 3 and all("--sem-seg" in c and c[c.index("--test") + 1] == "nuclei_test" for c in runs)

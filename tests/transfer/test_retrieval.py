@@ -228,3 +228,16 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, args, message):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in done.stderr
+
+
+def test_the_tool_reads_a_registered_label_map_set(tmp_path):
+    from transfer.synthetic import write_sem_seg
+    root = write_sem_seg(str(tmp_path / "set"), classes=3, size=(64, 64))
+    parts = [os.path.join(root, "images"), os.path.join(root, "labels")]
+    done = run_tool("--sem-seg", "s_train", *parts, os.path.join(root, "train.txt"), "--sem-seg", "s_test", *parts,
+                    os.path.join(root, "test.txt"), "--classes", "bg", "a", "b", "--train", "s_train", "--test",
+                    "s_test", "--size", 64, "--fraction", "1/2", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "out" / "seed_0" / "final_results.json").read_text())
+    assert data["evaluation"][0]["classes"] == ["bg", "a", "b"] and "IoU-b" in data["results"]["retrieval"]
+    assert len((tmp_path / "out" / "seed_0" / "file_set.txt").read_text().split()) == 2  # half of 4 images
