@@ -27,6 +27,7 @@ from pretrain.distributed import peer_failure, weights_agree
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
 from . import segmentation  # registers the dilated ResNet and the segmentation heads
+from . import segmentation_data
 from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
@@ -196,13 +197,13 @@ class TransferTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         if segmentation.is_semantic(cfg):
-            return build_detection_train_loader(cfg, mapper=segmentation.SemSegMapper(cfg, is_train=True))
+            return build_detection_train_loader(cfg, mapper=segmentation_data.SemSegMapper(cfg, is_train=True))
         return super().build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         if segmentation.is_semantic(cfg):
-            return build_detection_test_loader(cfg, dataset_name, mapper=segmentation.SemSegMapper(cfg, False))
+            return build_detection_test_loader(cfg, dataset_name, mapper=segmentation_data.SemSegMapper(cfg, False))
         return super().build_test_loader(cfg, dataset_name)
 
     @classmethod

@@ -15,7 +15,8 @@ pytest.importorskip("detectron2")
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
 from transfer.config import CONFIGS, setup_cfg  # noqa: E402
-from transfer.segmentation import PolyLR, SemSegMapper, build_lr_scheduler, distort, segmentation_loss  # noqa: E402
+from transfer.segmentation import PolyLR, build_lr_scheduler, segmentation_loss  # noqa: E402
+from transfer.segmentation_data import SemSegMapper, distort  # noqa: E402
 from transfer.weights import torchvision_to_detectron2  # noqa: E402
 
 VOC = os.path.join(CONFIGS, "voc12aug_FCN_R50_D8_20k.yaml")
