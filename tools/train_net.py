@@ -35,11 +35,12 @@ def main(args):
     cfg = setup(args)
     trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    extra = {}
     if args.eval_only:
         results = TransferTrainer.test(cfg, trainer.model)
     else:
         trainer.train()
-        results = trainer.final_results()
+        results, extra["resumed_at"] = trainer.final_results(), trainer.resumed_at
     if comm.is_main_process():
         if len(cfg.TEST.EXPECTED_RESULTS):
             verify_results(cfg, results)
@@ -47,7 +48,7 @@ def main(args):
         world = comm.get_world_size()
         path = write_final_results(cfg.OUTPUT_DIR, results, cfg.SEED, cfg.MODEL.WEIGHTS, cfg.dump(),
                                    provenance(world, cfg.SOLVER.IMS_PER_BATCH // world), metric=metrics,
-                                   evaluation=[evaluation_identity(name) for name in cfg.DATASETS.TEST])
+                                   evaluation=[evaluation_identity(name) for name in cfg.DATASETS.TEST], **extra)
         logger.info("results written to %s", path)
     return results
 

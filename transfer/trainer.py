@@ -1,8 +1,11 @@
 """Fine-tuning in Detectron2's own shape: ``setup(args) -> cfg`` and ``TransferTrainer(DefaultTrainer)``.
 
-The trainer adds two things to Detectron2's: the evaluator that each dataset's metadata asks for, and, on a
-fresh start, the checks that stop a run from quietly training on partly random weights or on weights with the
-wrong input settings. On resume, the checkpointer's own resume is used (the run's last checkpoint).
+The trainer adds three things to Detectron2's: the evaluator that each dataset's metadata asks for; on a fresh
+start, the checks that stop a run from quietly training on partly random weights or on weights with the wrong input
+settings; and a resume that continues exactly (transfer/data_stream.py): the data order, every augmentation draw and
+the training step's random draws are functions of the seed and the iteration, so a run killed and resumed ends with
+the weights of the run that was never stopped. On resume, the checkpointer's own resume is used (the run's last
+checkpoint), and the iterations at which the run was resumed are recorded.
 """
 import importlib
 import inspect
@@ -15,6 +18,7 @@ from typing import Optional
 import torch
 import yaml
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.engine import defaults as detectron2_defaults
 from detectron2.engine import hooks
@@ -31,6 +35,7 @@ from . import segmentation_data
 from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
+from .data_stream import ResumableLoader, build_stream_loader, seed_generators, step_seed
 from .datasets import build_evaluator
 from .probe import freeze_backbone, reestimate_detector_bn
 from .weights import WeightsError, check_input_settings, check_weights_file
@@ -169,11 +174,14 @@ class TransferTrainer(DefaultTrainer):
         super().__init__(cfg)
         # The hooks already hold this checkpointer: give it the atomic saves and the safe resume in place.
         self.checkpointer.__class__ = AtomicCheckpointer
+        self.resumed_at = []  # the iterations at which this run was resumed (kept in its checkpoints)
 
     def build_hooks(self):
         return super().build_hooks() + [StopOnSignal(), hooks.CallbackHook(after_train=check_parameters_agree)]
 
     def run_step(self):
+        # The step's own draws (the RPN's and ROI heads' sampling) depend on the iteration, not on the history.
+        seed_generators(step_seed(self.cfg.SEED, comm.get_rank(), self.iter))
         try:
             super().run_step()
         except RuntimeError as e:
@@ -196,9 +204,17 @@ class TransferTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if segmentation.is_semantic(cfg):
-            return build_detection_train_loader(cfg, mapper=segmentation_data.SemSegMapper(cfg, is_train=True))
-        return super().build_train_loader(cfg)
+        """Detectron2's training loader as a stream that resumes exactly (transfer/data_stream.py), built at the
+        first batch: the iteration to continue from is known then."""
+        mapper = segmentation_data.SemSegMapper(cfg, is_train=True) if segmentation.is_semantic(cfg) else None
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            logger.warning("DATALOADER.SAMPLER_TRAIN %s: Detectron2's loader, which a resume does not continue "
+                           "exactly (only TrainingSampler's stream does)", cfg.DATALOADER.SAMPLER_TRAIN)
+            return build_detection_train_loader(cfg, mapper=mapper)
+        found = _train_loader_from_config(cfg, mapper)
+        return ResumableLoader(lambda start: build_stream_loader(
+            found["dataset"], found["mapper"], cfg.SEED, found["total_batch_size"], found["aspect_ratio_grouping"],
+            found["num_workers"], start))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -214,9 +230,25 @@ class TransferTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
+    def state_dict(self):
+        # Detectron2 v0.6 leaves the optimizer (SGD's momentum) out of its checkpoints; later versions save it so.
+        return {**super().state_dict(), "_trainer": self._trainer.state_dict(), "resumed_at": list(self.resumed_at)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "_trainer" in state:
+            self._trainer.load_state_dict(state["_trainer"])
+        else:
+            logger.warning("this checkpoint predates saving the optimizer: the run continues with SGD's momentum "
+                           "at zero, not as it was")
+        self.resumed_at = list(state.get("resumed_at", []))
+
     def resume_or_load(self, resume: bool = True) -> None:
         if resume and self.checkpointer.has_checkpoint():
             super().resume_or_load(resume=True)  # continue this run: its own last checkpoint
+            self.resumed_at.append(self.start_iter)
+            if isinstance(self.data_loader, ResumableLoader):
+                self.data_loader.start_iter = self.start_iter
         else:
             if not self.cfg.TRANSFER.PROBE.ENABLED:  # the probe loaded its weights before re-estimating BN
                 load_pretrained(self.cfg, self.model)

@@ -352,3 +352,36 @@ def test_ctrl_c_saves_a_checkpoint_in_one_line_and_resume_finishes(converted, vo
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"Starting training from iteration {stopped_after}" in (out / "log.txt").read_text()
     assert json.loads((out / "final_results.json").read_text())["seed"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_the_run_never_stopped(tmp_path, processes):
+    """The state a kill -9 after iteration 4 leaves (checkpoint model_0000003, the pointer naming it), resumed,
+    ends with the uninterrupted run's weights bit for bit, in one process and in two: the data order, the
+    augmentations (two workers), the optimizer's momentum and the training step's draws continue where they were.
+    final_results.json records the iteration it resumed at."""
+    write_voc(str(tmp_path / "data"), classes=("person", "car"), train=6, test=2)
+    voc = tmp_path / "data" / "VOC2007"
+    command = ["--config-file", os.path.join(CONFIGS, "tiny/trees_R_18_FPN_cpu.yaml"),
+               "--voc", "kill_train", voc, "trainval", "--voc", "kill_test", voc, "test",
+               "DATASETS.TRAIN", "('kill_train',)", "DATASETS.TEST", "('kill_test',)", "MODEL.ROI_HEADS.NUM_CLASSES",
+               2, "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TRAIN", "(64, 96)", "INPUT.MAX_SIZE_TRAIN", 128,
+               "SOLVER.MAX_ITER", 6, "SOLVER.WARMUP_ITERS", 2, "SOLVER.STEPS", "(4,)", "SOLVER.CHECKPOINT_PERIOD", 2,
+               "SEED", 5, "--num-gpus", processes]
+    for out in ("whole", "killed"):
+        result = tool("train_net.py", *command, "OUTPUT_DIR", tmp_path / out)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    killed = tmp_path / "killed"
+    for name in ("model_0000005.pth", "model_final.pth", "final_results.json"):
+        (killed / name).unlink()
+    (killed / "last_checkpoint").write_text("model_0000003.pth")
+    result = tool("train_net.py", *command, "OUTPUT_DIR", killed, "--resume")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    whole, resumed = (torch.load(tmp_path / out / "model_final.pth", weights_only=False)["model"]
+                      for out in ("whole", "killed"))
+    assert whole.keys() == resumed.keys()
+    different = [k for k in whole if not torch.equal(whole[k], resumed[k])]
+    assert not different, different[:5]
+    assert json.loads((killed / "final_results.json").read_text())["resumed_at"] == [4]
+    assert json.loads((tmp_path / "whole" / "final_results.json").read_text())["resumed_at"] == []
