@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,7 +14,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, SemSegEvaluator
 from detectron2.structures import BoxMode
 
-from .label_maps import check_labels, scan_labels, sem_seg_records
+from .label_maps import WIDE_MODES, check_labels, scan_labels, sem_seg_records
 from .segmentation import is_semantic
 from .voc_layout import scan_split, voc_records
 
@@ -79,6 +80,16 @@ def coco_classes(json_file: str) -> List[str]:
         names = [c["name"] for c in categories]
     except (KeyError, TypeError) as e:
         raise DatasetError(f"{json_file}: a category without 'id' or 'name' ({e})") from None
+    ids = Counter(image.get("id") for image in data["images"] if isinstance(image, dict))
+    twice = sorted((i for i, n in ids.items() if n > 1), key=str)
+    if twice:  # Detectron2 would drop images with a warning buried in its log
+        raise DatasetError(f"{json_file}: {len(twice)} image ids are used by more than one image, e.g. {twice[:5]}; "
+                           "give every image its own id")
+    short = [a.get("id") for a in data["annotations"] if isinstance(a, dict) and isinstance(a.get("segmentation"), list)
+             and any(len(polygon) < 6 or len(polygon) % 2 for polygon in a["segmentation"])]
+    if short:  # pycocotools fails on them at the mask evaluation, after the whole training
+        raise DatasetError(f"{json_file}: {len(short)} annotations have a polygon of fewer than 3 points (or an odd "
+                           f"number of coordinates), e.g. annotation ids {short[:5]}; fix or remove those polygons")
     known = {c["id"] for c in categories}
     unknown = sorted({a.get("category_id") for a in data["annotations"] if isinstance(a, dict)} - known, key=str)
     if unknown:
@@ -218,11 +229,51 @@ def builtin_root() -> str:
 
 
 def check_datasets(cfg) -> List[str]:
-    """Before any process starts: the files of builtin sets exist, and the classes agree (``check_classes``)."""
-    missing = missing_builtin(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    """Before any process starts: the files of builtin sets exist, every set lists images that exist with the
+    size their annotation says (``check_image_files``), and the classes agree (``check_classes``)."""
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    missing = missing_builtin(names)
     if missing:
         raise DatasetError(f"dataset files missing under DETECTRON2_DATASETS ({builtin_root()}): {missing}")
+    for name in dict.fromkeys(names):
+        check_image_files(name, DatasetCatalog.get(name))
     return check_classes(cfg)
+
+
+def check_image_files(name: str, records: Sequence[dict]) -> None:
+    """Every image of a set exists, is an 8-bit image, and has the width and height its record says (after its
+    EXIF rotation, as Detectron2 reads it); a set without images is refused. Only the files' headers are read."""
+    if not records:
+        raise DatasetError(f"dataset {name}: holds no image; check its split file or annotation file")
+    bad = []
+    for record in records:
+        path = record["file_name"]
+        if not os.path.isfile(path):
+            bad.append(f"{path} (missing)")
+            continue
+        if "width" not in record or "height" not in record:
+            continue
+        size = header_size(path)
+        if size != (record["width"], record["height"]):
+            bad.append(f"{path} ({size[0]} x {size[1]}, its annotation says {record['width']} x {record['height']})")
+    if bad:
+        raise DatasetError(f"dataset {name}: {len(bad)} of {len(records)} images are missing or not the size their "
+                           f"annotation says, e.g. {'; '.join(bad[:3])}; fix the files or the annotations")
+
+
+def header_size(path: str):
+    """``(width, height)`` as Detectron2's ``read_image`` delivers the image (EXIF rotation applied), from the
+    file's header; a 16-bit or float image is refused (``read_image`` would clip it to an all-255 picture)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            if img.mode in WIDE_MODES:
+                raise DatasetError(f"{path}: a {img.mode} image (16/32-bit or float); the models read 8-bit images: "
+                                   "convert it (scaled to 0..255) first")
+            (width, height), rotated = img.size, img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable image ({e})") from None
+    return (height, width) if rotated else (width, height)
 
 
 def missing_builtin(names: Sequence[str]) -> list:

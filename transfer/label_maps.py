@@ -7,6 +7,7 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 INDEX_MODES = ("L", "P", "I", "I;16")  # grey or palette: one class index per pixel
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit, 32-bit integer or float pixels
 
 
 class LabelMapError(ValueError):
@@ -28,20 +29,28 @@ def read_label_png(path: str) -> np.ndarray:
 
 
 def image_size(path: str):
+    """``(width, height)`` from the header of an 8-bit image; a 16-bit or float image is refused (Detectron2's
+    ``read_image`` would clip it to an all-255 picture and train on that)."""
     from PIL import Image
     try:
         with Image.open(path) as img:
+            if img.mode in WIDE_MODES:
+                raise LabelMapError(f"{path}: a {img.mode} ({'float' if img.mode == 'F' else '16/32-bit'}) image; "
+                                    "the models read 8-bit images: convert it (scaled to 0..255) first")
             return img.size
     except OSError as e:
         raise LabelMapError(f"{path}: not a readable image ({e})") from None
 
 
 def find_image(image_dir: str, stem: str) -> Optional[str]:
-    for suffix in IMAGE_SUFFIXES:
-        path = os.path.join(image_dir, stem + suffix)
-        if os.path.exists(path):
-            return path
-    return None
+    """The image named ``stem`` with one of IMAGE_SUFFIXES; two of them (0001.jpg and 0001.png) are ambiguous."""
+    found = [path for suffix in IMAGE_SUFFIXES for path in [os.path.join(image_dir, stem + suffix)]
+             if os.path.exists(path)]
+    if len(found) > 1:
+        raise LabelMapError(f"{image_dir}: images {', '.join(os.path.basename(p) for p in found)} share the stem "
+                            f"{stem!r}, so which one the label map {stem}.png belongs to is ambiguous; rename or "
+                            "move all but one")
+    return found[0] if found else None
 
 
 def read_stems(list_file: str) -> List[str]:
@@ -90,6 +99,9 @@ def scan_labels(records: Sequence[Dict], ignore_value: int = 255) -> Dict[int, s
                                 f"a {width}x{height} image ({record['file_name']})")
         for value in np.unique(labels).tolist():
             if value != ignore_value:
+                if not 0 <= value <= 255:  # the label maps of the protocols are 8-bit
+                    raise LabelMapError(f"{record['sem_seg_file_name']}: holds the value {value}; a label map "
+                                        f"holds class indices 0..254 and {ignore_value} (unlabelled): fix that file")
                 found.setdefault(int(value), record["sem_seg_file_name"])
     return dict(sorted(found.items()))
 

@@ -1,6 +1,7 @@
 """PASCAL VOC files without Detectron2: reading annotations strictly (one clear line per bad file), writing them
 (the fetched tree tiles, the synthetic sets), and the split lists."""
 import os
+from collections import Counter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from xml.etree import ElementTree as ET
 
@@ -22,7 +23,14 @@ def split_ids(dirname: str, split: str) -> List[str]:
     if not os.path.exists(path):
         raise VOCError(f"{dirname}: not a VOC layout for split {split!r}, {path} is missing")
     with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+        ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        raise VOCError(f"{path}: lists no image; write the split's image ids, one per line")
+    twice = sorted(image_id for image_id, n in Counter(ids).items() if n > 1)
+    if twice:  # Detectron2 would train on it twice and score it twice (a perfect detector: AP below 100)
+        raise VOCError(f"{path}: lists {len(twice)} image ids more than once, e.g. {', '.join(twice[:3])}; "
+                       "list each image once")
+    return ids
 
 
 def read_annotation(path: str, need_size: bool = True) -> Tuple[Optional[Tuple[int, int]], List[VOCObject]]:
@@ -40,6 +48,8 @@ def read_annotation(path: str, need_size: bool = True) -> Tuple[Optional[Tuple[i
         if need_size:
             raise VOCError(f"{path}: no <size> with <width> and <height>; every VOC annotation needs one") from None
         size = None
+    if size is not None and min(size) <= 0:
+        raise VOCError(f"{path}: <size> says {size[0]} x {size[1]}; write the image's width and height there")
     objects = []
     for k, obj in enumerate(root.findall("object")):
         try:

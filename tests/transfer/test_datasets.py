@@ -203,3 +203,44 @@ def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypat
     assert missing == [f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/train.txt)",
                        f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/aug.txt)",
                        f"cityscapes_fine_sem_seg_val ({tmp_path}/cityscapes/gtFine)"]
+
+
+def test_coco_duplicate_image_ids_and_short_polygons_are_refused(tmp_path):
+    json_file, images = write_coco(str(tmp_path / "coco"), count=3)
+    data = json.loads(open(json_file).read())
+    data["images"][2]["id"] = data["images"][1]["id"]
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(DatasetError, match=r"1 image ids are used by more than one image, e.g. \[2\]"):
+        register_coco(unique("dup"), json_file, images)
+    data["images"][2]["id"] = 3
+    data["annotations"][1]["segmentation"] = [[1, 1, 5, 5]]
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(DatasetError, match=r"1 annotations have a polygon of fewer than 3 points.*ids \[2\]"):
+        register_coco(unique("short"), json_file, images)
+
+
+def test_missing_or_resized_images_and_empty_sets_stop_before_training(tmp_path):
+    """Found before the first iteration, not when the first batch holding the image is drawn."""
+    from detectron2.data import DatasetCatalog
+    from transfer.datasets import check_datasets
+    write_voc(str(tmp_path), classes=("person", "car"), train=3, test=2)
+    voc = str(tmp_path / "VOC2007")
+    train, test = unique("files_train"), unique("files_test")
+    register_from_args(voc=[(train, voc, "trainval"), (test, voc, "test")])
+    cfg = tiny_cfg(train, test, 2)
+    assert check_datasets(cfg) == ["car", "person"]
+    from PIL import Image
+    Image.new("RGB", (64, 64)).save(os.path.join(voc, "JPEGImages", "000001.jpg"))
+    with pytest.raises(DatasetError, match=r"1 of 3 images are missing or not the size.*000001.jpg \(64 x 64, its "
+                                           r"annotation says 128 x 96\)"):
+        check_datasets(cfg)
+    os.unlink(os.path.join(voc, "JPEGImages", "000001.jpg"))
+    with pytest.raises(DatasetError, match=r"000001.jpg \(missing\)"):
+        check_datasets(cfg)
+    empty = unique("empty")
+    DatasetCatalog.register(empty, lambda: [])
+    MetadataCatalog.get(empty).set(thing_classes=["car", "person"])
+    with pytest.raises(DatasetError, match=f"dataset {empty}: holds no image"):
+        check_datasets(tiny_cfg(test, empty, 2))

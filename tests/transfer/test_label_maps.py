@@ -48,3 +48,26 @@ def test_labels_beyond_the_class_list_name_the_file():
     with pytest.raises(LabelMapError, match=r"--sem-seg x: label maps hold class indices \[2, 7\] but the run has 2 "
                                             r"classes .* \(index 2 first in c.png\)"):
         check_labels({0: "a.png", 2: "c.png", 7: "d.png"}, ["background", "nucleus"], "--sem-seg x")
+
+
+def test_two_images_of_one_stem_are_ambiguous(tmp_path):
+    root = write_sem_seg(str(tmp_path / "set"), train=2, test=1)
+    Image.new("RGB", (96, 64)).save(f"{root}/images/0001.jpg")  # beside 0001.png
+    with pytest.raises(LabelMapError, match=r"images 0001.jpg, 0001.png share the stem '0001'.*ambiguous"):
+        sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/train.txt")
+
+
+def test_sixteen_bit_images_and_labels_beyond_255_are_named(tmp_path):
+    """A 16-bit image would be read as an all-255 picture; a label value of 257 is a broken file, not 258
+    classes."""
+    root = write_sem_seg(str(tmp_path / "set"), train=2, test=1)
+    Image.fromarray(np.full((64, 96), 4000, np.uint16)).save(f"{root}/images/0000.png")
+    assert Image.open(f"{root}/images/0000.png").mode.startswith("I")
+    records = sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/train.txt")
+    with pytest.raises(LabelMapError, match=r"0000.png: a I;?1?6?\S* \(16/32-bit\) image; the models read 8-bit"):
+        scan_labels(records)
+    root = write_sem_seg(str(tmp_path / "other"), train=1, test=0)
+    Image.fromarray(np.full((64, 96), 257, np.uint16)).save(f"{root}/labels/0000.png")
+    with pytest.raises(LabelMapError) as error:
+        scan_labels(sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/train.txt"))
+    assert "labels/0000.png: holds the value 257" in str(error.value) and len(str(error.value)) < 300

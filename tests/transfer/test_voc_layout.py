@@ -87,3 +87,24 @@ def test_boxes_on_the_border_are_kept_and_the_rest_named():
     assert box_problem((5, 5, 4, 10), (100, 80)) == "inverted"
     assert box_problem((-3, 1, 10, 10), (100, 80)) == "outside the 100 x 80 image"
     assert box_problem((1, 1, 10, 90), (100, 80)) == "outside the 100 x 80 image"
+
+
+def test_a_split_listing_an_image_twice_or_none_is_refused(tmp_path):
+    """Detectron2 would train on a repeated image twice and score it twice (a perfect detector below AP 100)."""
+    folder = annotation(tmp_path, f"<annotation>{SIZE}{obj((1, 1, 5, 5))}</annotation>")
+    split = os.path.join(folder, "ImageSets", "Main", "train.txt")
+    with open(split, "a") as f:
+        f.write("000000\n")
+    with pytest.raises(VOCError, match=r"train.txt: lists 1 image ids more than once, e.g. 000000; list each"):
+        scan_split(folder, "train")
+    with open(split, "w") as f:
+        f.write("\n")
+    with pytest.raises(VOCError, match="train.txt: lists no image"):
+        scan_split(folder, "train")
+
+
+def test_a_size_of_zero_is_named_as_the_size_not_as_the_boxes(tmp_path):
+    folder = annotation(tmp_path, "<annotation><size><width>0</width><height>80</height></size>"
+                                  f"{obj((1, 1, 5, 5))}</annotation>")
+    with pytest.raises(VOCError, match=r"000000.xml: <size> says 0 x 80; write the image's width and height"):
+        scan_split(folder, "train")
