@@ -35,7 +35,7 @@ def main(args):
     cfg = setup(args)
     trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    extra = {}
+    extra = {"classes": trainer.classes}
     if args.eval_only:
         results = TransferTrainer.test(cfg, trainer.model)
     else:

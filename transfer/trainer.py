@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import zipfile
 from typing import Optional
 
 import torch
@@ -36,7 +37,7 @@ from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSign
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .data_stream import ResumableLoader, build_stream_loader, seed_generators, step_seed
-from .datasets import build_evaluator
+from .datasets import DatasetError, build_evaluator, check_classes
 from .probe import freeze_backbone, reestimate_detector_bn
 from .weights import WeightsError, check_input_settings, check_weights_file
 
@@ -175,6 +176,7 @@ class TransferTrainer(DefaultTrainer):
         # The hooks already hold this checkpointer: give it the atomic saves and the safe resume in place.
         self.checkpointer.__class__ = AtomicCheckpointer
         self.resumed_at = []  # the iterations at which this run was resumed (kept in its checkpoints)
+        self.classes = check_classes(cfg)  # kept in its checkpoints: a model is evaluated with its own order
 
     def build_hooks(self):
         return super().build_hooks() + [StopOnSignal(), hooks.CallbackHook(after_train=check_parameters_agree)]
@@ -232,7 +234,8 @@ class TransferTrainer(DefaultTrainer):
 
     def state_dict(self):
         # Detectron2 v0.6 leaves the optimizer (SGD's momentum) out of its checkpoints; later versions save it so.
-        return {**super().state_dict(), "_trainer": self._trainer.state_dict(), "resumed_at": list(self.resumed_at)}
+        return {**super().state_dict(), "_trainer": self._trainer.state_dict(), "resumed_at": list(self.resumed_at),
+                "classes": list(self.classes)}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
@@ -242,6 +245,7 @@ class TransferTrainer(DefaultTrainer):
             logger.warning("this checkpoint predates saving the optimizer: the run continues with SGD's momentum "
                            "at zero, not as it was")
         self.resumed_at = list(state.get("resumed_at", []))
+        check_model_classes(state.get("classes"), self.classes, self.checkpointer.get_checkpoint_file())
 
     def resume_or_load(self, resume: bool = True) -> None:
         if resume and self.checkpointer.has_checkpoint():
@@ -251,12 +255,32 @@ class TransferTrainer(DefaultTrainer):
                 self.data_loader.start_iter = self.start_iter
         else:
             if not self.cfg.TRANSFER.PROBE.ENABLED:  # the probe loaded its weights before re-estimating BN
+                check_model_classes(recorded_classes(self.cfg.MODEL.WEIGHTS), self.classes, self.cfg.MODEL.WEIGHTS)
                 load_pretrained(self.cfg, self.model)
             self.start_iter = 0
 
     def final_results(self):
         """The last evaluation's results (Detectron2's final evaluation hook stores them)."""
         return getattr(self, "_last_eval_results", {})
+
+
+def recorded_classes(path: str):
+    """The class list a fine-tuning checkpoint (``.pth`` with a trainer state) was trained with; None for other
+    weights (a pretrained backbone has no classes)."""
+    if not path.endswith(".pth") or not os.path.isfile(path):
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=zipfile.is_zipfile(path))
+    trainer = state.get("trainer") if isinstance(state, dict) else None
+    return trainer.get("classes") if isinstance(trainer, dict) else None
+
+
+def check_model_classes(recorded, classes, path: str) -> None:
+    """A model trained with one class order is not evaluated or continued with another: the scores would be
+    computed against the wrong names (AP 100 in one order, 0 swapped)."""
+    if recorded is not None and list(recorded) != list(classes):
+        raise DatasetError(f"{path}: the model was trained with the classes {list(recorded)} in this order, this "
+                           f"run's datasets have {list(classes)}; register them with --classes "
+                           f"{' '.join(recorded)}")
 
 
 def argument_parser():

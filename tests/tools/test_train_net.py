@@ -385,3 +385,26 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_weights_of_the_run_never
     assert not different, different[:5]
     assert json.loads((killed / "final_results.json").read_text())["resumed_at"] == [4]
     assert json.loads((tmp_path / "whole" / "final_results.json").read_text())["resumed_at"] == []
+
+
+@pytest.mark.slow
+def test_a_model_is_evaluated_only_with_the_class_order_it_was_trained_with(tmp_path):
+    write_voc(str(tmp_path / "data"), classes=("person", "car"), train=2, test=2)
+    voc = tmp_path / "data" / "VOC2007"
+
+    def run(*args, classes=("person", "car")):
+        return tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/trees_R_18_FPN_cpu.yaml"),
+                    "--voc", "order_train", voc, "trainval", "--voc", "order_test", voc, "test", "--classes", *classes,
+                    "DATASETS.TRAIN", "('order_train',)", "DATASETS.TEST", "('order_test',)",
+                    "MODEL.ROI_HEADS.NUM_CLASSES", 2, "INPUT.MIN_SIZE_TEST", 96, "SOLVER.MAX_ITER", 1, *args)
+    trained = run("MODEL.WEIGHTS", "", "OUTPUT_DIR", tmp_path / "run")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "final_results.json").read_text())["classes"] == ["person", "car"]
+    model = tmp_path / "run" / "model_final.pth"
+    same = run("--eval-only", "MODEL.WEIGHTS", model, "OUTPUT_DIR", tmp_path / "same")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    swapped = run("--eval-only", "MODEL.WEIGHTS", model, "OUTPUT_DIR", tmp_path / "swapped", classes=("car", "person"))
+    assert swapped.returncode == 1 and "Traceback" not in swapped.stderr
+    assert (f"error: {model}: the model was trained with the classes ['person', 'car'] in this order, this run's "
+            "datasets have ['car', 'person']; register them with --classes person car") in swapped.stderr
+    assert not (tmp_path / "swapped" / "final_results.json").exists()
