@@ -72,6 +72,34 @@ def evaluation_of(run_dir: str) -> Optional[str]:
     return None if only == "null" else only
 
 
+# Keys in which the seeds of one row may differ: the seed itself and the folder it wrote to.
+PER_SEED_KEYS = ("SEED", "OUTPUT_DIR")
+
+
+def check_one_config(run_dir: str) -> None:
+    """The seeds of a row ran one config (their ``final_results.json`` record it): a row mixing two recipes, say
+    SOLVER.MAX_ITER 4 and 6, is refused with the keys that differ."""
+    import yaml
+    from pretrain.config import flat_keys
+    configs = {}
+    for seed, data in read_results(run_dir).items():
+        config = data.get("config")
+        if isinstance(config, str):
+            config = yaml.safe_load(config)
+        if isinstance(config, dict):
+            configs[seed] = {k: v for k, v in flat_keys(config).items() if k not in PER_SEED_KEYS}
+    if len(configs) < 2:
+        return
+    (first, reference), *others = sorted(configs.items())
+    for seed, config in others:
+        keys = sorted(k for k in set(reference) | set(config) if reference.get(k) != config.get(k))
+        if keys:
+            listed = "; ".join(f"{k}: {reference.get(k)!r} (seed {first}) vs {config.get(k)!r} (seed {seed})"
+                               for k in keys[:5])
+            raise ResultsError(f"{run_dir}: its seeds ran different configs ({listed}); a row holds the seeds of "
+                               "one config: put the other runs in their own folder")
+
+
 def read_results(run_dir: str) -> Dict[int, Dict]:
     """``{seed: the parsed final_results.json}`` of a run directory (``seed_*/`` or the folder itself)."""
     paths = sorted(glob.glob(os.path.join(run_dir, "seed_*", RESULTS_FILE)))
@@ -118,6 +146,7 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
     """One row per model: name, n, seeds, and ``{column: (mean, std or None)}`` for every metric present."""
     rows = []
     for i, run_dir in enumerate(run_dirs):
+        check_one_config(run_dir)
         runs = load_runs(run_dir)
         row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
                "seeds": sorted(runs), "runs": runs, "evaluation": evaluation_of(run_dir)}

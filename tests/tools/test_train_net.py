@@ -224,6 +224,19 @@ def test_collect_results_on_written_metrics(tmp_path):
     empty.mkdir()
     result = tool("collect_results.py", empty)
     assert result.returncode == 1 and "no final_results.json" in result.stderr
+    # Seeds of two recipes in one row: refused, naming the key (the seed and folder may differ).
+    for k, iters in enumerate((4, 6)):
+        folder = tmp_path / "mixed" / f"seed_{k}"
+        folder.mkdir(parents=True)
+        config = f"SEED: {k}\nOUTPUT_DIR: {folder}\nSOLVER:\n  MAX_ITER: {iters}\n  BASE_LR: 0.01\n"
+        (folder / "final_results.json").write_text(json.dumps({"results": {"bbox": {"AP": 1.0}}, "seed": k,
+                                                               "config": config}))
+    result = tool("collect_results.py", tmp_path / "mixed")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "its seeds ran different configs (SOLVER.MAX_ITER: 4 (seed 0) vs 6 (seed 1))" in result.stderr
+    (tmp_path / "mixed" / "seed_1" / "final_results.json").write_text(
+        json.dumps({"results": {"bbox": {"AP": 2.0}}, "seed": 1, "config": config.replace("MAX_ITER: 6", "MAX_ITER: 4")}))
+    assert tool("collect_results.py", tmp_path / "mixed").returncode == 0
 
 
 @pytest.mark.slow
