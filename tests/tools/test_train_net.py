@@ -234,8 +234,9 @@ def test_collect_results_on_written_metrics(tmp_path):
     result = tool("collect_results.py", tmp_path / "mixed")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "its seeds ran different configs (SOLVER.MAX_ITER: 4 (seed 0) vs 6 (seed 1))" in result.stderr
+    same = config.replace("MAX_ITER: 6", "MAX_ITER: 4")
     (tmp_path / "mixed" / "seed_1" / "final_results.json").write_text(
-        json.dumps({"results": {"bbox": {"AP": 2.0}}, "seed": 1, "config": config.replace("MAX_ITER: 6", "MAX_ITER: 4")}))
+        json.dumps({"results": {"bbox": {"AP": 2.0}}, "seed": 1, "config": same}))
     assert tool("collect_results.py", tmp_path / "mixed").returncode == 0
 
 
