@@ -15,10 +15,15 @@ import yaml
 
 from pretrain.files import atomic_write, sha256_of
 
-from .results import summarise, to_markdown
+from .results import read_results, summarise, tasks_of, to_markdown
 from .weights import WeightsError, read_sidecar
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+# What a results folder measured, by its task (Detectron2's tasks are fine-tuning).
+READOUTS = {"dense": "Dense linear probe (frozen backbone)", "retrieval": "Dense retrieval (frozen backbone, no "
+            "training)"}
 
 
 def recipe_of(sidecar: Dict, recipe: Optional[str]) -> Optional[str]:
@@ -54,12 +59,37 @@ def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Op
         lines.append("Not recorded: the source is not a pretraining run of this toolkit and no `--recipe` was given.")
     lines += ["", "## Results", ""]
     if results:
-        lines += ["Fine-tuning, mean ± sample std over seeds (`tools/collect_results.py`):", "",
-                  to_markdown(summarise(results)).rstrip(), "", "Runs: " + ", ".join(f"`{r}`" for r in results)]
+        rows = summarise(results)
+        for row, run_dir in zip(rows, results):
+            kind = READOUTS.get(tasks_of(row["runs"])[0], "Fine-tuning") if row["runs"] else "Fine-tuning"
+            lines += [f"{kind} (`{run_dir}`), mean ± sample std over seeds (`tools/collect_results.py`):", "",
+                      to_markdown([row]).rstrip(), ""]
     else:
         lines.append("None given.")
     lines += ["", "## Conversion record", "", "```json", json.dumps(sidecar, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def same_file(path: str, other: str, digest: str) -> bool:
+    """``path`` is ``other``, or a file with ``other``'s sha256 ``digest`` (a copy, a moved file)."""
+    if not path:
+        return False
+    if os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
+        return True
+    return os.path.isfile(path) and sha256_of(path) == digest
+
+
+def check_results_are_of(run_dir: str, weights: str, digest: str, sidecar: Dict) -> None:
+    """Every run of ``run_dir`` was trained from these weights: the ``.pkl`` (fine-tuning) or the checkpoint it
+    was converted from (the dense probe and retrieval read that)."""
+    for seed, data in read_results(run_dir).items():
+        named = data.get("weights") or ""
+        parts = named.split(" + ")  # the dense probe's mean of several checkpoints
+        if not all(same_file(p, weights, digest) or same_file(p, sidecar["source"], sidecar["source_sha256"])
+                   for p in parts):
+            raise WeightsError(f"{run_dir}: seed {seed} was trained from {named!r}, not from {weights} nor the "
+                               f"checkpoint it was converted from ({sidecar['source']}); attach the results of "
+                               "these weights only")
 
 
 def publish(weights: str, name: str, out_dir: str, recipe: Optional[str] = None,
@@ -78,6 +108,8 @@ def publish(weights: str, name: str, out_dir: str, recipe: Optional[str] = None,
     recipe = recipe_of(sidecar, recipe)
     summarise(results)  # a missing or unreadable results folder fails here, before any file is written
     digest = sha256_of(weights)
+    for run_dir in results:
+        check_results_are_of(run_dir, weights, digest, sidecar)
     stem = os.path.join(out_dir, f"{name}-{digest[:8]}")
     card = model_card(name, os.path.basename(stem) + ".pkl", digest, sidecar, recipe, results)
 

@@ -22,13 +22,19 @@ def pretrained_and_converted(tmp_path, convert):
     results = tmp_path / "voc" / "seed_0"
     results.mkdir(parents=True)
     bbox = {"AP": 41.5, "AP50": 70.25, "AP75": 44.0}
-    (results / "final_results.json").write_text(json.dumps({"results": {"bbox": bbox}, "seed": 0}))
+    (results / "final_results.json").write_text(json.dumps({"results": {"bbox": bbox}, "seed": 0,
+                                                            "weights": str(tmp_path / "houghcl.pkl")}))
+    dense = tmp_path / "dense" / "seed_0"  # the dense probe reads the checkpoint the .pkl was converted from
+    dense.mkdir(parents=True)
+    (dense / "final_results.json").write_text(json.dumps({"results": {"dense": {"AP": 40.0}}, "seed": 0,
+                                                           "weights": str(run / "backbone.pth")}))
     return tmp_path / "houghcl.pkl", tmp_path / "voc"
 
 
 def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path, convert, publish):
     pkl, voc = pretrained_and_converted(tmp_path, convert)
-    result = publish(pkl, "--name", "houghcl_r18", "--out", tmp_path / "release", "--results", voc)
+    result = publish(pkl, "--name", "houghcl_r18", "--out", tmp_path / "release", "--results", voc,
+                     tmp_path / "dense")
     assert result.returncode == 0, result.stderr
     digest = hashlib.sha256(pkl.read_bytes()).hexdigest()
     stem = tmp_path / "release" / f"houghcl_r18-{digest[:8]}"
@@ -42,6 +48,7 @@ def test_publish_names_the_file_by_its_hash_and_writes_the_card(tmp_path, conver
     source_digest = hashlib.sha256((tmp_path / "pretrain_run" / "backbone.pth").read_bytes()).hexdigest()
     assert source_digest in card and "MODEL.RESNETS.DEPTH 18" in card
     assert "| voc | 1 | 0 | 41.50 | 70.25 | 44.00 |" in card
+    assert f"Fine-tuning (`{voc}`)" in card and f"Dense linear probe (frozen backbone) (`{tmp_path / 'dense'}`)" in card
 
 
 def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
@@ -53,6 +60,12 @@ def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
         ((pkl, "--name", "x", "--results", tmp_path / "nowhere"), "no final_results.json"),
         ((pkl, "--name", "x", "--recipe", tmp_path / "missing.yaml"), "--recipe"),
     ]
+    other = tmp_path / "other" / "seed_0"
+    other.mkdir(parents=True)
+    (other / "final_results.json").write_text(json.dumps({"results": {"bbox": {"AP": 1.0}}, "seed": 0,
+                                                           "weights": str(tmp_path / "densecl.pkl")}))
+    cases.append(((pkl, "--name", "x", "--results", voc, tmp_path / "other"),
+                  f"seed 0 was trained from '{tmp_path / 'densecl.pkl'}', not from {pkl}"))
     for args, expected in cases:
         result = publish(*args, "--out", release)
         assert result.returncode == 1 and expected in result.stderr, (args, result.stderr)
