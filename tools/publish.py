@@ -22,7 +22,9 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="release name, e.g. houghcl_r50_200ep")
     parser.add_argument("--out", required=True, help="folder to write the release into")
     parser.add_argument("--recipe", help="the pretraining config.yaml (default: the one beside the source)")
-    parser.add_argument("--results", nargs="+", default=[], metavar="RUN_DIR", help="runs of these weights to tabulate: fine-tuning (from the .pkl), the dense probe or retrieval (from the checkpoint it was converted from)")
+    parser.add_argument("--results", nargs="+", default=[], metavar="RUN_DIR",
+                        help="runs of these weights to tabulate: fine-tuning (from the .pkl), the dense probe or "
+                             "retrieval (from the checkpoint it was converted from)")
     args = parser.parse_args(argv)
     try:
         written = publish(args.weights, args.name, args.out, args.recipe, args.results)
