@@ -18,6 +18,7 @@ from pretrain.backbone import STAGES, BackboneError
 from pretrain.files import atomic_write
 from transfer.budget import curve_markdown, plot, seconds_per_iteration
 from transfer.dense_probe import budget_curve, load_tiles
+from transfer.results import seed_count
 from transfer.voc_layout import scan_split
 
 
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--names", nargs="+", help="one name per RUN_DIR (default: the folder names)")
     parser.add_argument("--voc", default="datasets/trees", help="VOC-layout detection set (default: the trees)")
     parser.add_argument("--layer", default="layer3", choices=STAGES)
-    parser.add_argument("--seeds", type=int, default=5, help="training halves 0..K-1 (default: 5)")
+    parser.add_argument("--seeds", type=seed_count, default=5, help="training halves 0..K-1 (default: 5)")
     parser.add_argument("--seconds-per-iteration", type=float, default=None,
                         help="for the minutes (default: each run's median from its metrics.jsonl)")
     parser.add_argument("--out", required=True, help="writes OUT.json, OUT.md, OUT.png")

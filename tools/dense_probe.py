@@ -19,7 +19,7 @@ import sys
 from pretrain import numerics
 from pretrain.backbone import STAGES, BackboneError
 from transfer.dense_probe import load_tiles, probe_results, probe_scores
-from transfer.results import seed_dir, write_final_results
+from transfer.results import seed_count, seed_dir, write_final_results
 from transfer.tile_bootstrap import save_scores
 from transfer.voc_layout import scan_split
 
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                         help="the encoder probed in a pretraining checkpoint: query (default) or key (momentum)")
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth at random init (default: 18)")
     parser.add_argument("--layer", default="layer3", choices=STAGES, help="stage probed (default: layer3, C4)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1: the training halves (default: 5)")
+    parser.add_argument("--seeds", type=seed_count, default=5, help="seeds 0..K-1: the training halves (default: 5)")
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--as-seed", type=int, default=None, metavar="S",
                         help="write one result, the mean over the halves, as seed S: OUT/seed_S (to pair backbones "

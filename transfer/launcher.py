@@ -41,6 +41,8 @@ def launch_one(main, args):
 def run(main, args) -> int:
     """Check what can be checked before any process starts, hold OUTPUT_DIR, then fine-tune."""
     base = setup_cfg(args.config_file, args.opts)
+    if base.SEED < -1:
+        raise ValueError(f"SEED = {base.SEED}: a seed is 0 or more, or -1 to draw one (printed and recorded)")
     register_from_args(args.voc, args.coco, args.classes, args.sem_seg)
     check_datasets(base)
     check_launcher(args.num_gpus * args.num_machines, base.MODEL.DEVICE)

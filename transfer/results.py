@@ -28,6 +28,19 @@ class ResultsError(ValueError):
     pass
 
 
+def seed_count(text: str) -> int:
+    """``--seeds K`` of every tool: K >= 1 runs seeds 0..K-1 (argparse type; 0 or a negative K is an error, not
+    a silent no-op)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        import argparse
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of seeds K (seeds 0..K-1) must be 1 or more")
+    return count
+
+
 def seed_dir(output_dir: str, seed: int) -> str:
     return os.path.join(output_dir, f"seed_{seed}")
 

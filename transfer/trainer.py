@@ -39,6 +39,7 @@ from .coverage import load_and_check_coverage
 from .data_stream import ResumableLoader, build_stream_loader, seed_generators, step_seed
 from .datasets import DatasetError, build_evaluator, check_classes
 from .probe import freeze_backbone, reestimate_detector_bn
+from .results import seed_count
 from .weights import WeightsError, check_input_settings, check_weights_file
 
 logger = logging.getLogger("transfer")
@@ -288,7 +289,7 @@ def argument_parser():
     parser = default_argument_parser()
     parser.add_argument("--allow-partial", action="store_true",
                         help="train even if MODEL.WEIGHTS leaves some backbone parameters random")
-    parser.add_argument("--seeds", type=int, default=None, metavar="K",
+    parser.add_argument("--seeds", type=seed_count, default=None, metavar="K",
                         help="run K fine-tunings, seeds 0..K-1, into OUTPUT_DIR/seed_k/ (K = 1: seed 0)")
     parser.add_argument("--voc", nargs=3, action="append", default=[], metavar=("NAME", "DIR", "SPLIT"),
                         help="register a VOC-layout dataset; a DIR named VOC2007 is scored with the VOC07 "

@@ -422,3 +422,17 @@ def test_a_model_is_evaluated_only_with_the_class_order_it_was_trained_with(tmp_
     assert (f"error: {model}: the model was trained with the classes ['person', 'car'] in this order, this run's "
             "datasets have ['car', 'person']; register them with --classes person car") in swapped.stderr
     assert not (tmp_path / "swapped" / "final_results.json").exists()
+
+
+def test_a_number_of_seeds_below_one_and_a_seed_below_minus_one_are_refused(tmp_path):
+    """--seeds 0 was a silent "no --seeds", --seeds -1 did nothing and exited 0, and the dense probe's --seeds 0
+    raised a traceback; SEED -1 means draw one, other negative seeds are refused."""
+    config = os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml")
+    for tool_name, args in [("train_net.py", ("--config-file", config, "--seeds", 0)),
+                            ("train_net.py", ("--config-file", config, "--seeds", -1)),
+                            ("dense_probe.py", ("datasets/trees", "--seeds", 0, "--out", tmp_path / "p"))]:
+        result = tool(tool_name, *args)
+        assert result.returncode == 2 and "the number of seeds K (seeds 0..K-1) must be 1 or more" in result.stderr
+        assert "Traceback" not in result.stderr
+    result = tool("train_net.py", "--config-file", config, "SEED", -5, "OUTPUT_DIR", tmp_path / "s")
+    assert result.returncode == 1 and "error: SEED = -5: a seed is 0 or more, or -1 to draw one" in result.stderr
