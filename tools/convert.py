@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from pretrain.backbone import BackboneError
-from transfer.weights import WeightsError, conversion_summary, convert, remove_with_sidecar
+from transfer.weights import WeightsError, conversion_summary, convert, mark_verified, remove_with_sidecar
 
 
 def parse_args(argv=None):
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
             remove_with_sidecar(args.output)
             print(f"error: verification failed, {args.output} removed: {e}", file=sys.stderr)
             return 1
+        mark_verified(args.output)
+        print(f"verified: {args.output}.json records it")
     return 0
 
 

@@ -48,6 +48,8 @@ def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Op
              f"{sidecar['width_per_group']}",
              f"- source checkpoint: `{sidecar['source']}` (sha256 `{sidecar['source_sha256']}`), layout "
              f"{sidecar['layout']}, prefix `{sidecar['prefix']}`, encoder {sidecar['encoder']}",
+             "- checked in Detectron2 (`tools/convert.py --verify`): " + {True: "yes", False: "no"}.get(
+                 sidecar.get("verified"), "not recorded"),
              "", "## Use", "", "Fine-tune with these Detectron2 settings (checked by `tools/train_net.py` from the "
              "sidecar `" + file_name + ".json`):", "", "```"]
     settings = {**sidecar["input_settings"], **sidecar["architecture_settings"]}

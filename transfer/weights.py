@@ -112,7 +112,15 @@ def sidecar_of(weights: ResNetWeights, source: str, fmt: str, drop=()) -> Dict:
             "num_dropped": len(weights.dropped), "source_dtype": weights.source_dtype, "depth": weights.depth,
             "groups": weights.groups, "width_per_group": weights.width_per_group, "format": fmt,
             "num_tensors": len(weights.tensors), "input_settings": INPUT_SETTINGS,
-            "architecture_settings": architecture_settings(weights)}
+            "architecture_settings": architecture_settings(weights),
+            "verified": False}  # True only once tools/convert.py --verify has finished on these bytes
+
+
+def mark_verified(path: str) -> None:
+    """Record in ``path.json`` that ``--verify`` finished on these bytes (a kill during it leaves False)."""
+    sidecar = read_sidecar(path)
+    atomic_write(path + ".json", lambda f: f.write((json.dumps({**sidecar, "verified": True}, indent=2)
+                                                    + "\n").encode()))
 
 
 def write_with_sidecar(path: str, data: bytes, sidecar: Dict) -> None:

@@ -197,3 +197,7 @@ def test_verify(tmp_path, depth, convert):
     assert "start new as expected for a backbone (backbone.fpn_lateral2, " in result.stdout
     if depth == 50:
         assert "C4 model" in result.stdout and "roi_heads.res5.norm)" in result.stdout
+    # The sidecar says whether verification finished: a conversion without it (or killed during it) says False.
+    assert json.loads((tmp_path / "out.pkl.json").read_text())["verified"] is True
+    assert convert(src, tmp_path / "plain.pkl").returncode == 0
+    assert json.loads((tmp_path / "plain.pkl.json").read_text())["verified"] is False
