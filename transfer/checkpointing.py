@@ -30,6 +30,23 @@ class TrainingStopped(BaseException):
         self.iteration, self.signum, self.path = iteration, signum, path
 
 
+class CheckpointWriteError(BaseException):
+    """A checkpoint could not be written (a full disk, a folder gone read-only); a BaseException so that
+    Detectron2's loop does not log it as a crash. The message says what stands and how to continue."""
+
+
+def os_reason(error: BaseException):
+    """The operating system's reason behind ``error`` (torch.save reports a full disk as a RuntimeError of its
+    zip writer, with the OSError as its context), or None when it is not an OS error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return f"{error.strerror or error}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class PeerLost(BaseException):
     """Another process of the job is gone (a collective failed); a BaseException so that Detectron2's loop does
     not log it as a crash of this process."""
@@ -58,8 +75,20 @@ class AtomicCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_torch_save(data, path)
-        self.tag_last_checkpoint(basename)
+        try:
+            atomic_torch_save(data, path)
+            self.tag_last_checkpoint(basename)
+        except (OSError, RuntimeError) as e:
+            reason = os_reason(e)
+            if reason is None:
+                raise
+            pointer = os.path.join(self.save_dir, "last_checkpoint")
+            last = open(pointer).read().strip() if os.path.isfile(pointer) else ""
+            stands = f"the last complete checkpoint, {last}, stands" if last else "no checkpoint was written yet"
+            raise CheckpointWriteError(
+                f"cannot write the checkpoint {path} ({reason}); {stands}: free space (or move {self.save_dir} to "
+                "a bigger disk) and continue with the same command, --resume and OUTPUT_DIR where the folder is "
+                "now") from None
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode()))

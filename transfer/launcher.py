@@ -4,13 +4,14 @@ A resume must continue the same experiment: same config, same weights."""
 import os
 import secrets
 import sys
+import tempfile
 
 from detectron2.engine import launch
 
 from pretrain.files import remove_stale_temporaries
 from pretrain.lock import OutputLock
 
-from .checkpointing import PeerLost, TrainingStopped
+from .checkpointing import CheckpointWriteError, PeerLost, TrainingStopped, os_reason
 from .config import setup_cfg
 from .datasets import check_datasets, register_from_args
 from .results import seed_runs
@@ -26,6 +27,9 @@ def run_process(main, args):
         print(f"{e}; checkpoint {e.path}: continue with the same command and --resume", file=sys.stderr,
               flush=True)
         raise SystemExit(128 + e.signum) from None
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except PeerLost as e:
         print(f"error: another process of this job stopped ({e}); the last checkpoint in OUTPUT_DIR stands: start "
               "the job again with --resume", file=sys.stderr, flush=True)
@@ -46,10 +50,22 @@ def run(main, args) -> int:
     register_from_args(args.voc, args.coco, args.classes, args.sem_seg)
     check_datasets(base)
     check_launcher(args.num_gpus * args.num_machines, base.MODEL.DEVICE)
+    check_writable(base.OUTPUT_DIR)
     if args.machine_rank > 0:  # the first machine's job holds the folder for all
         return run_seeds(main, args, base)
     with OutputLock(base.OUTPUT_DIR):
         return run_seeds(main, args, base)
+
+
+def check_writable(folder: str) -> None:
+    """OUTPUT_DIR can be created and written (a read-only or misspelt place is one line, before any work)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test"):
+            pass
+    except OSError as e:
+        raise ValueError(f"OUTPUT_DIR {folder}: cannot write there ({os_reason(e) or e}); give a folder this "
+                         "user can write") from None
 
 
 def resumed_cfg(args, extra):

@@ -83,8 +83,9 @@ class LaunchError(RuntimeError):
     pass
 
 
-# What a resumed fine-tuning may differ in: whether partial weights are allowed (a loading check, not the run).
-RESUME_IGNORED = ("TRANSFER.ALLOW_PARTIAL_WEIGHTS",)
+# What a resumed fine-tuning may differ in: whether partial weights are allowed (a loading check, not the run), and
+# the folder itself (a run moved to a bigger disk continues where it now is).
+RESUME_IGNORED = ("TRANSFER.ALLOW_PARTIAL_WEIGHTS", "OUTPUT_DIR")
 
 
 def saved_config(output_dir: str) -> Optional[dict]:

@@ -436,3 +436,29 @@ def test_a_number_of_seeds_below_one_and_a_seed_below_minus_one_are_refused(tmp_
         assert "Traceback" not in result.stderr
     result = tool("train_net.py", "--config-file", config, "SEED", -5, "OUTPUT_DIR", tmp_path / "s")
     assert result.returncode == 1 and "error: SEED = -5: a seed is 0 or more, or -1 to draw one" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_moved_run_resumes_and_an_unwritable_output_dir_is_one_line(tmp_path):
+    """The remedy for a full disk, moving the folder to a bigger disk, must work: OUTPUT_DIR may change on resume.
+    An OUTPUT_DIR that cannot be written is one line before any work."""
+    write_voc(str(tmp_path / "data"), classes=("person", "car"), train=2, test=2)
+    voc = tmp_path / "data" / "VOC2007"
+    command = ["--config-file", os.path.join(CONFIGS, "tiny/trees_R_18_FPN_cpu.yaml"),
+               "--voc", "moved_train", voc, "trainval", "--voc", "moved_test", voc, "test",
+               "DATASETS.TRAIN", "('moved_train',)", "DATASETS.TEST", "('moved_test',)",
+               "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96,
+               "SOLVER.CHECKPOINT_PERIOD", 1, "SEED", 1]
+    first = tool("train_net.py", *command, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path / "small_disk")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    (tmp_path / "small_disk" / "model_final.pth").unlink()
+    (tmp_path / "small_disk" / "final_results.json").unlink()
+    shutil.move(tmp_path / "small_disk", tmp_path / "big_disk")
+    moved = tool("train_net.py", *command, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path / "big_disk", "--resume")
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
+    assert json.loads((tmp_path / "big_disk" / "final_results.json").read_text())["resumed_at"] == [2]
+    (tmp_path / "a_file").write_text("")
+    for folder, reason in [(tmp_path / "a_file" / "run", "Not a directory"), ("/sys/run", "")]:
+        refused = tool("train_net.py", *command, "OUTPUT_DIR", folder)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert f"error: OUTPUT_DIR {folder}: cannot write there ({reason}" in refused.stderr

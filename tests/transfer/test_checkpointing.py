@@ -42,3 +42,34 @@ def test_an_empty_pointer_or_checkpoint_falls_back_to_the_newest_complete_one(tm
     (tmp_path / "model_0000004.pth").write_bytes(b"PK\x03\x04 cut off")
     with pytest.raises(ResumeError, match="no complete checkpoint to resume from"):
         saver.get_checkpoint_file()
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_a_full_disk_is_one_line_saying_what_stands(tmp_path, monkeypatch, earlier):
+    """torch.save on a full disk raises its zip writer's RuntimeError ("unexpected pos") with the OSError as its
+    context; the first checkpoint failing is as clear as a later one."""
+    import errno
+
+    from transfer.checkpointing import CheckpointWriteError
+    saver = checkpointer(tmp_path)
+    if earlier:
+        saver.save("model_0000004", iteration=4)
+
+    def full(obj, f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointWriteError) as error:
+        saver.save("model_0000009", iteration=9)
+    message = str(error.value)
+    assert "model_0000009.pth (No space left on device)" in message and "\n" not in message
+    assert ("the last complete checkpoint, model_0000004.pth, stands" if earlier
+            else "no checkpoint was written yet") in message
+    assert "continue with the same command, --resume" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["last_checkpoint", "model_0000004.pth"] if earlier else [])
+    monkeypatch.setattr(torch, "save", lambda obj, f: (_ for _ in ()).throw(RuntimeError("a bug, not the disk")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        saver.save("model_0000010", iteration=10)
