@@ -27,7 +27,7 @@ def pretrained_and_converted(tmp_path, convert):
     dense = tmp_path / "dense" / "seed_0"  # the dense probe reads the checkpoint the .pkl was converted from
     dense.mkdir(parents=True)
     (dense / "final_results.json").write_text(json.dumps({"results": {"dense": {"AP": 40.0}}, "seed": 0,
-                                                           "weights": str(run / "backbone.pth")}))
+                                                          "weights": str(run / "backbone.pth")}))
     return tmp_path / "houghcl.pkl", tmp_path / "voc"
 
 
@@ -63,7 +63,7 @@ def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
     other = tmp_path / "other" / "seed_0"
     other.mkdir(parents=True)
     (other / "final_results.json").write_text(json.dumps({"results": {"bbox": {"AP": 1.0}}, "seed": 0,
-                                                           "weights": str(tmp_path / "densecl.pkl")}))
+                                                          "weights": str(tmp_path / "densecl.pkl")}))
     cases.append(((pkl, "--name", "x", "--results", voc, tmp_path / "other"),
                   f"seed 0 was trained from '{tmp_path / 'densecl.pkl'}', not from {pkl}"))
     for args, expected in cases:
