@@ -18,7 +18,7 @@ import sys
 from pretrain import numerics
 from pretrain.config import ConfigError
 from transfer.demo import run
-from transfer.demo_plan import METHODS, STUDY_METHODS, Plan
+from transfer.demo_plan import DEMO_ITERATIONS, METHODS, STUDY_METHODS, Plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--pretrain-seeds", type=int, default=None, help="pretraining seeds 0..K-1 per method "
                         "(default: 3; 10 with --study)")
-    parser.add_argument("--pretrain-iters", type=int, default=60)
+    parser.add_argument("--pretrain-iters", type=int, default=DEMO_ITERATIONS)
     parser.add_argument("--pretrain-opts", nargs="+", default=[], metavar="KEY VALUE",
                         help="overrides of configs/pretrain/demo_r18_cpu.yaml for every method, e.g. "
                              "SOLVER.BASE_LR 0.25 (a recipe study: give it its own --out)")

@@ -36,6 +36,7 @@ STUDY_METHODS = {**METHODS, "hough_transform": ["MODEL.MATCHER", "hough_transfor
                  "geometric_oracle": ["MODEL.MATCHER", "geometric"], "pixpro_style": ["MODEL.MATCHER", "threshold"],
                  "mocov2": ["MODEL.LOSS_LAMBDA", 0.0]}
 PRETRAIN_CONFIG = "configs/pretrain/demo_r18_cpu.yaml"
+DEMO_ITERATIONS = 60  # the demo's pretraining schedule (tools/demo.py --pretrain-iters)
 # Other readings of the same pretraining runs, for HoughCL and DenseCL (the study): does one of them narrow the
 # pretraining-seed interval of their difference at no extra pretraining cost? name -> description; the dense probe's
 # arguments are those of ``instrument_weights``.
@@ -49,7 +50,7 @@ class Plan:
     out: str
     methods: Dict[str, List]
     pretrain_seeds: int = 3
-    pretrain_iters: int = 60
+    pretrain_iters: int = DEMO_ITERATIONS
     pretrain_opts: Sequence = ()   # KEY VALUE overrides of PRETRAIN_CONFIG for every method (a recipe study)
     dense_halves: int = 5          # the dense probe of one backbone: the mean over this many training halves
     tile_draws: int = 500          # resamples of the test tiles: how much of a dense-probe spread is the test set

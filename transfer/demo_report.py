@@ -7,7 +7,7 @@ from typing import Sequence
 from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS, list_matchers
 from pretrain.provenance import provenance, provenance_lines
-from transfer.demo_plan import INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan
+from transfer.demo_plan import DEMO_ITERATIONS, INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan
 from transfer.results import RESULTS_FILE, seed_dir
 from transfer.stages import Stages
 
@@ -23,6 +23,20 @@ def matching_rows(out: str, names: Sequence[str]) -> str:
                                                 for m in matchers) + " |")
     legend = "; ".join(f"`{m}`: {MATCHERS[m].label}" for m in matchers)
     return "\n".join(rows) + f"\n\nEach cell: exact / within one cell. {legend}."
+
+
+def regime_note(plan: Plan) -> str:
+    """What the tables of this regime can say: a benchmark ranks positive-selection methods only once it has
+    passed its positive controls (docs/results.md section 2f)."""
+    if plan.pretrain_iters == DEMO_ITERATIONS and not plan.pretrain_opts:
+        return ("**A plumbing demonstration, not a ranking.** In this regime (112 px views, 60 iterations) neither "
+                "control of positive selection has registered over ten pretraining seeds: the geometric oracle's "
+                "exact positives are not ahead of DenseCL's argmax, and DenseCL is not ahead of MoCo-v2 as "
+                "published (docs/results.md, section 2f). Its tables show the pipeline working and what pretraining "
+                "buys over random init; they cannot say whether HoughCL's positives are better than DenseCL's.")
+    return ("Whether this regime can rank positive-selection methods is decided by its positive controls "
+            "(DenseCL against MoCo-v2, the geometric oracle against DenseCL's argmax), read from its own tables "
+            "(docs/results.md, section 2f).")
 
 
 def stage_lines(runner: Stages, root: str) -> str:
@@ -130,6 +144,8 @@ ResNet-18 pretrained on CPU for {plan.pretrain_iters} iterations per method and 
 (`{PRETRAIN_CONFIG}`{overrides}, seeds {seeds}): {', '.join(plan.methods)}. Random init is drawn with the
 same seeds. Comparisons are paired by pretraining seed (model - baseline) with a 95% Student-t interval; "better"
 only where it excludes zero; with one seed no spread and no verdict is given.
+
+{regime_note(plan)}
 
 {body}
 ## Where these numbers come from

@@ -108,3 +108,13 @@ def test_the_segmentation_demo_reads_the_nuclei_by_retrieval_too():
                 matching=False, dense=False, retrieval_size=128, retrieval_set="nuclei")
     runs = [s.command for s in stages_of(plan) if s.command[1] == "tools/dense_retrieval.py"]
     assert len(runs) == 2 * 3 and all("--sem-seg" in c and c[c.index("--test") + 1] == "nuclei_test" for c in runs)
+
+
+def test_the_report_says_the_demo_regime_cannot_rank_and_other_regimes_are_read_from_their_controls():
+    from transfer.demo_plan import METHODS, Plan
+    from transfer.demo_report import regime_note
+    demo = regime_note(Plan(out="x", methods=METHODS))
+    assert demo.startswith("**A plumbing demonstration, not a ranking.**") and "section 2f" in demo
+    for other in (Plan(out="x", methods=METHODS, pretrain_iters=240),
+                  Plan(out="x", methods=METHODS, pretrain_opts=["SOLVER.BASE_LR", "0.25"])):
+        assert "decided by its positive controls" in regime_note(other)
