@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=None, choices=list(STUDY_METHODS), metavar="METHOD",
                         help=f"the pretrained methods (default: houghcl densecl; all with --study); densecl, the "
                              f"baseline of the tables, is always one: {', '.join(STUDY_METHODS)}")
-    parser.add_argument("--dense-halves", type=int, default=5, help="dense probe: training halves averaged")
+    parser.add_argument("--dense-halves", type=int, default=None,
+                        help="dense probe: training halves averaged (default: 3; 5 with --study)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=80)
@@ -70,8 +71,9 @@ def main(argv=None) -> int:
                     methods=methods, pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
                     instruments=args.study,
-                    dense_halves=args.dense_halves,
+                    dense_halves=args.dense_halves or (5 if args.study else 3),
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
+                    detection_models=None if args.study or args.methods else ["houghcl"],
                     detection_iters=args.detection_iters, retrieval_size=args.retrieval_size,
                     numerics=args.numerics)
     try:

@@ -56,6 +56,9 @@ class Plan:
     tile_draws: int = 500          # resamples of the test tiles: how much of a dense-probe spread is the test set
     detection_seeds: Dict[str, int] = dataclasses.field(default_factory=lambda: {"probe": 1})
     detection_iters: int = 80
+    # the backbones of the detection stages (None: every model); the demo runs HoughCL's alone, as the Detectron2
+    # end of the pipeline: one run per backbone gives no spread and no verdict, so more runs would rank nothing
+    detection_models: Optional[Sequence[str]] = None
     # semantic segmentation on the nuclei tiles: kind (SEGMENTATION) -> iterations; every pretraining seed's
     # backbone, fine-tuned with the same seed, so that the tables pair by pretraining seed
     segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -139,13 +142,14 @@ def stages_of(plan: Plan) -> List[Stage]:
     if plan.instruments:
         found += instrument_stages(plan)
     kinds = [kind for kind, seeds in plan.detection_seeds.items() if seeds]
-    for name in plan.methods if kinds else []:
+    detected = list(plan.detection_models or plan.models)
+    for name in [m for m in plan.methods if m in detected] if kinds else []:
         found.append(Stage(f"convert {name} (seed 0) to Detectron2 and verify", tool(
             plan, "convert.py", f"{pretrain_dir(plan, name, 0)}/backbone.pth", f"{out}/{name}_r18.pkl", "--verify"),
             f"{out}/{name}_r18.pkl", seconds=15))
     for kind in kinds:
         seeds, iters = plan.detection_seeds[kind], plan.detection_iters
-        for name in plan.models:
+        for name in detected:
             run_dir = f"{out}/{kind}_{name}"
             weights = "" if name == "random_init" else f"{out}/{name}_r18.pkl"
             found.append(Stage(
@@ -155,7 +159,7 @@ def stages_of(plan: Plan) -> List[Stage]:
                                f"({int(iters * 0.8)},)", "OUTPUT_DIR", run_dir),
                 os.path.join(seed_dir(run_dir, seeds - 1), RESULTS_FILE), [run_dir],
                 seconds=seeds * (iters * 0.6 + 25)))
-        found.append(collect(plan, kind))
+        found.append(collect(plan, kind, detected))
     if plan.segmentation:
         found += segmentation_stages(plan)
         if plan.retrieval_size:
@@ -257,10 +261,12 @@ def segmentation_stages(plan: Plan) -> List[Stage]:
     return found
 
 
-def collect(plan: Plan, kind: str) -> Stage:
+def collect(plan: Plan, kind: str, models: Optional[Sequence[str]] = None) -> Stage:
     # The dense probe's tables also say how much of each spread is the test tiles (transfer/tile_bootstrap.py).
+    models = list(models or plan.models)
     noise = ["--tile-bootstrap", plan.tile_draws] if kind == "dense" else []
+    baselines = [arg for b in ("random_init", "densecl") if b in models for arg in ("--baseline", b)]
     return Stage(f"collect the {kind} results", tool(
-        plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in plan.models], "--names", *plan.models,
-        "--baseline", "random_init", "--baseline", "densecl", *noise, "--out", f"{plan.out}/{kind}_table"),
-        seconds=5 + (plan.pretrain_seeds * len(plan.models) * 2 if noise else 0))
+        plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in models], "--names", *models, *baselines,
+        *noise, "--out", f"{plan.out}/{kind}_table"),
+        seconds=5 + (plan.pretrain_seeds * len(models) * 2 if noise else 0))

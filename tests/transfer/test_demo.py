@@ -118,3 +118,20 @@ def test_the_report_says_the_demo_regime_cannot_rank_and_other_regimes_are_read_
     for other in (Plan(out="x", methods=METHODS, pretrain_iters=240),
                   Plan(out="x", methods=METHODS, pretrain_opts=["SOLVER.BASE_LR", "0.25"])):
         assert "decided by its positive controls" in regime_note(other)
+
+
+def test_the_demo_detects_with_houghcl_alone_and_the_study_with_every_backbone(monkeypatch):
+    """The demo's detection stage is the Detectron2 end of the pipeline (one run: no verdict), so it runs once."""
+    import tools.demo as demo
+    plans = []
+    monkeypatch.setattr(demo, "run", lambda plan, root, force: plans.append(plan) or (_ for _ in ()).throw(
+        SystemExit(0)))
+    for argv in ([], ["--study"]):
+        try:
+            demo.main(argv + ["--numerics", "fast"])
+        except SystemExit:
+            pass
+    from transfer.demo_plan import stages_of
+    detected = [[s.title for s in stages_of(plan) if s.title.startswith("probe Faster")] for plan in plans]
+    assert [len(d) for d in detected] == [1, 7] and "from houghcl" in detected[0][0]
+    assert [plan.dense_halves for plan in plans] == [3, 5]
