@@ -7,7 +7,7 @@ from typing import Sequence
 from pretrain.files import atomic_write
 from pretrain.matching import MATCHERS, list_matchers
 from pretrain.provenance import provenance, provenance_lines
-from transfer.demo_plan import DEMO_ITERATIONS, INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan
+from transfer.demo_plan import DEMO_ITERATIONS, INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan, matched
 from transfer.results import RESULTS_FILE, seed_dir
 from transfer.stages import Stages
 
@@ -103,7 +103,7 @@ def matching_section(plan: Plan) -> str:
                "pretraining seed 0")
     return f"""## {heading}
 
-{matching_rows(plan.out, plan.models)}
+{matching_rows(plan.out, matched(plan))}
 
 All matchers see the same features of the same pairs; for threshold every positive pair counts.
 

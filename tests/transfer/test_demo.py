@@ -135,4 +135,7 @@ def test_the_demo_detects_with_houghcl_alone_and_the_study_with_every_backbone(m
     from transfer.demo_plan import stages_of
     detected = [[s.title for s in stages_of(plan) if s.title.startswith("probe Faster")] for plan in plans]
     assert [len(d) for d in detected] == [1, 7] and "from houghcl" in detected[0][0]
-    assert [plan.dense_halves for plan in plans] == [3, 5]
+    assert [plan.dense_halves for plan in plans] == [3, 5] and [plan.detection_iters for plan in plans] == [40, 80]
+    from transfer.demo_plan import matched
+    assert [matched(plan) for plan in plans] == [["houghcl"], plans[1].models]
+    assert sum(s.title.startswith("matching accuracy") for s in stages_of(plans[0])) == 1
