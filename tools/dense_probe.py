@@ -11,6 +11,7 @@ a seeded half of the training tiles scores the test tiles; the metric is their c
 (x 100). Writes OUT/seed_k/final_results.json (``dense/AP``), the layout collect_results.py reads; with
 ``--as-seed S`` also OUT/seed_S/test_scores.pt, for ``collect_results.py --tile-bootstrap``.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os
@@ -47,7 +48,14 @@ def main(argv=None) -> int:
     if not numerics.switch(args.numerics):
         return 2
     try:
-        classes = scan_split(args.voc_dir, args.train)
+        # The probe asks "is this cell inside a box", whatever the class: every class of either split counts, and
+        # a class the training split lacks is named (its boxes are positives the probe never trained on).
+        found = {split: scan_split(args.voc_dir, split) for split in (args.train, args.test)}
+        classes = sorted(set(found[args.train]) | set(found[args.test]))
+        unseen = sorted(set(found[args.test]) - set(found[args.train]))
+        if unseen:
+            print(f"note: classes only in the {args.test} split, counted as objects like the others: "
+                  f"{', '.join(unseen)}")
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
         scores = probe_scores(train, test, args.weights, range(args.seeds), args.layer, args.depth,
                               args.weight_decay, init_seed=args.as_seed or 0, encoder=args.encoder)
