@@ -18,6 +18,10 @@ def add_transfer_config(cfg: CN) -> None:
     cfg.TRANSFER.PROBE = CN()
     cfg.TRANSFER.PROBE.ENABLED = False
     cfg.TRANSFER.PROBE.BN_ITERS = 50
+    # Before training, the builtin sets a config names are checked under $DETECTRON2_DATASETS: every listed file,
+    # and, when True, the published number of images (tools/prepare_data.py check). False: a small set in the
+    # real layout under a builtin name (the tiny test configs).
+    cfg.DATASETS.PUBLISHED_COUNTS = True
     add_segmentation_config(cfg)
 
 

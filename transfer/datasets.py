@@ -240,7 +240,7 @@ def check_datasets(cfg) -> List[str]:
     """Before any process starts: the files of builtin sets exist, every set lists images that exist with the
     size their annotation says (``check_image_files``), and the classes agree (``check_classes``)."""
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    missing = missing_builtin(names)
+    missing = missing_builtin(names, cfg.DATASETS.PUBLISHED_COUNTS)
     if missing:
         raise DatasetError(f"datasets incomplete under DETECTRON2_DATASETS ({builtin_root()}): {'; '.join(missing)}")
     for name in dict.fromkeys(names):
@@ -284,18 +284,11 @@ def header_size(path: str):
     return (height, width) if rotated else (width, height)
 
 
-def missing_builtin(names: Sequence[str]) -> list:
-    """What the builtin datasets among ``names`` lack under $DETECTRON2_DATASETS, checked before training by the
-    check of the preparation that provides them (transfer/prepare: the published counts, every listed file)."""
-    from .prepare import DATASETS, PROVIDES
-    problems = []
-    for prepared in dict.fromkeys(PROVIDES[name] for name in names if name in PROVIDES):
-        found = DATASETS[prepared].check(builtin_root())
-        if found:
-            problems.append(f"{prepared}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
-                            + f"; prepare it with tools/prepare_data.py prepare {prepared} ARCHIVES... --root "
-                            f"{builtin_root()}")
-    return problems
+def missing_builtin(names: Sequence[str], exact: bool = True) -> list:
+    """What the builtin datasets among ``names`` lack under $DETECTRON2_DATASETS, by the checks of the preparation
+    that provides them (transfer/prepare: every listed file; the published counts when ``exact``)."""
+    from .prepare import check_sets
+    return check_sets(names, builtin_root(), exact)
 
 
 def voc_sem_seg_parts(name: str):

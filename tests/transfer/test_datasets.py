@@ -203,10 +203,14 @@ def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypat
                                         "voc_2012_sem_seg_val", "my_own_set"])
     lists = f"{tmp_path}/VOC2012/ImageSets/Segmentation"
     assert missing == [
-        f"voc_sbd: {lists}/train.txt is missing (and 3 more); prepare it with tools/prepare_data.py prepare "
+        f"voc_sbd: {lists}/train.txt is missing (and 2 more); prepare it with tools/prepare_data.py prepare "
         f"voc_sbd ARCHIVES... --root {tmp_path}",
-        f"cityscapes: {tmp_path}/cityscapes/leftImg8bit/train: 0 images, the published set has 2,975 (and 1 more); "
+        f"cityscapes: {tmp_path}/cityscapes/leftImg8bit/val: 0 images, the published set has 500; "
         f"prepare it with tools/prepare_data.py prepare cityscapes ARCHIVES... --root {tmp_path}"]
+    # A small set in the real layout under a builtin name (the tiny configs): every file, any count.
+    write_voc(str(tmp_path), classes=("person",), train=2, test=1)
+    assert datasets.missing_builtin(["voc_2007_trainval", "voc_2007_test"], exact=False) == []
+    assert "2 images, the published set has 5,011" in datasets.missing_builtin(["voc_2007_trainval"])[0]
 
 
 def test_coco_duplicate_image_ids_and_short_polygons_are_refused(tmp_path):
