@@ -1,7 +1,6 @@
 """Datasets for fine-tuning: Detectron2's builtin VOC/COCO/Cityscapes names (under $DETECTRON2_DATASETS,
 registered by Detectron2 itself on import), VOC2012's semantic segmentation sets (registered here on import), and
 any VOC-layout folder, COCO json or folder of label maps named on the command line."""
-import glob
 import json
 import logging
 import os
@@ -234,7 +233,7 @@ def check_datasets(cfg) -> List[str]:
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     missing = missing_builtin(names)
     if missing:
-        raise DatasetError(f"dataset files missing under DETECTRON2_DATASETS ({builtin_root()}): {missing}")
+        raise DatasetError(f"datasets incomplete under DETECTRON2_DATASETS ({builtin_root()}): {'; '.join(missing)}")
     for name in dict.fromkeys(names):
         check_image_files(name, DatasetCatalog.get(name))
     return check_classes(cfg)
@@ -277,21 +276,17 @@ def header_size(path: str):
 
 
 def missing_builtin(names: Sequence[str]) -> list:
-    """Builtin dataset names whose files are absent under $DETECTRON2_DATASETS (checked before training)."""
-    missing = []
-    for name in names:
-        if name in VOC_SEM_SEG:
-            missing += [f"{name} ({p[2]})" for p in voc_sem_seg_parts(name) if not os.path.exists(p[2])]
-        elif name.startswith("voc_"):
-            year, split = name.split("_")[1], name.split("_", 2)[2]
-            path = os.path.join(builtin_root(), f"VOC{year}", "ImageSets", "Main", split + ".txt")
-            if not os.path.exists(path):
-                missing.append(f"{name} ({path})")
-        elif name.startswith("cityscapes_") and not os.path.isdir(os.path.join(builtin_root(), "cityscapes", "gtFine")):
-            missing.append(f"{name} ({os.path.join(builtin_root(), 'cityscapes', 'gtFine')})")
-        elif name.startswith("coco_") and not glob.glob(os.path.join(builtin_root(), "coco", "annotations", "*")):
-            missing.append(f"{name} ({os.path.join(builtin_root(), 'coco', 'annotations')})")
-    return missing
+    """What the builtin datasets among ``names`` lack under $DETECTRON2_DATASETS, checked before training by the
+    check of the preparation that provides them (transfer/prepare: the published counts, every listed file)."""
+    from .prepare import DATASETS, PROVIDES
+    problems = []
+    for prepared in dict.fromkeys(PROVIDES[name] for name in names if name in PROVIDES):
+        found = DATASETS[prepared].check(builtin_root())
+        if found:
+            problems.append(f"{prepared}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                            + f"; prepare it with tools/prepare_data.py prepare {prepared} ARCHIVES... --root "
+                            f"{builtin_root()}")
+    return problems
 
 
 def voc_sem_seg_parts(name: str):

@@ -199,10 +199,14 @@ def test_the_semantic_evaluator_scores_known_predictions(tmp_path):
 def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypatch):
     from transfer import datasets
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    missing = datasets.missing_builtin(["voc_2012_sem_seg_train_aug", "cityscapes_fine_sem_seg_val"])
-    assert missing == [f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/train.txt)",
-                       f"voc_2012_sem_seg_train_aug ({tmp_path}/VOC2012/ImageSets/Segmentation/aug.txt)",
-                       f"cityscapes_fine_sem_seg_val ({tmp_path}/cityscapes/gtFine)"]
+    missing = datasets.missing_builtin(["voc_2012_sem_seg_train_aug", "cityscapes_fine_sem_seg_val",
+                                        "voc_2012_sem_seg_val", "my_own_set"])
+    lists = f"{tmp_path}/VOC2012/ImageSets/Segmentation"
+    assert missing == [
+        f"voc_sbd: {lists}/train.txt is missing (and 3 more); prepare it with tools/prepare_data.py prepare "
+        f"voc_sbd ARCHIVES... --root {tmp_path}",
+        f"cityscapes: {tmp_path}/cityscapes/leftImg8bit/train: 0 images, the published set has 2,975 (and 1 more); "
+        f"prepare it with tools/prepare_data.py prepare cityscapes ARCHIVES... --root {tmp_path}"]
 
 
 def test_coco_duplicate_image_ids_and_short_polygons_are_refused(tmp_path):
