@@ -47,7 +47,14 @@ def main(argv=None) -> int:
     if not numerics.switch(args.numerics):
         return 2
     try:
-        classes = scan_split(args.voc_dir, args.train)
+        # The probe asks "is this cell inside a box", whatever the class: every class of either split counts, and
+        # a class the training split lacks is named (its boxes are positives the probe never trained on).
+        found = {split: scan_split(args.voc_dir, split) for split in (args.train, args.test)}
+        classes = sorted(set(found[args.train]) | set(found[args.test]))
+        unseen = sorted(set(found[args.test]) - set(found[args.train]))
+        if unseen:
+            print(f"note: classes only in the {args.test} split, counted as objects like the others: "
+                  f"{', '.join(unseen)}")
         train, test = (load_tiles(args.voc_dir, split, classes) for split in (args.train, args.test))
         scores = probe_scores(train, test, args.weights, range(args.seeds), args.layer, args.depth,
                               args.weight_decay, init_seed=args.as_seed or 0, encoder=args.encoder)

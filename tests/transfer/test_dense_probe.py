@@ -9,7 +9,8 @@ import torch
 import torchvision
 from scipy import optimize
 
-from transfer.dense_probe import average_precision, cell_labels, fit_logistic, reestimate_backbone_bn, training_half
+from transfer.dense_probe import (average_precision, cell_labels, fit_logistic, load_tiles, reestimate_backbone_bn,
+                                  training_half)
 from transfer.synthetic import write_voc
 
 
@@ -145,3 +146,20 @@ def test_several_checkpoints_are_probed_as_their_averaged_weights(tmp_path, run_
                        "--out", tmp_path / "key")
     assert missing.returncode == 1 and "mean.pth: layout torchvision holds no key encoder" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "key")
+
+
+def test_a_class_only_in_the_test_split_counts_and_is_named(tmp_path, run_tool):
+    """The probe is class-agnostic (a cell inside any box): a class the training split lacks used to be dropped
+    from the score without a word, turning its boxes into background."""
+    voc = write_voc(str(tmp_path), classes=("box",), train=4, test=2, size=(96, 96))
+    annotation = tmp_path / "VOC2007" / "Annotations" / "000005.xml"  # a test image
+    annotation.write_text(annotation.read_text().replace("<name>box</name>", "<name>crate</name>"))
+    result = run_tool("dense_probe", voc, "--train", "trainval", "--seeds", 1, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "note: classes only in the test split, counted as objects like the others: crate" in result.stdout
+
+    def share(classes):  # of test cells inside a box, on the probe's 6 x 6 grid of layer3 at 96 px
+        cells = [cell_labels(t["boxes"], *t["image"].shape[1:], 6, 6) for t in load_tiles(voc, "test", classes)]
+        return float(torch.cat([c.flatten() for c in cells]).float().mean())
+    recorded = json.load(open(tmp_path / "out" / "seed_0" / "final_results.json"))["results"]["dense"]["positives"]
+    assert recorded == pytest.approx(share(["box", "crate"])) and recorded > share(["box"])
