@@ -172,14 +172,23 @@ def check_classes(cfg) -> List[str]:
         lists[name] = list(found or [])
     distinct = {tuple(v) for v in lists.values()}
     if len(distinct) > 1:
-        raise DatasetError(f"the datasets of this run have different class lists {lists}: class indices would not "
+        listed = "; ".join(f"{name}: {named(found)}" for name, found in lists.items())
+        raise DatasetError(f"the datasets of this run have different class lists ({listed}): class indices would not "
                            "agree between training and test; register them with one list (--classes)")
     classes = list(next(iter(distinct))) if distinct else []
     predicted = cfg.MODEL[key].NUM_CLASSES
     if classes and predicted != len(classes):
         raise DatasetError(f"MODEL.{key}.NUM_CLASSES is {predicted}, the datasets have {len(classes)} classes "
-                           f"{classes}: set MODEL.{key}.NUM_CLASSES {len(classes)}")
+                           f"{named(classes)}: set MODEL.{key}.NUM_CLASSES {len(classes)}")
     return classes
+
+
+def named(classes: Sequence[str], shown: int = 8) -> str:
+    """A class list for a one-line message: all of it when short, else its first names and its length."""
+    classes = list(classes)
+    if len(classes) <= shown:
+        return str(classes)
+    return f"[{', '.join(map(repr, classes[:shown - 2]))}, ... ({len(classes)} in all)]"
 
 
 def evaluation_metric(dataset_name: str) -> str:

@@ -142,11 +142,22 @@ def setup(args):
     # default_setup logs the config files syntax-highlighted with ANSI colour codes, into log.txt and into
     # redirected output alike: log them as plain text.
     detectron2_defaults._highlight = lambda code, filename: code
+    reset_loggers()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer", abbrev_name="transfer")
     norms = ", ".join(f"{k} {cfg.MODEL[k].NORM or 'none'}" for k in used_norm_keys(cfg))
     logger.info("norm layers actually used: %s%s", norms, "".join(f"\n  {n}" for n in notes))
     return cfg
+
+
+def reset_loggers() -> None:
+    """Before a run's logging is set up: the handlers an earlier run of this process added go (``--seeds K`` runs
+    K fine-tunings in one process; Detectron2 adds handlers per OUTPUT_DIR, so seed 1 printed every line twice)."""
+    for name in ("detectron2", "fvcore", "transfer"):
+        for handler in logging.getLogger(name).handlers[:]:
+            logging.getLogger(name).removeHandler(handler)
+            handler.close()
+    setup_logger.cache_clear()
 
 
 def check_parameters_agree(trainer) -> None:

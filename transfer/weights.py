@@ -176,12 +176,16 @@ def dropped_heads(weights) -> str:
 def dropped_groups(weights) -> str:
     """What was dropped, by name: each group of keys (first name below the backbone's prefix, or the first
     name of keys outside it) with its count."""
-    groups = Counter()
+    groups, counters = Counter(), 0
     for key in weights.dropped:
+        if key.endswith(".num_batches_tracked"):  # BN's step counters: no weights, Detectron2 has none
+            counters += 1
+            continue
         inside = key.startswith(weights.prefix)
         rest = key[len(weights.prefix):] if inside else key
         groups[(weights.prefix if inside else "") + rest.split(".")[0]] += 1
-    return "; ".join(f"{name} ({count})" for name, count in sorted(groups.items()))
+    named = [f"{name} ({count})" for name, count in sorted(groups.items())]
+    return "; ".join(named + ([f"BN num_batches_tracked counters ({counters})"] if counters else []))
 
 
 def conversion_summary(weights: ResNetWeights) -> str:

@@ -462,3 +462,18 @@ def test_a_moved_run_resumes_and_an_unwritable_output_dir_is_one_line(tmp_path):
         refused = tool("train_net.py", *command, "OUTPUT_DIR", folder)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
         assert f"error: OUTPUT_DIR {folder}: cannot write there ({reason}" in refused.stderr
+
+
+@pytest.mark.slow
+def test_each_seed_of_a_multi_seed_run_logs_each_line_once(tmp_path):
+    write_voc(str(tmp_path / "data"), classes=("person", "car"), train=2, test=1)
+    voc = tmp_path / "data" / "VOC2007"
+    result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/trees_R_18_FPN_cpu.yaml"),
+                  "--voc", "twice_train", voc, "trainval", "--voc", "twice_test", voc, "test", "--seeds", 2,
+                  "DATASETS.TRAIN", "('twice_train',)", "DATASETS.TEST", "('twice_test',)",
+                  "MODEL.ROI_HEADS.NUM_CLASSES", 2, "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96,
+                  "SOLVER.MAX_ITER", 1, "OUTPUT_DIR", tmp_path / "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("Starting training from iteration 0") == 2, output[-3000:]
+    assert output.count("norm layers actually used") == 2

@@ -248,3 +248,10 @@ def test_missing_or_resized_images_and_empty_sets_stop_before_training(tmp_path)
     MetadataCatalog.get(empty).set(thing_classes=["car", "person"])
     with pytest.raises(DatasetError, match=f"dataset {empty}: holds no image"):
         check_datasets(tiny_cfg(test, empty, 2))
+
+
+def test_long_class_lists_are_shortened_in_one_line_messages():
+    from transfer.datasets import named
+    assert named(["a", "b"]) == "['a', 'b']"
+    long = named([f"class_{k}" for k in range(258)])
+    assert long == "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5', ... (258 in all)]"

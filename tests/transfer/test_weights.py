@@ -85,6 +85,9 @@ def test_heads_under_the_ddp_prefix_are_dropped_by_name(tmp_path, convert):
     assert result.returncode == 0, result.stderr
     assert "layout ddp" in result.stdout and "heads: projection_head, prototypes" in result.stdout
     assert "module.projection_head (" in result.stdout and "module.prototypes (" in result.stdout  # named, counted
+    # BN's step counters are said to be what they are, not listed as a dropped part of the network ("module.layer1")
+    counters = sum(k.endswith("num_batches_tracked") for k in state)
+    assert f"BN num_batches_tracked counters ({counters})" in result.stdout and "module.layer1 (" not in result.stdout
     with open(tmp_path / "swav.pkl", "rb") as f:
         assert len(pickle.load(f)["model"]) == len([k for k in state if k.startswith(("conv1", "bn1", "layer"))
                                                     and "num_batches_tracked" not in k])
