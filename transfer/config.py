@@ -45,6 +45,15 @@ def add_segmentation_config(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # mmsegmentation's PhotoMetricDistortion (brightness, contrast, saturation, hue) after the flip.
     cfg.INPUT.PHOTOMETRIC_DISTORTION = False
+    # AlignedSegmentor's inference (transfer/segmentor.py): "whole" image, or sliding windows of CROP_SIZE every
+    # STRIDE pixels (mmsegmentation's test_cfg mode="slide", crop_size, stride; its Cityscapes runs: 769, 513).
+    cfg.TEST.SLIDE = CN()
+    cfg.TEST.SLIDE.ENABLED = False
+    cfg.TEST.SLIDE.CROP_SIZE = (769, 769)
+    cfg.TEST.SLIDE.STRIDE = (513, 513)
+    # mmsegmentation 0.11 initialises a ResNet built without weights with the last BN of every residual block at
+    # gamma 0 (zero_init_residual); Detectron2 leaves gamma at 1. True: mmsegmentation's (the random-init configs).
+    cfg.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False
 
 
 class TransferConfigError(ValueError):

@@ -1,9 +1,10 @@
 """Semantic segmentation in Detectron2 with mmsegmentation's FCN-D8 protocol (DenseCL's segmentation table), and
-the frozen linear segmentation probe: the model and its schedule. Registered on import: the dilated ResNet
-backbone, the FCN head, the linear head; ``build_lr_scheduler`` (PolyLR) is what ``TransferTrainer`` uses for these
-configs, with the data side of transfer/segmentation_data.py (``SemSegMapper``).
+the frozen linear segmentation probe: the backbone, the heads and the schedule. Registered on import: the dilated
+ResNet backbone, the FCN head, the linear head, and the model (transfer/segmentor.py); ``build_lr_scheduler``
+(PolyLR) is what ``TransferTrainer`` uses for these configs, with the data side of transfer/segmentation_data.py
+(``SemSegMapper``).
 
-Shapes: images ``(N, 3, H, W)`` padded to a multiple of the output stride; features ``(N, C, H/s, W/s)``;
+Shapes: images ``(N, 3, H, W)`` padded to the crop size (transfer/segmentor.py); features ``(N, C, H/s, W/s)``;
 logits ``(N, K, H, W)``; targets ``(N, H, W)`` of class indices with ``IGNORE_VALUE`` (255) where unlabelled.
 """
 from typing import Dict, Optional
@@ -17,6 +18,8 @@ from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import ParamScheduler
 from fvcore.nn import weight_init
 from torch import nn
+
+from .segmentor import AlignedSegmentor  # noqa: F401  (registers the model the segmentation configs name)
 
 # (res4, res5) dilations with a meaning: output stride 32 (none), 16 (res5 dilated) and 8 (both; FCN-D8)
 DILATIONS = ((1, 1), (1, 2), (2, 4))
@@ -64,8 +67,18 @@ def build_resnet_dilated_backbone(cfg, input_shape: ShapeSpec) -> DilatedResNet:
     for stage, dilation in zip(stages[2:], dilations):
         if dilation > 1:
             dilate_stage(stage, dilation, first_dilation=dilation // 2)
+    if cfg.MODEL.RESNETS.ZERO_INIT_RESIDUAL:
+        zero_init_residual(stages)
     return DilatedResNet(plain.stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
                          freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+def zero_init_residual(stages) -> None:
+    """The last norm of every residual block at gamma 0 (each block starts as the identity), as mmsegmentation
+    0.11 initialises a ResNet built without weights: its ``zero_init_residual`` is True by default."""
+    for block in (b for stage in stages for b in stage):
+        last = block.conv3 if hasattr(block, "conv3") else block.conv2
+        nn.init.zeros_(last.norm.weight)
 
 
 def segmentation_loss(logits, targets, ignore_value: int, average: str):
@@ -107,9 +120,9 @@ class FCNBranch(nn.Module):
 
 
 class UpsampledLogits(nn.Module):
-    """What the FCN and the linear head share: logits upsampled by the feature stride to the padded image,
-    the loss against the targets in training, the logits at inference (``SemanticSegmentor`` crops and resizes
-    them to each image)."""
+    """What the FCN and the linear head share: in training, the logits resized to the targets (the padded input)
+    with ALIGN_CORNERS and the loss against them, as mmsegmentation's decode heads; at inference the logits at the
+    feature resolution, which the model (transfer/segmentor.py) resizes to each image."""
 
     def __init__(self, cfg, stride: int):
         super().__init__()
@@ -117,11 +130,12 @@ class UpsampledLogits(nn.Module):
         self.stride, self.align_corners = stride, head.ALIGN_CORNERS
         self.ignore_value, self.loss_weight, self.loss_average = head.IGNORE_VALUE, head.LOSS_WEIGHT, head.LOSS_AVERAGE
 
-    def upsample(self, logits):
-        return F.interpolate(logits, scale_factor=self.stride, mode="bilinear", align_corners=self.align_corners)
+    def resized(self, logits, size):
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
 
     def loss(self, logits, targets):
-        return segmentation_loss(self.upsample(logits), targets, self.ignore_value, self.loss_average)
+        return segmentation_loss(self.resized(logits, targets.shape[-2:]), targets, self.ignore_value,
+                                 self.loss_average)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -150,7 +164,7 @@ class FCNHead(UpsampledLogits):
     def forward(self, features, targets=None):
         logits = self.decode(features[self.in_feature])
         if not self.training:
-            return self.upsample(logits), {}
+            return logits, {}
         losses = {"loss_sem_seg": self.loss_weight * self.loss(logits, targets)}
         if self.aux is not None:
             losses["loss_sem_seg_aux"] = self.aux_weight * self.loss(self.aux(features[self.aux_in_feature]), targets)
@@ -184,7 +198,7 @@ class LinearSegHead(UpsampledLogits):
                        for n in self.in_features], dim=1)
         logits = self.predictor(self.norm(x))
         if not self.training:
-            return self.upsample(logits), {}
+            return logits, {}
         return None, {"loss_sem_seg": self.loss_weight * self.loss(logits, targets)}
 
 
@@ -213,4 +227,4 @@ def build_lr_scheduler(cfg, optimizer) -> Optional[LRMultiplier]:
 
 
 def is_semantic(cfg) -> bool:
-    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+    return cfg.MODEL.META_ARCHITECTURE in ("SemanticSegmentor", "AlignedSegmentor")

@@ -22,7 +22,7 @@ STARDIST = next(s for s in fetch_data.SOURCES if s["dest"] == fetch_data.NUCLEI_
 # mmsegmentation's fcn_r50-d8 model, schedule_20k / schedule_40k, pascal_voc12_aug / cityscapes_769x769 data,
 # as the Detectron2 keys that carry them (docs/segmentation.md gives each key's mmsegmentation name)
 PUBLISHED_FCN = {
-    "MODEL.META_ARCHITECTURE": "SemanticSegmentor", "MODEL.BACKBONE.NAME": "build_resnet_dilated_backbone",
+    "MODEL.META_ARCHITECTURE": "AlignedSegmentor", "MODEL.BACKBONE.NAME": "build_resnet_dilated_backbone",
     "MODEL.RESNETS.DEPTH": 50, "MODEL.RESNETS.NORM": "SyncBN", "MODEL.RESNETS.STRIDE_IN_1X1": False,
     "MODEL.RESNETS.RES4_DILATION": 2, "MODEL.RESNETS.RES5_DILATION": 4, "MODEL.BACKBONE.FREEZE_AT": 0,
     "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53], "MODEL.PIXEL_STD": [58.395, 57.12, 57.375], "INPUT.FORMAT": "RGB",
@@ -37,7 +37,7 @@ PUBLISHED_FCN = {
     "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 0.75, "INPUT.RANDOM_FLIP": "horizontal",
     "INPUT.PHOTOMETRIC_DISTORTION": True, "INPUT.MIN_SIZE_TRAIN_SAMPLING": "range", "INPUT.CROP.TYPE": "absolute",
     "SOLVER.WEIGHT_DECAY_BIAS": None, "SOLVER.BIAS_LR_FACTOR": 1.0, "SOLVER.NESTEROV": False,
-    "TEST.EVAL_PERIOD": 0}
+    "TEST.EVAL_PERIOD": 0, "DATALOADER.ASPECT_RATIO_GROUPING": False}
 PUBLISHED_VOC = {**PUBLISHED_FCN, "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 21, "MODEL.SEM_SEG_HEAD.ALIGN_CORNERS": False,
                  "INPUT.MIN_SIZE_TRAIN": [256, 1024], "INPUT.CROP.SIZE": [512, 512], "INPUT.MIN_SIZE_TEST": 512,
                  "INPUT.MAX_SIZE_TRAIN": 4096, "INPUT.MAX_SIZE_TEST": 2048, "SOLVER.IMS_PER_BATCH": 16,
@@ -47,15 +47,17 @@ PUBLISHED_CITYSCAPES = {**PUBLISHED_FCN, "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 19,
                         "MODEL.SEM_SEG_HEAD.ALIGN_CORNERS": True, "INPUT.MIN_SIZE_TRAIN": [512, 2050],
                         "INPUT.CROP.SIZE": [769, 769], "INPUT.MIN_SIZE_TEST": 1025, "INPUT.MAX_SIZE_TEST": 2049,
                         "INPUT.MAX_SIZE_TRAIN": 4098, "SOLVER.IMS_PER_BATCH": 8, "SOLVER.MAX_ITER": 40000,
-                        "SOLVER.CHECKPOINT_PERIOD": 4000,
+                        "SOLVER.CHECKPOINT_PERIOD": 4000, "TEST.SLIDE.ENABLED": True,
+                        "TEST.SLIDE.CROP_SIZE": [769, 769], "TEST.SLIDE.STRIDE": [513, 513],
                         "DATASETS.TRAIN": ["cityscapes_fine_sem_seg_train"],
                         "DATASETS.TEST": ["cityscapes_fine_sem_seg_val"]}
 
 
 @pytest.mark.parametrize("config,published", [
-    ("voc12aug_FCN_R50_D8_20k.yaml", PUBLISHED_VOC), ("voc12aug_FCN_R50_D8_20k_random_init.yaml", PUBLISHED_VOC),
+    ("voc12aug_FCN_R50_D8_20k.yaml", PUBLISHED_VOC),
+    ("voc12aug_FCN_R50_D8_20k_random_init.yaml", {**PUBLISHED_VOC, "MODEL.RESNETS.ZERO_INIT_RESIDUAL": True}),
     ("cityscapes_FCN_R50_D8_40k.yaml", PUBLISHED_CITYSCAPES),
-    ("cityscapes_FCN_R50_D8_40k_random_init.yaml", PUBLISHED_CITYSCAPES)])
+    ("cityscapes_FCN_R50_D8_40k_random_init.yaml", {**PUBLISHED_CITYSCAPES, "MODEL.RESNETS.ZERO_INIT_RESIDUAL": True})])
 def test_segmentation_configs_carry_mmsegmentations_values(config, published):
     ours = flat_keys(setup_cfg(os.path.join(CONFIGS, config)))
     differ = {k: (ours.get(k), v) for k, v in published.items()

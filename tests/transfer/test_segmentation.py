@@ -207,4 +207,61 @@ def test_linear_probe_head_on_res4_and_res5_upsamples_to_the_image():
         out = model([{"image": torch.rand(3, 100, 70) * 255, "height": 50, "width": 35}])
     assert out[0]["sem_seg"].shape == (2, 50, 35)
     features = {"res4": torch.randn(1, 256, 6, 4), "res5": torch.randn(1, 512, 3, 2)}
-    assert head(features)[0].shape == (1, 2, 96, 64)
+    assert head(features)[0].shape == (1, 2, 6, 4)  # the model resizes them to each image
+
+
+def test_a_769_crop_is_padded_to_769_and_pixel_p_lies_on_feature_p_over_8_as_in_mmsegmentation():
+    """mmsegmentation pads a Cityscapes crop to 769 (Pad size=crop_size), its 97-cell map is resized to 769 px with
+    align_corners=True: resize(x, size) = F.interpolate(x, size, mode="bilinear", align_corners=True), so pixel p
+    takes cell p * 96 / 768 = p / 8. Detectron2 would pad to 776 and put pixel 384 0.43 cells off."""
+    from transfer.segmentor import AlignedSegmentor
+    cfg = setup_cfg(os.path.join(CONFIGS, "cityscapes_FCN_R50_D8_40k.yaml"),
+                    ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.NORM", "BN",
+                     "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    assert isinstance(model, AlignedSegmentor)
+    seen = {}
+
+    def head(features, targets):
+        seen["features"], seen["targets"] = features["res5"].shape[-2:], targets.shape[-2:]
+        return None, {}
+    model.sem_seg_head.forward = head
+    model.train()
+    model([{"image": torch.rand(3, 700, 769) * 255, "sem_seg": torch.zeros(700, 769, dtype=torch.long)}])
+    assert tuple(seen["targets"]) == (769, 769) and tuple(seen["features"]) == (97, 97)
+    ramp = torch.arange(97, dtype=torch.float32).repeat(1, 1, 97, 1)  # cell j holds j
+    resized = type(model.sem_seg_head).resized(model.sem_seg_head, ramp, (769, 769))
+    pixels = torch.arange(769, dtype=torch.float32)
+    assert torch.allclose(resized[0, 0, 0], pixels / 8, atol=1e-4)
+    assert torch.allclose(resized[0, 0, 0, [384, 768]], torch.tensor([48.0, 96.0]))
+
+
+def test_sliding_windows_follow_mmsegmentation_and_one_window_equals_the_whole_image():
+    from transfer.segmentor import window_starts
+    assert window_starts(1025, 769, 513) == [0, 256] and window_starts(2049, 769, 513) == [0, 513, 1026, 1280]
+    assert window_starts(500, 769, 513) == [0]
+    cfg = setup_cfg(os.path.join(CONFIGS, "tiny", "nuclei_FCN_R18_D8_cpu.yaml"))
+    model = build_model(cfg).eval()
+    image = torch.rand(3, 100, 70) * 255
+    with torch.no_grad():
+        whole = model([{"image": image, "height": 50, "width": 35}])[0]["sem_seg"]
+        model.slide = ((128, 128), (96, 96))
+        slid = model([{"image": image, "height": 50, "width": 35}])[0]["sem_seg"]
+        model.slide = ((64, 48), (32, 24))  # several windows: each pixel the mean of the windows that cover it
+        several = model([{"image": image}])[0]["sem_seg"]
+    assert torch.equal(whole, slid) and several.shape == (2, 100, 70)
+    with torch.no_grad():
+        corner = model.logits(((image - model.pixel_mean) / model.pixel_std)[:, :64, :48])
+    assert torch.allclose(several[:, :32, :22], corner[:, :32, :22], atol=1e-5)  # the first window's alone (x: 0, 22)
+
+
+def test_random_init_segmentation_starts_each_residual_block_at_zero_gamma_as_mmsegmentation():
+    cfg = setup_cfg(os.path.join(CONFIGS, "voc12aug_FCN_R50_D8_20k_random_init.yaml"),
+                    ["MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.DEVICE", "cpu"])
+    blocks = [b for stage in build_model(cfg).backbone.stages for b in stage]
+    assert len(blocks) == 16 and all(torch.all(b.conv3.norm.weight == 0) for b in blocks)
+    assert all(torch.all(b.conv1.norm.weight == 1) for b in blocks)
+    pretrained = setup_cfg(os.path.join(CONFIGS, "voc12aug_FCN_R50_D8_20k.yaml"),
+                           ["MODEL.RESNETS.NORM", "BN", "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.DEVICE", "cpu"])
+    assert all(torch.all(b.conv3.norm.weight == 1) for stage in build_model(pretrained).backbone.stages
+               for b in stage)
