@@ -16,7 +16,9 @@ _TOOLS = {}
 
 def load_tool(name):
     """A script of tools/ as a module, to call its main() in this process (interpreter start-up dominates a
-    subprocess); the scripts import only installed packages, so nothing about sys.path changes."""
+    subprocess); the scripts import installed packages and tools/_env.py, found as a script finds it."""
+    if TOOLS not in sys.path:
+        sys.path.append(TOOLS)
     if name in _TOOLS:
         return _TOOLS[name]
     spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(TOOLS, f"{name}.py"))

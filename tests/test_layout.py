@@ -100,3 +100,13 @@ def test_tools_start_without_a_third_party_deprecation_warning():
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0 and "usage:" in result.stdout
     assert "FutureWarning" not in result.stderr and "torch.jit.script" not in result.stderr
+
+
+def test_a_tool_run_outside_the_environment_says_how_to_enter_it():
+    import subprocess
+    import sys
+    # -S: no site-packages, as a Python without the environment's packages
+    result = subprocess.run([sys.executable, "-S", os.path.join(ROOT, "tools", "convert.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "convert.py runs in the toolkit's environment" in result.stderr and "bin/activate" in result.stderr

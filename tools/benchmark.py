@@ -13,6 +13,7 @@ not tests): hough/argmax (HoughCL/DenseCL) step <= 1.02 at R18 and R50 (224 px, 
 hough/floor <= 1.10, Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline. ``numerics`` times the
 HoughCL step in a fast and a portable process, in turn (pretrain/bench_numerics.py).
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os
@@ -116,7 +117,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     parts = {"step": bench_step, "match": bench_match, "data": bench_data, "numerics": bench_numerics,
              "retrieval": bench_retrieval}
-    result = parts[args.part](args)
+    try:
+        result = parts[args.part](args)
+    except (ValueError, OSError) as e:  # bad input: one line (a data folder too small, a missing file)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     result["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
                          "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

@@ -9,6 +9,7 @@ Each checkpoint ``model_*.pth`` is probed like tools/dense_probe.py (seeds = tra
 with the random init. Minutes are the iterations times the run's median seconds per iteration (its
 metrics.jsonl), or ``--seconds-per-iteration``. Writes OUT.json, OUT.md and OUT.png.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os

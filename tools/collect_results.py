@@ -9,6 +9,7 @@ differences, their mean, a 95% Student-t confidence interval and a verdict. Writ
 With ``--tile-bootstrap DRAWS``, every dense-probe comparison's spread is split into the test tiles' part (the
 tiles resampled DRAWS times, transfer/tile_bootstrap.py) and the rest.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 

@@ -10,6 +10,7 @@ Strict: every backbone tensor is converted exactly once and checked against the 
 the inferred depth; heads, queues, ``fc``, ``num_batches_tracked`` and the other encoder are dropped on
 purpose and reported. On any problem: a message naming the file and the keys, exit status 1, no output file.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 

@@ -10,6 +10,7 @@ per stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and eve
 skips the stages whose output exists and whose inputs (command, files, library code, package versions, the numerics
 mode) did not change. The stages themselves are described in transfer/demo_plan.py.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import os
 import re

@@ -11,6 +11,7 @@ a seeded half of the training tiles scores the test tiles; the metric is their c
 (x 100). Writes OUT/seed_k/final_results.json (``dense/AP``), the layout collect_results.py reads; with
 ``--as-seed S`` also OUT/seed_S/test_scores.pt, for ``collect_results.py --tile-bootstrap``.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os

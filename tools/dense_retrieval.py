@@ -14,6 +14,7 @@ Detectron2's SemSegEvaluator. Writes OUT/seed_S/final_results.json (``retrieval/
 layout tools/collect_results.py pairs by seed. The protocol and where it differs from open-hummingbird-eval:
 docs/retrieval.md.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os

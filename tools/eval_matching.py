@@ -6,6 +6,7 @@
 
 Over K seeded pairs of MoCo-v2 views of real images, for the query cells with a true partner: the fraction whose
 selected key cell IS the partner (exact), the fraction within one cell of it, and the sub-cell error (key cells
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 from the selected cell's centre to the exact partner point), split by orientation and by the crops' scale
 ratio in the JSON. Random initialisation when no weights are given. Each matcher's options come from the
 pretraining config (``--config-file``, default: the built-in defaults) and KEY VALUE overrides. ``--ablation``:

@@ -8,6 +8,7 @@ detection set (``deepforest``'s aerial images with 951 human-labelled tree boxes
 tiles a separate region of every image). What is fetched, pinned and written: ``transfer/fetch.py``. A second run
 finds everything in place and does nothing.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 

@@ -12,6 +12,7 @@ process ends with the same weights to the bit; the matchers at grid 28 on the de
 Detectron2 Faster R-CNN R50-C4 on the device (ROIAlign and NMS from torchvision). Prints one JSON and a short
 table; writes OUT/result.json. Exit status 1 if a step failed.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import json
 import os

@@ -9,6 +9,7 @@
 every file atomically; it ends with ``check``, which counts what is there against the published numbers and names
 in one line what is missing or malformed (exit 1). ``list`` names the datasets and the archives each needs.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import os
 import sys

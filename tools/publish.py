@@ -8,6 +8,7 @@ The card records the source checkpoint and its sha256, the pretraining recipe (`
 source, or ``--recipe``), the conversion sidecar, the Detectron2 settings to fine-tune with, and the tables of
 the fine-tuning runs given with ``--results`` (folders of ``seed_*/final_results.json``).
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 

@@ -15,6 +15,7 @@ or on the CPU with a config that says MODEL.DEVICE cpu); ``--wait`` waits and re
 Every job runs its command with ``--resume``: when SLURM preempts it or its time runs out, submitit requeues it
 and it continues from its last checkpoint. Fine-tuning submits one job per seed (OUTPUT_DIR/seed_k).
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import os
 import sys

@@ -10,6 +10,7 @@ Before training, every backbone parameter must come from MODEL.WEIGHTS (``--allo
 the input settings must agree with the converter's sidecar JSON. ``--seeds K`` runs seeds 0..K-1 into
 OUTPUT_DIR/seed_k/; without it, one run with the config's SEED (drawn and recorded when it is -1).
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import logging
 import sys
 

@@ -10,6 +10,7 @@ two views, each query cell with a true partner joined to its chosen key cell: gr
 one cell away; red, wrong. The caption gives every matcher's accuracy over ALL pairs evaluated, not only the
 drawn ones.
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 

@@ -280,3 +280,10 @@ def test_a_failed_start_blocks_nothing_a_moved_run_resumes_and_seed_minus_one_is
     assert main(common + ["DATA.ROOT", image_folder, "OUTPUT_DIR", str(tmp_path / "a_file" / "run")]) == 2
     err = capsys.readouterr().err
     assert f"OUTPUT_DIR {tmp_path / 'a_file' / 'run'}: cannot write there" in err and "Traceback" not in err
+
+
+def test_the_data_benchmark_on_fewer_images_than_a_batch_is_one_line(tmp_path, run_tool):
+    write_images(str(tmp_path / "few"), count=3)
+    result = run_tool("benchmark", "data", "--images", tmp_path / "few", "--data-batch", 16, "--workers", 0)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "3 readable images, fewer than one batch of --data-batch 16" in result.stderr
