@@ -40,7 +40,8 @@ def main(argv=None) -> int:
                         help="dense probe: training halves averaged (default: 3; 5 with --study)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
-    parser.add_argument("--detection-iters", type=int, default=80)
+    parser.add_argument("--detection-iters", type=int, default=None,
+                        help="iterations of each detection run (default: 40; 80 with --study)")
     parser.add_argument("--retrieval-size", type=int, default=112, help="dense retrieval: view size, a multiple of "
                         "16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; the nuclei "
                         "tiles of --segmentation: 128, their size; 0: none)")
@@ -75,7 +76,9 @@ def main(argv=None) -> int:
                     dense_halves=args.dense_halves or (5 if args.study else 3),
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
                     detection_models=None if args.study or args.methods else ["houghcl"],
-                    detection_iters=args.detection_iters, retrieval_size=args.retrieval_size,
+                    matching_models=None if args.study or args.methods else ["houghcl"],
+                    detection_iters=args.detection_iters or (80 if args.study else 40),
+                    retrieval_size=args.retrieval_size,
                     numerics=args.numerics)
     try:
         plan.pretrain_cfg  # a bad override is one line now, not a failed stage later

@@ -63,6 +63,8 @@ class Plan:
     # backbone, fine-tuned with the same seed, so that the tables pair by pretraining seed
     segmentation: Dict[str, int] = dataclasses.field(default_factory=dict)
     matching: bool = True            # the matching-accuracy stages and the correspondence picture
+    # the backbones (seed 0) whose matching accuracy is measured (None: random init and every method)
+    matching_models: Optional[Sequence[str]] = None
     dense: bool = True               # the dense linear probe on the tree tiles
     # the dense retrieval readout (transfer/retrieval.py) of every backbone: its view size (0: none) and set
     retrieval_size: int = 112
@@ -110,7 +112,7 @@ def stages_of(plan: Plan) -> List[Stage]:
     """Every stage of the pipeline, in order."""
     out, found = plan.out, []
     found.append(Stage("fetch real images and the tree detection set", tool(plan, "fetch_data.py"), seconds=10))
-    if plan.matching:
+    if plan.matching and "random_init" in matched(plan):
         found.append(Stage("matching accuracy of every matcher at random initialisation", computing_tool(
             plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--depth", 18, "--out",
             f"{out}/matching_random_init.json"), f"{out}/matching_random_init.json", seconds=30))
@@ -156,7 +158,7 @@ def stages_of(plan: Plan) -> List[Stage]:
                 f"{kind} Faster R-CNN R18-FPN on the trees from {name} ({iters} iterations, {seeds} seed(s))",
                 computing_tool(plan, "train_net.py", "--config-file", DETECTION[kind], *TREES, "--seeds", seeds,
                                "--resume", "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", iters, "SOLVER.STEPS",
-                               f"({int(iters * 0.8)},)", "OUTPUT_DIR", run_dir),
+                               f"({int(iters * 0.8)},)", "SOLVER.WARMUP_ITERS", iters // 4, "OUTPUT_DIR", run_dir),
                 os.path.join(seed_dir(run_dir, seeds - 1), RESULTS_FILE), [run_dir],
                 seconds=seeds * (iters * 0.6 + 25)))
         found.append(collect(plan, kind, detected))
@@ -220,9 +222,14 @@ def instrument_stages(plan: Plan) -> List[Stage]:
     return found
 
 
+def matched(plan: Plan) -> List[str]:
+    """The backbones whose matching accuracy the plan measures, in the order of ``plan.models``."""
+    return [m for m in plan.models if plan.matching_models is None or m in plan.matching_models]
+
+
 def matching_stages(plan: Plan) -> List[Stage]:
     out, found = plan.out, []
-    for method in plan.methods:
+    for method in [m for m in matched(plan) if m != "random_init"]:
         title = f"matching accuracy of every matcher with the {method} backbone (seed 0)"
         found.append(Stage(title, computing_tool(
             plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--weights",

@@ -116,7 +116,8 @@ def test_the_report_says_the_demo_regime_cannot_rank_and_other_regimes_are_read_
     demo = regime_note(Plan(out="x", methods=METHODS))
     assert demo.startswith("**A plumbing demonstration, not a ranking.**") and "section 2f" in demo
     for other in (Plan(out="x", methods=METHODS, pretrain_iters=240),
-                  Plan(out="x", methods=METHODS, pretrain_opts=["SOLVER.BASE_LR", "0.25"])):
+                  Plan(out="x", methods=METHODS, pretrain_opts=["SOLVER.BASE_LR", "0.25"]),
+                  Plan(out="x", methods=METHODS, pretrain_seeds=10)):
         assert "decided by its positive controls" in regime_note(other)
 
 
@@ -134,4 +135,7 @@ def test_the_demo_detects_with_houghcl_alone_and_the_study_with_every_backbone(m
     from transfer.demo_plan import stages_of
     detected = [[s.title for s in stages_of(plan) if s.title.startswith("probe Faster")] for plan in plans]
     assert [len(d) for d in detected] == [1, 7] and "from houghcl" in detected[0][0]
-    assert [plan.dense_halves for plan in plans] == [3, 5]
+    assert [plan.dense_halves for plan in plans] == [3, 5] and [plan.detection_iters for plan in plans] == [40, 80]
+    from transfer.demo_plan import matched
+    assert [matched(plan) for plan in plans] == [["houghcl"], plans[1].models]
+    assert sum(s.title.startswith("matching accuracy") for s in stages_of(plans[0])) == 1
