@@ -19,6 +19,9 @@ def bench_data(args):
     from pretrain.transforms import TwoViewTransform
 
     ours = TwoViewDataset(args.images, TwoViewTransform(args.size))
+    if len(ours) < args.data_batch:  # every loader drops the last partial batch: nothing would be timed
+        raise ValueError(f"{args.images}: {len(ours)} readable images, fewer than one batch of --data-batch "
+                         f"{args.data_batch}; give more images or a smaller --data-batch")
 
     class Blur:
         def __call__(self, img):

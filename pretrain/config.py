@@ -176,6 +176,8 @@ def validate(cfg: CN) -> None:
         section, name = key.split(".")
         if cfg[section][name] <= 0:
             raise ConfigError(f"{key} = {cfg[section][name]} must be positive")
+    if cfg.SEED < -1:
+        raise ConfigError(f"SEED = {cfg.SEED}: a seed is 0 or more, or -1 to draw one (printed and recorded)")
     if not cfg.SOLVER.BASE_LR > 0:
         raise ConfigError(f"SOLVER.BASE_LR = {cfg.SOLVER.BASE_LR} must be positive (it is scaled by batch / 256)")
     if cfg.SOLVER.WEIGHT_DECAY < 0 or not 0 <= cfg.SOLVER.MOMENTUM < 1:
@@ -229,10 +231,11 @@ def flat_keys(node, prefix: str = "") -> dict:
 
 
 def config_changes(saved: CN, cfg: CN) -> List[Tuple[str, object, object]]:
-    """``(key, saved value, new value)`` for every key that differs, except SCHEDULE_KEYS."""
+    """``(key, saved value, new value)`` for every key that differs, except SCHEDULE_KEYS and OUTPUT_DIR (a run
+    moved to a bigger disk continues where it now is)."""
     old, new = flat_keys(saved), flat_keys(cfg)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS]
+            if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS + ("OUTPUT_DIR",)]
 
 
 def check_resume_config(saved_path: str, cfg: CN) -> None:

@@ -33,15 +33,30 @@ def atomic_write(path: str, write) -> None:
             os.close(dir_fd)
     except BaseException as e:
         written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        # Whether the disk is full is judged before the temp file goes (its bytes are the space that was missing),
+        # or read from the OSError that torch's writer met (a RuntimeError whose context is ENOSPC).
+        full = not isinstance(e, OSError) and isinstance(e, Exception) and (
+            no_space_behind(e) or disk_full(folder, written))
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
             raise OSError(e.errno, e.strerror, path) from e
-        if isinstance(e, Exception) and not isinstance(e, OSError) and disk_full(folder, written):
+        if full:
             # torch's zip writer reports a full disk as RuntimeError("... unexpected pos ..."), not as OSError.
             raise OSError(errno.ENOSPC, f"No space left on device ({e.__class__.__name__}: "
                                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r})", path) from e
         raise
+
+
+def no_space_behind(error: BaseException) -> bool:
+    """An OSError "no space left" (or over quota) in the chain of causes and contexts of ``error``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def disk_full(folder: str, written: int) -> bool:

@@ -5,11 +5,13 @@ import glob
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
 
 import torch
+import yaml
 
 from . import distributed as du
 from . import numerics
@@ -82,20 +84,50 @@ def has_checkpoint(output_dir: str) -> bool:
 
 
 def run_files(output_dir: str) -> list:
-    """What a pretraining run leaves in its folder (a new run there would overwrite or mix with it)."""
-    names = ["config.yaml", "backbone.pth", "metrics.jsonl", POINTER]
-    found = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
+    """What a pretraining run that reached its first iteration leaves in its folder (a new run there would
+    overwrite or mix with it). A start that failed before it (a wrong DATA.ROOT) leaves only its config and
+    logs: they block nothing, and the corrected command starts there."""
+    names = ["backbone.pth", "metrics.jsonl", POINTER]
+    found = [n for n in names if os.path.isfile(os.path.join(output_dir, n))
+             and os.path.getsize(os.path.join(output_dir, n)) > 0]
     return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth")))[:3]
 
 
 def full_disk_message(output_dir: str, path: str) -> str:
     """One line: where, how much a checkpoint needs and how much is free, and the command that continues."""
     sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth"))]
-    need = f"a checkpoint needs about {max(sizes) / 2 ** 20:.0f} MiB, " if sizes else ""
     free = shutil.disk_usage(output_dir).free / 2 ** 20
-    return (f"the disk of {output_dir} is full (writing {path}): {need}{free:.0f} MiB are free. The previous "
-            f"checkpoint is intact; free space, or keep one checkpoint: the same command with --resume "
-            f"SOLVER.KEEP_LAST 1")
+    if not sizes:  # the first checkpoint: nothing to keep, nothing to prune
+        return (f"the disk of {output_dir} is full (writing {path}, the run's first checkpoint): {free:.0f} MiB are "
+                f"free. No checkpoint was written yet; free space (or move {output_dir} to a bigger disk) and run "
+                "the same command with --resume there")
+    return (f"the disk of {output_dir} is full (writing {path}): a checkpoint needs about {max(sizes) / 2 ** 20:.0f} "
+            f"MiB, {free:.0f} MiB are free. The previous checkpoint is intact; free space, or keep one checkpoint: "
+            "the same command with --resume SOLVER.KEEP_LAST 1")
+
+
+def with_seed(cfg, saved_config):
+    """SEED -1 (as in fine-tuning): a seed drawn by the first process and shared with the others, printed and
+    recorded in config.yaml; on --resume, the run's own seed from its saved config, not a new draw."""
+    if cfg.SEED >= 0:
+        return cfg
+    seed = 0
+    if du.is_main_process():
+        if saved_config is not None:
+            with open(saved_config) as f:
+                seed, why = int(yaml.safe_load(f)["SEED"]), f"the run's own, from {saved_config}"
+        else:
+            seed, why = secrets.randbelow(2 ** 31), "drawn: the config says SEED -1"
+        print(f"seed {seed} ({why})", flush=True)
+    if du.is_distributed():
+        shared = torch.tensor([seed], dtype=torch.int64)
+        torch.distributed.broadcast(shared, 0)
+        seed = int(shared.item())
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SEED = seed
+    cfg.freeze()
+    return cfg
 
 
 def rng_state():
@@ -212,10 +244,16 @@ def main(argv=None) -> int:
     device = du.init_distributed_mode(cfg.DEVICE)
     lock = OutputLock(cfg.OUTPUT_DIR)
     try:
+        saved, resuming = os.path.join(cfg.OUTPUT_DIR, "config.yaml"), False
         if du.is_main_process():
-            lock.acquire()
-            saved = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+            try:
+                lock.acquire()
+            except OSError as e:  # read-only, a file in the way, no permission
+                raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR}: cannot write there ({e.strerror or e}); give a "
+                                  "folder this user can write") from None
             resuming = args.resume and has_checkpoint(cfg.OUTPUT_DIR) and os.path.exists(saved)
+        cfg = with_seed(cfg, saved if resuming else None)  # every process: the drawn seed is shared
+        if du.is_main_process():
             if resuming and not args.allow_config_change:
                 check_resume_config(saved, cfg)
             held = run_files(cfg.OUTPUT_DIR)

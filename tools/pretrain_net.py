@@ -5,6 +5,7 @@
     torchrun --nproc_per_node 8 tools/pretrain_net.py --config-file configs/pretrain/houghcl_r50_coco_800ep_8x32.yaml
     srun tools/pretrain_net.py --config-file ...        (SLURM: one task per GPU)
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import sys
 
 from pretrain import numerics

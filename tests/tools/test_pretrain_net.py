@@ -156,7 +156,7 @@ def test_a_new_run_in_a_finished_runs_folder_is_refused(image_folder, tmp_path, 
     capsys.readouterr()
     assert main(common + ["MODEL.MATCHER", "argmax", "SEED", "5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "holds another run (config.yaml, backbone.pth" in err and "--resume" in err
+    assert err.count("\n") == 0 and "holds another run (backbone.pth, metrics.jsonl" in err and "--resume" in err
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "log.txt"}
     assert after == before  # nothing overwritten, nothing added
     assert main(["--resume"] + common) == 0  # continuing it is what --resume is for
@@ -232,3 +232,58 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, t
     assert main(["--resume"] + common + ["SOLVER.MAX_ITER", "6", "SOLVER.KEEP_LAST", "1"]) == 0
     assert written[-3:] == [["model_0000002.pth"], ["model_0000004.pth"], ["model_0000006.pth"]]  # last: backbone
     assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000006.pth"]
+
+
+def test_a_full_disk_at_the_first_checkpoint_is_one_line_too(image_folder, tmp_path, monkeypatch, capsys):
+    """On a real full disk torch's zip writer meets ENOSPC and raises RuntimeError("unexpected pos") with the
+    OSError as its context, and the space its temp file took is free again once it is deleted."""
+    import errno
+
+    import pretrain.files as files
+    out = tmp_path / "first"
+
+    def full(obj, f):
+        f.write(b"PK" * 64)
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0")
+
+    monkeypatch.setattr(files.torch, "save", full)
+    common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)]
+    assert main(common) == 1
+    captured = capsys.readouterr()
+    assert f"is full (writing {out}/model_0000002.pth, the run's first checkpoint)" in captured.out
+    assert "No checkpoint was written yet" in captured.out and "Traceback" not in captured.out + captured.err
+
+
+def test_a_failed_start_blocks_nothing_a_moved_run_resumes_and_seed_minus_one_is_drawn(image_folder, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "run"
+    common = ["--config-file", TINY, "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1"]
+    assert main(common + ["DATA.ROOT", str(tmp_path / "path/to/images"), "OUTPUT_DIR", str(out)]) == 1
+    assert (out / "config.yaml").exists()  # the failed start's record, which must not block the corrected one
+    assert main(common + ["DATA.ROOT", image_folder, "SEED", "-1", "OUTPUT_DIR", str(out)]) == 0
+    printed = capsys.readouterr().out
+    drawn = int(printed.split("seed ")[1].split(" ")[0])
+    assert "(drawn: the config says SEED -1)" in printed and f"SEED: {drawn}" in (out / "config.yaml").read_text()
+    (out / "backbone.pth").unlink()
+    os.unlink(out / "model_0000002.pth")
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    shutil.move(out, tmp_path / "bigger")  # the remedy for a full disk: another disk, and --resume there
+    assert main(["--resume"] + common + ["DATA.ROOT", image_folder, "SEED", "-1", "OUTPUT_DIR",
+                                         str(tmp_path / "bigger")]) == 0
+    assert f"seed {drawn} (the run's own" in capsys.readouterr().out
+    assert main(common + ["SEED", "-5", "DATA.ROOT", image_folder, "OUTPUT_DIR", str(tmp_path / "x")]) == 2
+    assert "SEED = -5: a seed is 0 or more, or -1 to draw one" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(common + ["DATA.ROOT", image_folder, "OUTPUT_DIR", str(tmp_path / "a_file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"OUTPUT_DIR {tmp_path / 'a_file' / 'run'}: cannot write there" in err and "Traceback" not in err
+
+
+def test_the_data_benchmark_on_fewer_images_than_a_batch_is_one_line(tmp_path, run_tool):
+    write_images(str(tmp_path / "few"), count=3)
+    result = run_tool("benchmark", "data", "--images", tmp_path / "few", "--data-batch", 16, "--workers", 0)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "3 readable images, fewer than one batch of --data-batch 16" in result.stderr
