@@ -1,12 +1,10 @@
 """``tools/pretrain_net.py``: set up (config, processes, data, model, resume), then run ``engine.train_loop``."""
 import argparse
 import errno
-import glob
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import sys
 
@@ -17,7 +15,7 @@ from . import distributed as du
 from . import numerics
 from .backbone import save_backbone
 from .builder import ContrastiveModel, describe
-from .checkpoint import POINTER, CheckpointError, load_latest, save_checkpoint
+from .checkpoint import CheckpointError, load_latest, save_checkpoint
 from .config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
 from .data import DataError, TwoViewDataset
 from .device_views import DecodedDataset, DeviceViews
@@ -25,6 +23,7 @@ from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context
 from .files import atomic_write, remove_stale_temporaries
 from .lock import LockError, OutputLock
 from .provenance import provenance
+from .run_folder import full_disk_message, has_checkpoint, run_files
 from .transforms import TwoViewTransform
 
 logger = logging.getLogger("pretrain")
@@ -77,33 +76,6 @@ class StopRequest:
     def requested(self) -> bool:
         flag = torch.tensor(float(self.signal is not None))
         return bool(du.all_reduce_mean(flag) > 0) if du.world_size() > 1 else self.signal is not None
-
-
-def has_checkpoint(output_dir: str) -> bool:
-    return os.path.exists(os.path.join(output_dir, POINTER)) or bool(glob.glob(os.path.join(output_dir, "model_*.pth")))
-
-
-def run_files(output_dir: str) -> list:
-    """What a pretraining run that reached its first iteration leaves in its folder (a new run there would
-    overwrite or mix with it). A start that failed before it (a wrong DATA.ROOT) leaves only its config and
-    logs: they block nothing, and the corrected command starts there."""
-    names = ["backbone.pth", "metrics.jsonl", POINTER]
-    found = [n for n in names if os.path.isfile(os.path.join(output_dir, n))
-             and os.path.getsize(os.path.join(output_dir, n)) > 0]
-    return found + sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth")))[:3]
-
-
-def full_disk_message(output_dir: str, path: str) -> str:
-    """One line: where, how much a checkpoint needs and how much is free, and the command that continues."""
-    sizes = [os.path.getsize(p) for p in glob.glob(os.path.join(output_dir, "model_*.pth"))]
-    free = shutil.disk_usage(output_dir).free / 2 ** 20
-    if not sizes:  # the first checkpoint: nothing to keep, nothing to prune
-        return (f"the disk of {output_dir} is full (writing {path}, the run's first checkpoint): {free:.0f} MiB are "
-                f"free. No checkpoint was written yet; free space (or move {output_dir} to a bigger disk) and run "
-                "the same command with --resume there")
-    return (f"the disk of {output_dir} is full (writing {path}): a checkpoint needs about {max(sizes) / 2 ** 20:.0f} "
-            f"MiB, {free:.0f} MiB are free. The previous checkpoint is intact; free space, or keep one checkpoint: "
-            "the same command with --resume SOLVER.KEEP_LAST 1")
 
 
 def with_seed(cfg, saved_config):

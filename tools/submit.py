@@ -21,7 +21,7 @@ import os
 import sys
 
 from transfer.jobs import build_executor, commands, wait
-from transfer.trainer import overrides_last
+from transfer.arguments import overrides_last
 
 
 def parse_args(argv=None):

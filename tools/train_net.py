@@ -25,7 +25,10 @@ from pretrain.provenance import provenance
 from transfer.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
 from transfer.launcher import run
 from transfer.results import ResultsError, write_final_results
-from transfer.trainer import LaunchError, ResumeError, TransferTrainer, parse_args, setup
+from transfer.arguments import parse_args
+from transfer.checkpointing import ResumeError
+from transfer.run_checks import LaunchError
+from transfer.trainer import TransferTrainer, setup
 from transfer.weights import WeightsError
 
 logger = logging.getLogger("transfer")

@@ -13,7 +13,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, SemSegEvaluator
 from detectron2.structures import BoxMode
 
-from .label_maps import WIDE_MODES, check_labels, scan_labels, sem_seg_records
+from .label_maps import check_labels, scan_labels, sem_seg_records
 from .segmentation import is_semantic
 from .voc_layout import scan_split, voc_records
 
@@ -234,61 +234,6 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
 
 def builtin_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-
-
-def check_datasets(cfg) -> List[str]:
-    """Before any process starts: the files of builtin sets exist, every set lists images that exist with the
-    size their annotation says (``check_image_files``), and the classes agree (``check_classes``)."""
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    missing = missing_builtin(names, cfg.DATASETS.PUBLISHED_COUNTS)
-    if missing:
-        raise DatasetError(f"datasets incomplete under DETECTRON2_DATASETS ({builtin_root()}): {'; '.join(missing)}")
-    for name in dict.fromkeys(names):
-        check_image_files(name, DatasetCatalog.get(name))
-    return check_classes(cfg)
-
-
-def check_image_files(name: str, records: Sequence[dict]) -> None:
-    """Every image of a set exists, is an 8-bit image, and has the width and height its record says (after its
-    EXIF rotation, as Detectron2 reads it); a set without images is refused. Only the files' headers are read."""
-    if not records:
-        raise DatasetError(f"dataset {name}: holds no image; check its split file or annotation file")
-    bad = []
-    for record in records:
-        path = record["file_name"]
-        if not os.path.isfile(path):
-            bad.append(f"{path} (missing)")
-            continue
-        if "width" not in record or "height" not in record:
-            continue
-        size = header_size(path)
-        if size != (record["width"], record["height"]):
-            bad.append(f"{path} ({size[0]} x {size[1]}, its annotation says {record['width']} x {record['height']})")
-    if bad:
-        raise DatasetError(f"dataset {name}: {len(bad)} of {len(records)} images are missing or not the size their "
-                           f"annotation says, e.g. {'; '.join(bad[:3])}; fix the files or the annotations")
-
-
-def header_size(path: str):
-    """``(width, height)`` as Detectron2's ``read_image`` delivers the image (EXIF rotation applied), from the
-    file's header; a 16-bit or float image is refused (``read_image`` would clip it to an all-255 picture)."""
-    from PIL import Image
-    try:
-        with Image.open(path) as img:
-            if img.mode in WIDE_MODES:
-                raise DatasetError(f"{path}: a {img.mode} image (16/32-bit or float); the models read 8-bit images: "
-                                   "convert it (scaled to 0..255) first")
-            (width, height), rotated = img.size, img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None
-    return (height, width) if rotated else (width, height)
-
-
-def missing_builtin(names: Sequence[str], exact: bool = True) -> list:
-    """What the builtin datasets among ``names`` lack under $DETECTRON2_DATASETS, by the checks of the preparation
-    that provides them (transfer/prepare: every listed file; the published counts when ``exact``)."""
-    from .prepare import check_sets
-    return check_sets(names, builtin_root(), exact)
 
 
 def voc_sem_seg_parts(name: str):

@@ -13,9 +13,11 @@ from pretrain.lock import OutputLock
 
 from .checkpointing import CheckpointWriteError, PeerLost, TrainingStopped, os_reason
 from .config import setup_cfg
-from .datasets import check_datasets, register_from_args
+from .dataset_checks import check_datasets
+from .datasets import register_from_args
 from .results import seed_runs
-from .trainer import check_finished, check_launcher, check_resume, resolve_norms, saved_config
+from .run_checks import check_finished, check_launcher, check_resume, saved_config
+from .trainer import resolve_norms
 
 
 def run_process(main, args):

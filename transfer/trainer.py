@@ -7,39 +7,31 @@ the training step's random draws are functions of the seed and the iteration, so
 the weights of the run that was never stopped. On resume, the checkpointer's own resume is used (the run's last
 checkpoint), and the iterations at which the run was resumed are recorded.
 """
-import importlib
-import inspect
-import json
 import logging
 import os
-import sys
 import zipfile
-from typing import Optional
 
 import torch
-import yaml
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import _train_loader_from_config
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.engine import defaults as detectron2_defaults
 from detectron2.engine import hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from pretrain import numerics
-from pretrain.config import CONFIG_KEY, flat_keys, overrides_after_flags
 from pretrain.distributed import peer_failure, weights_agree
 
 from . import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head the C4 configs name)
 from . import segmentation  # registers the dilated ResNet and the segmentation heads
 from . import segmentation_data
-from .checkpointing import AtomicCheckpointer, PeerLost, ResumeError, StopOnSignal
+from .checkpointing import AtomicCheckpointer, PeerLost, StopOnSignal
 from .config import setup_cfg
 from .coverage import load_and_check_coverage
 from .data_stream import ResumableLoader, build_stream_loader, seed_generators, step_seed
 from .datasets import DatasetError, build_evaluator, check_classes
 from .probe import freeze_backbone, reestimate_detector_bn
-from .results import seed_count
 from .weights import WeightsError, check_input_settings, check_weights_file
 
 logger = logging.getLogger("transfer")
@@ -77,58 +69,6 @@ def resolve_norms(cfg, world_size: int):
             node.NORM = "naiveSyncBN"
             notes.append(f"MODEL.{key}.NORM SyncBN -> naiveSyncBN (CPU processes)")
     return notes
-
-
-class LaunchError(RuntimeError):
-    pass
-
-
-# What a resumed fine-tuning may differ in: whether partial weights are allowed (a loading check, not the run), and
-# the folder itself (a run moved to a bigger disk continues where it now is).
-RESUME_IGNORED = ("TRANSFER.ALLOW_PARTIAL_WEIGHTS", "OUTPUT_DIR")
-
-
-def saved_config(output_dir: str) -> Optional[dict]:
-    """The config Detectron2 wrote to ``output_dir/config.yaml`` when the run started (None if none)."""
-    path = os.path.join(output_dir, "config.yaml")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def check_resume(cfg, output_dir: str) -> None:
-    """Refuse to continue the run in ``output_dir`` with a config other than the one it started with."""
-    saved = saved_config(output_dir)
-    if saved is None:
-        return
-    old, new = flat_keys(saved), flat_keys(yaml.safe_load(cfg.dump()))
-    changes = [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k) and k not in RESUME_IGNORED]
-    if changes:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
-        raise ResumeError(f"--resume with a config that differs from {output_dir}/config.yaml: {listed}; continue "
-                          "with the run's own config, or use another OUTPUT_DIR for another experiment")
-
-
-def check_finished(results_path: str, weights: str) -> None:
-    """A finished run counts for ``weights`` only if it was fine-tuned from them."""
-    with open(results_path) as f:
-        finished = json.load(f).get("weights")
-    if finished != weights:
-        raise ResumeError(f"{results_path}: this run was fine-tuned from MODEL.WEIGHTS {finished!r}, not "
-                          f"{weights!r}; use another OUTPUT_DIR for other weights")
-
-
-def check_launcher(world_size: int, device: str) -> None:
-    """Several processes without CUDA need a Detectron2 launcher that falls back to Gloo (upstream after v0.6;
-    tools/install_detectron2.py patches v0.6)."""
-    if world_size <= 1 or (device != "cpu" and torch.cuda.is_available()):
-        return
-    launch_module = importlib.import_module("detectron2.engine.launch")  # the attribute is the function
-    if "GLOO" not in inspect.getsource(launch_module):
-        raise LaunchError("--num-gpus > 1 without CUDA needs Detectron2's Gloo fallback, which this Detectron2 "
-                          "lacks: run python tools/install_detectron2.py --force, or use --num-gpus 1")
 
 
 def setup(args):
@@ -294,43 +234,3 @@ def check_model_classes(recorded, classes, path: str) -> None:
         raise DatasetError(f"{path}: the model was trained with the classes {list(recorded)} in this order, this "
                            f"run's datasets have {list(classes)}; register them with --classes "
                            f"{' '.join(recorded)}")
-
-
-def argument_parser():
-    """Detectron2's arguments plus this add-on's (``KEY VALUE`` overrides stay last)."""
-    parser = default_argument_parser()
-    parser.add_argument("--allow-partial", action="store_true",
-                        help="train even if MODEL.WEIGHTS leaves some backbone parameters random")
-    parser.add_argument("--seeds", type=seed_count, default=None, metavar="K",
-                        help="run K fine-tunings, seeds 0..K-1, into OUTPUT_DIR/seed_k/ (K = 1: seed 0)")
-    parser.add_argument("--voc", nargs=3, action="append", default=[], metavar=("NAME", "DIR", "SPLIT"),
-                        help="register a VOC-layout dataset; a DIR named VOC2007 is scored with the VOC07 "
-                             "11-point metric, others with the area metric")
-    parser.add_argument("--coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGES"),
-                        help="register a COCO-json dataset")
-    sem_seg = parser.add_argument(
-        "--sem-seg", nargs="+", action="append", default=[], metavar="NAME IMAGES LABELS [LIST]",
-        help="register images with label maps (PNG of class indices, 255 = unlabelled) for semantic segmentation; "
-             "LIST: a file of image names (file stems), default: every label map")
-    sem_seg.min_values = 3  # kept with the flag even when a folder name looks like a KEY (overrides_after_flags)
-    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
-                        help="the class list of the --voc sets (default: the union of the names in all of them), or "
-                             "the names of the class indices 0..K-1 of the --sem-seg sets (default: class_0 ...)")
-    numerics.add_argument(parser)
-    return parser
-
-
-def overrides_last(argv):
-    """``argv`` with every ``KEY VALUE`` override after the flags of ``tools/train_net.py`` (see
-    ``pretrain.config.overrides_after_flags``)."""
-    return overrides_after_flags(argv, argument_parser())
-
-
-def parse_args(argv=None):
-    parser = argument_parser()
-    args = parser.parse_args(overrides_after_flags(list(sys.argv[1:] if argv is None else argv), parser))
-    # A "+" flag (--sem-seg, --classes) last also took the KEY VALUE overrides after it: give them back.
-    for values, first in [(v, 3) for v in args.sem_seg] + [(args.classes or [], 1)]:
-        cut = next((i for i in range(first, len(values)) if CONFIG_KEY.match(values[i])), len(values))
-        args.opts, values[cut:] = values[cut:] + list(args.opts), []
-    return args

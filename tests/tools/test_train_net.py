@@ -331,7 +331,7 @@ def test_train_net_config_mistakes_are_one_line(tmp_path):
 
 
 def test_flags_may_follow_the_config_overrides():
-    from transfer.trainer import parse_args
+    from transfer.arguments import parse_args
     args = parse_args(["--config-file", "x.yaml", "MODEL.WEIGHTS", "w.pkl", "--voc", "a", "DIR", "train",
                        "SOLVER.MAX_ITER", "2", "--seeds", "3", "--num-gpus", "2"])
     assert args.voc == [["a", "DIR", "train"]] and args.seeds == 3 and args.num_gpus == 2

@@ -197,10 +197,10 @@ def test_the_semantic_evaluator_scores_known_predictions(tmp_path):
 
 
 def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypatch):
-    from transfer import datasets
+    from transfer import dataset_checks
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    missing = datasets.missing_builtin(["voc_2012_sem_seg_train_aug", "cityscapes_fine_sem_seg_val",
-                                        "voc_2012_sem_seg_val", "my_own_set"])
+    missing = dataset_checks.missing_builtin(["voc_2012_sem_seg_train_aug", "cityscapes_fine_sem_seg_val",
+                                              "voc_2012_sem_seg_val", "my_own_set"])
     lists = f"{tmp_path}/VOC2012/ImageSets/Segmentation"
     assert missing == [
         f"voc_sbd: {lists}/train.txt is missing (and 2 more); prepare it with tools/prepare_data.py prepare "
@@ -209,8 +209,8 @@ def test_missing_segmentation_sets_are_named_before_training(tmp_path, monkeypat
         f"prepare it with tools/prepare_data.py prepare cityscapes ARCHIVES... --root {tmp_path}"]
     # A small set in the real layout under a builtin name (the tiny configs): every file, any count.
     write_voc(str(tmp_path), classes=("person",), train=2, test=1)
-    assert datasets.missing_builtin(["voc_2007_trainval", "voc_2007_test"], exact=False) == []
-    assert "2 images, the published set has 5,011" in datasets.missing_builtin(["voc_2007_trainval"])[0]
+    assert dataset_checks.missing_builtin(["voc_2007_trainval", "voc_2007_test"], exact=False) == []
+    assert "2 images, the published set has 5,011" in dataset_checks.missing_builtin(["voc_2007_trainval"])[0]
 
 
 def test_coco_duplicate_image_ids_and_short_polygons_are_refused(tmp_path):
@@ -232,7 +232,7 @@ def test_coco_duplicate_image_ids_and_short_polygons_are_refused(tmp_path):
 def test_missing_or_resized_images_and_empty_sets_stop_before_training(tmp_path):
     """Found before the first iteration, not when the first batch holding the image is drawn."""
     from detectron2.data import DatasetCatalog
-    from transfer.datasets import check_datasets
+    from transfer.dataset_checks import check_datasets
     write_voc(str(tmp_path), classes=("person", "car"), train=3, test=2)
     voc = str(tmp_path / "VOC2007")
     train, test = unique("files_train"), unique("files_test")

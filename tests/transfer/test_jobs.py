@@ -32,7 +32,7 @@ def test_finetune_jobs_keep_the_segmentation_flags_and_their_overrides():
     """submit.py finetune passes --sem-seg and --classes on; each job's train_net.py reads them back with the
     overrides (which a "+" flag would otherwise swallow) and its own seed."""
     from transfer.jobs import commands
-    from transfer.trainer import overrides_last, parse_args
+    from transfer.arguments import overrides_last, parse_args
     given = ["MODEL.WEIGHTS", "w.pkl", "--sem-seg", "a", "IMG", "LAB", "train.txt", "--sem-seg", "b", "IMG", "LAB",
              "--classes", "background", "nucleus", "OUTPUT_DIR", "out"]
     jobs = commands("finetune", "x.yaml", overrides_last(given), seeds=2, gpus=1)

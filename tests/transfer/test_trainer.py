@@ -7,7 +7,8 @@ pytest.importorskip("detectron2")
 
 from transfer.checkpointing import ResumeError  # noqa: E402
 from transfer.config import CONFIGS, setup_cfg  # noqa: E402
-from transfer.trainer import check_resume, resolve_norms, used_norm_keys  # noqa: E402
+from transfer.run_checks import check_resume  # noqa: E402
+from transfer.trainer import resolve_norms, used_norm_keys  # noqa: E402
 
 
 def test_syncbn_becomes_bn_alone_and_naive_syncbn_on_cpu_processes():
