@@ -6,6 +6,7 @@
     tools/benchmark.py data --images datasets/photos --json data.json
     tools/benchmark.py numerics --depth 18 --size 224 --batch 8 --json numerics.json   (portable / fast step)
     tools/benchmark.py retrieval --bank-patches 1000000 --json retrieval.json   (dense retrieval patches/s)
+    tools/benchmark.py checks --entries 100000 --json checks.json   (fine-tuning's image checks on a large set)
 
 Variants are interleaved (warm-up, then repetitions in turn) so that drifts of the machine hit all of them;
 each reports the median and the spread (min, max); ratios are medians of same-round ratios. Targets (goals,
@@ -27,6 +28,7 @@ from pretrain.bench_numerics import bench_numerics
 from pretrain.bench_step import STEP_VARIANTS, bench_match, bench_step
 from pretrain.files import atomic_write
 from pretrain.matching import list_matchers
+from transfer.bench_checks import bench_checks
 from transfer.bench_retrieval import bench_retrieval
 
 
@@ -71,6 +73,11 @@ def print_table(result):
               f"{s['bank_patches']:,} patches, k {s['neighbours']}, {s['threads']} threads")
         print(f"build: forward {r['build_forward_patches_per_s']:.0f} patches/s, faiss add "
               f"{r['build_add_patches_per_s']:.0f} patches/s; query: {r['query_patches_per_s']:.0f} patches/s")
+    if "checks" in result:
+        c = result["checks"]
+        print(f"checks: {c['entries']:,} images checked (existence, header size) in {c['check_s']:.2f} s "
+              f"({c['entries_per_s']:,.0f}/s; runs {c['check_spread_s'][0]:.2f}-{c['check_spread_s'][1]:.2f} s), "
+              f"{c['check/decode']:.3f} of decoding every file once ({1000 * c['decode_s_per_file']:.2f} ms each)")
     if "decode" in result:
         rates = ", ".join(f"{k} {v:.0f}" for k, v in result["decode"]["images_per_s"].items())
         print(f"JPEG decoding, images/s ({result['decode']['images']} files): {rates}")
@@ -87,7 +94,7 @@ def print_table(result):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("step", "match", "data", "numerics", "retrieval"))
+    parser.add_argument("part", choices=("step", "match", "data", "numerics", "retrieval", "checks"))
     parser.add_argument("--depth", type=int, default=18)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
@@ -113,10 +120,13 @@ def main(argv=None):
     parser.add_argument("--bank-patches", type=int, default=1_000_000, help="retrieval: patches in the bank")
     parser.add_argument("--queries", type=int, default=1000, help="retrieval: query patches per search")
     parser.add_argument("--neighbours", type=int, default=30, help="retrieval: k")
+    parser.add_argument("--entries", type=int, default=100_000, help="checks: images in the set")
+    parser.add_argument("--decode-sample", type=int, default=1000, help="checks: files decoded for the comparison")
+    parser.add_argument("--scratch", default=None, help="checks: where the files are written (default: the temp dir)")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     parts = {"step": bench_step, "match": bench_match, "data": bench_data, "numerics": bench_numerics,
-             "retrieval": bench_retrieval}
+             "retrieval": bench_retrieval, "checks": bench_checks}
     try:
         result = parts[args.part](args)
     except (ValueError, OSError) as e:  # bad input: one line (a data folder too small, a missing file)

@@ -2,9 +2,10 @@
 """`make demo`: the whole toolkit on real images on a CPU, within 15 minutes; ends with output/demo/report.md.
 
 fetch real data -> pretrain HoughCL (`hough`, reference options: RHM at C5) and DenseCL, ResNet-18, 3 pretraining
-seeds each -> matching accuracy of every matcher at C5 and a correspondence picture -> the dense linear probe of
-random init (drawn with the same seeds), HoughCL and DenseCL on the tree tiles, paired by pretraining seed ->
-convert with --verify -> the frozen-backbone detection probe (Faster R-CNN R18-FPN) -> tables -> report.md. One line
+seeds each -> matching accuracy of every matcher at C5 with HoughCL's backbone and a correspondence picture -> dense
+retrieval (no training) of random init (drawn with the same seeds), HoughCL and DenseCL on the tree tiles, paired by
+pretraining seed -> convert with --verify -> the frozen-backbone detection probe (Faster R-CNN R18-FPN) -> tables ->
+report.md (``--dense-probe``: the dense linear probe too, as in ``--study`` and ``--methods``). One line
 per stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and every stage runs in portable numerics
 (``--numerics fast`` to leave them): a rerun, here or on another x86-64 CPU with AVX2, prints the same numbers, and
 skips the stages whose output exists and whose inputs (command, files, library code, package versions, the numerics
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=None, choices=list(STUDY_METHODS), metavar="METHOD",
                         help=f"the pretrained methods (default: houghcl densecl; all with --study); densecl, the "
                              f"baseline of the tables, is always one: {', '.join(STUDY_METHODS)}")
+    parser.add_argument("--dense-probe", action="store_true", help="also the dense linear probe of every backbone "
+                        "(always with --study or --methods; the demo reads its backbones with dense retrieval, the "
+                        "readout that passes its positive controls in this regime, docs/results.md section 2f)")
     parser.add_argument("--dense-halves", type=int, default=None,
                         help="dense probe: training halves averaged (default: 3; 5 with --study)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
@@ -73,6 +77,7 @@ def main(argv=None) -> int:
                     methods=methods, pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
                     instruments=args.study,
+                    dense=args.dense_probe or args.study or args.methods is not None,
                     dense_halves=args.dense_halves or (5 if args.study else 3),
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
                     detection_models=None if args.study or args.methods else ["houghcl"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The dense linear probe of a frozen backbone on a VOC-layout detection set (seconds, not minutes).
+"""The dense linear probe of a frozen backbone on a VOC-layout detection set (about 20 s a backbone on 2 cores).
 
     tools/dense_probe.py datasets/trees --weights output/demo/pretrain_houghcl/backbone.pth --seeds 5 \
         --out output/demo/dense_houghcl

@@ -25,6 +25,10 @@ def matching_rows(out: str, names: Sequence[str]) -> str:
     return "\n".join(rows) + f"\n\nEach cell: exact / within one cell. {legend}."
 
 
+DEMO_READOUT = (" The demo reads its backbones with dense retrieval; the dense probe runs with `--dense-probe`, "
+                "`--methods` and `--study`.")
+
+
 def regime_note(plan: Plan) -> str:
     """What the tables of this regime can say: a benchmark ranks positive-selection methods only once it has
     passed its positive controls (docs/results.md section 2f)."""
@@ -35,7 +39,7 @@ def regime_note(plan: Plan) -> str:
                 "the dense linear probe does not (DenseCL - MoCo-v2 not distinguishable), and the geometric "
                 "oracle's exact positives are not ahead of DenseCL's argmax on either. With "
                 f"{plan.pretrain_seeds} pretraining seeds the intervals below are too wide to rank HoughCL against "
-                "DenseCL; section 2f compares them over ten.")
+                "DenseCL; section 2f compares them over ten." + ("" if plan.dense else DEMO_READOUT))
     return ("Whether this regime can rank positive-selection methods is decided by its positive controls "
             "(every method against random init, DenseCL against MoCo-v2; the geometric oracle against DenseCL's "
             "argmax measured beside them), read from its own tables (docs/results.md, section 2f).")

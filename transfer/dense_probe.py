@@ -17,11 +17,11 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
-from fvcore.nn.precise_bn import update_bn_stats
 from PIL import Image
 
 from pretrain.backbone import build_resnet, normalise, resnet_stages
 from pretrain.checkpoint import checkpoint_iteration
+from transfer.readout_bn import reestimate_bn
 from transfer.results import mean_std, paired
 from transfer.voc_layout import voc_records
 
@@ -51,18 +51,14 @@ def cell_labels(boxes: torch.Tensor, height: int, width: int, grid_h: int, grid_
     return (inside_y[:, :, None] & inside_x[:, None, :]).any(0)
 
 
-def reestimate_backbone_bn(model: torch.nn.Module, images: Sequence[torch.Tensor], batch: int = 16) -> None:
-    """Every BN layer's running statistics := their average over the batches of ``images`` (train mode, no
-    gradient); the model is left in eval mode."""
+def reestimate_backbone_bn(model: torch.nn.Module, images: Sequence[torch.Tensor], layer: str, batch: int = 16) -> None:
+    """BN statistics re-estimated over the batches of ``images`` (same-size images batched together), through
+    stage ``layer`` (transfer/readout_bn.py); the model is left in eval mode."""
     by_size: Dict[tuple, List[torch.Tensor]] = {}
     for image in images:
         by_size.setdefault(tuple(image.shape), []).append(image)
-    batches = [normalise(torch.stack(group[i:i + batch])) for group in by_size.values()
-               for i in range(0, len(group), batch)]
-    model.train()
-    with torch.no_grad():
-        update_bn_stats(model, batches, len(batches))
-    model.eval()
+    reestimate_bn(model, [normalise(torch.stack(group[i:i + batch])) for group in by_size.values()
+                          for i in range(0, len(group), batch)], layer)
 
 
 @torch.no_grad()
@@ -130,7 +126,7 @@ def probe_scores(train: Sequence[Dict], test: Sequence[Dict], weights: Union[str
     ``weights`` (several files: their mean; a random init drawn with ``init_seed`` when None):
     ``{"scores" [K, M] float64, "labels" [M] bool, "tile" [M] long (index into ``test``)}``."""
     model = build_resnet(depth=None if weights else depth, weights=weights, seed=init_seed, encoder=encoder)
-    reestimate_backbone_bn(model, [t["image"] for t in train])
+    reestimate_backbone_bn(model, [t["image"] for t in train], layer)
     x_train, y_train, tile = cell_features(model, train, layer)
     x_test, y_test, test_tile = cell_features(model, test, layer)
     scores = []

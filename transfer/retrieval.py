@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fvcore.nn.precise_bn import update_bn_stats
 
 from pretrain.backbone import normalise, resnet_stages
+from transfer.readout_bn import reestimate_bn as reestimate_through
 from transfer.retrieval_data import IGNORE, augmented_view, read_sample, resized
 
 REFERENCE = {"neighbours": 30, "temperature": 0.02, "size": 224}  # open-hummingbird-eval's defaults
@@ -98,15 +98,12 @@ def sample_patches(labels: torch.Tensor, count: int, generator: torch.Generator)
     return torch.topk(scores, min(count, len(scores)), largest=False).indices
 
 
-def reestimate_bn(model: torch.nn.Module, records: Sequence[Dict], size: int, batch: int = 16) -> None:
-    """BN running statistics := their average over the un-augmented training views (fvcore's precise BN); eval
-    mode after."""
+def reestimate_bn(model: torch.nn.Module, records: Sequence[Dict], size: int, layer: str, batch: int = 16) -> None:
+    """BN running statistics := their average over the un-augmented training views (fvcore's precise BN, through
+    stage ``layer``: transfer/readout_bn.py); eval mode after."""
     views = [resized(*read_sample(r), size)[0] for r in records]
-    batches = [normalise(torch.stack(views[i:i + batch])) for i in range(0, len(views), batch)]
-    model.train()
-    with torch.no_grad():
-        update_bn_stats(model, batches, len(batches))
-    model.eval()
+    reestimate_through(model, [normalise(torch.stack(views[i:i + batch])) for i in range(0, len(views), batch)],
+                       layer)
 
 
 def build_memory(model: torch.nn.Module, records: Sequence[Dict], classes: int, spec: MemorySpec,

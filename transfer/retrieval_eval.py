@@ -65,7 +65,7 @@ def evaluate(train: Sequence[Dict], test: Sequence[Dict], classes: Sequence[str]
         dilate_last_stage(model)
     stride = stride_of(model, spec.layer, spec.size)
     if precise_bn:
-        reestimate_bn(model, train, spec.size)
+        reestimate_bn(model, train, spec.size, spec.layer)
     cells = (spec.size // stride) ** 2
     patches = spec.bank_size or len(train) * spec.epochs * cells
     dim = channels_of(model, spec.layer)

@@ -11,6 +11,7 @@ from scipy import optimize
 
 from transfer.dense_probe import (average_precision, cell_labels, fit_logistic, load_tiles, reestimate_backbone_bn,
                                   training_half)
+from transfer.readout_bn import reestimate_bn
 from transfer.synthetic import write_voc
 
 
@@ -59,12 +60,36 @@ def test_bn_reestimation_averages_the_batch_statistics_of_the_stem():
     torch.manual_seed(0)
     model = torchvision.models.resnet18()
     images = [torch.rand(3, 32, 32) for _ in range(6)]
-    reestimate_backbone_bn(model, images, batch=3)
+    reestimate_backbone_bn(model, images, "layer3", batch=3)
     assert not model.training
     with torch.no_grad():
         stem = [model.conv1(normalise(torch.stack(images[i:i + 3]))) for i in (0, 3)]
     expected = torch.stack([s.mean((0, 2, 3)) for s in stem]).mean(0)
     assert torch.allclose(model.bn1.running_mean, expected, atol=1e-5)
+
+
+def test_bn_reestimated_through_the_read_stage_gives_the_features_of_a_whole_network_pass():
+    """The readouts re-estimate BN only through the stage they read: the features are those of fvcore's precise BN
+    over the whole network, to the bit, and the deeper stage keeps its statistics."""
+    import copy
+
+    from fvcore.nn.precise_bn import update_bn_stats
+
+    from pretrain.backbone import normalise, resnet_features
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    batches = [normalise(torch.rand(4, 3, 64, 64)) for _ in range(3)]
+    whole = copy.deepcopy(model).train()
+    with torch.no_grad():
+        update_bn_stats(whole, batches, len(batches))
+    whole.eval()
+    deep_stats = model.layer4[1].bn2.running_mean.clone()
+    reestimate_bn(model, batches, "layer3")
+    probe = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(resnet_features(model, probe, "layer3"), resnet_features(whole, probe, "layer3"))
+    assert torch.equal(model.layer4[1].bn2.running_mean, deep_stats)
+    assert not torch.equal(whole.layer4[1].bn2.running_mean, deep_stats)
 
 
 def test_training_halves_are_seeded_halves_the_same_in_every_process():
