@@ -39,7 +39,7 @@ def main(argv=None) -> int:
                              f"baseline of the tables, is always one: {', '.join(STUDY_METHODS)}")
     parser.add_argument("--dense-probe", action="store_true", help="also the dense linear probe of every backbone "
                         "(always with --study or --methods; the demo reads its backbones with dense retrieval, the "
-                        "readout that passes its positive controls in this regime, docs/results.md section 2f)")
+                        "cheaper readout and the narrower one against random init, docs/results.md section 2f)")
     parser.add_argument("--dense-halves", type=int, default=None,
                         help="dense probe: training halves averaged (default: 3; 5 with --study)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")

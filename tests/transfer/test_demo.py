@@ -136,7 +136,7 @@ def test_the_demo_detects_with_houghcl_alone_and_the_study_with_every_backbone(m
     detected = [[s.title for s in stages_of(plan) if s.title.startswith("probe Faster")] for plan in plans]
     assert [len(d) for d in detected] == [1, 7] and "from houghcl" in detected[0][0]
     assert [plan.dense_halves for plan in plans] == [3, 5] and [plan.detection_iters for plan in plans] == [40, 80]
-    # the demo reads with the readout that passes its controls in its regime; the study with both
+    # the demo reads with one readout, dense retrieval (the cheaper one); the study with both
     assert [plan.dense for plan in plans] == [False, True]
     assert [any("dense_probe.py" in s.command[1] for s in stages_of(plan)) for plan in plans] == [False, True]
     from transfer.demo_plan import matched
