@@ -42,7 +42,7 @@ def os_reason(error: BaseException):
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno is not None:
-            return f"{error.strerror or error}"
+            return os.strerror(error.errno)  # the reason alone: the writer's own words would overflow the line
         error = error.__cause__ or error.__context__
     return None
 

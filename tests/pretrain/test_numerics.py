@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pretrain import numerics
+from pretrain.provenance import cpu_description
 from transfer.synthetic import write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -85,8 +86,11 @@ def test_the_dense_probe_and_detectron2_iterations_are_bit_identical_under_anoth
 def test_portable_pretraining_is_bit_identical_under_another_machines_kernels(image_folder, tmp_path):
     here = pretrain_hash(tmp_path / "a", image_folder, "portable", {})
     assert pretrain_hash(tmp_path / "b", image_folder, "portable", OTHER_MACHINE) == here
-    # Each of these settings matters: without it, the two "machines" disagree.
-    for setting in ("mkldnn", "MKL_CBWR"):
+    # Each of these settings matters: without it, the two "machines" disagree. On an AMD EPYC the stand-in agreed
+    # without MKL_CBWR too (MKL's choice there does not follow MKL_ENABLE_INSTRUCTIONS): only an Intel CPU shows
+    # here what it holds; between vendors it is what Intel documents it for.
+    intel = cpu_description()["vendor"] == "GenuineIntel"
+    for setting in ("mkldnn", "MKL_CBWR") if intel else ("mkldnn",):
         omit = {"NUMERICS_OMIT": setting}
         assert pretrain_hash(tmp_path / f"c{setting}", image_folder, "portable", omit) != \
             pretrain_hash(tmp_path / f"d{setting}", image_folder, "portable", {**omit, **OTHER_MACHINE}), setting
