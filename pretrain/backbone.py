@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 import torchvision
 
-from .files import atomic_torch_save
+from pretrain.runtime.files import atomic_torch_save
 
 # The normalisation of torchvision ResNets, which every self-supervised recipe here trains with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

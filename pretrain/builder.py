@@ -12,11 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from . import distributed as du
-from .backbone import resnet_features, resnet_stages
-from .geometry import positives_accuracy, true_partners
-from .hough import describe_options
-from .matching import (
+from pretrain.backbone import resnet_features, resnet_stages
+from pretrain.data.geometry import positives_accuracy, true_partners
+from pretrain.matchers import (
     MATCHERS,
     Positives,
     all_options_from_cfg,
@@ -25,6 +23,8 @@ from .matching import (
     list_matchers,
     options_from_cfg,
 )
+from pretrain.matchers.hough import describe_options
+from pretrain.runtime import distributed as du
 
 
 def full_precision(device: torch.device):

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from .files import atomic_torch_save, atomic_write
+from pretrain.runtime.files import atomic_torch_save, atomic_write
 
 logger = logging.getLogger(__name__)
 POINTER = "last_checkpoint"

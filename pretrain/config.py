@@ -7,9 +7,9 @@ from typing import List, Tuple
 import yaml
 from fvcore.common.config import CfgNode as CN
 
-from .backbone import IMAGENET_MEAN, IMAGENET_STD
-from .matching import MATCHERS, get_matcher, list_matchers, options_from_cfg
-from .numerics import MODES
+from pretrain.backbone import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.matchers import MATCHERS, get_matcher, list_matchers, options_from_cfg
+from pretrain.runtime.numerics import MODES
 
 _C = CN()
 _C.SEED = 0
@@ -34,7 +34,7 @@ _C.MODEL.MOMENTUM = 0.999
 _C.MODEL.TEMPERATURE = 0.2
 _C.MODEL.LOSS_LAMBDA = 0.5  # 0: MoCo-v2 (no dense branch at all)
 _C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then LOSS_LAMBDA
-# The matcher that picks each query cell's positive (pretrain/matching.py): argmax (DenseCL) | hough (HoughCL:
+# The matcher that picks each query cell's positive (pretrain/matchers/__init__.py): argmax (DenseCL) | hough (HoughCL:
 # per-pair Hough confidence; its defaults are the reference, RHM at C5) | hough_transform (estimated-geometry
 # positives, an extension of this toolkit) | threshold (PixPro-style) | geometric (the oracle). Each one's options:
 # MODEL.<NAME> below.
@@ -81,12 +81,12 @@ _C.DATALOADER.PIN_MEMORY = True  # on GPU: page-locked batches, copied to the de
 _C.DATALOADER.PREFETCH_FACTOR = 4  # batches loaded ahead per worker
 # Where the two views are made: "cpu", Pillow in the data workers; "device", the workers only decode and draw the
 # parameters, and crop-resize, jitter, grayscale, blur, flip and normalisation run batched on the training
-# device (pretrain/device_views.py). The same (seed, epoch, index) gives the same crop boxes and flips in both.
+# device (pretrain/data/device_views.py). The same (seed, epoch, index) gives the same crop boxes and flips in both.
 _C.DATALOADER.VIEWS = "cpu"
 
 _C.DEVICE = "auto"  # auto | cpu | cuda
 # fast: the machine's fastest kernels (real training) | portable: the same bits on any x86-64 CPU with AVX2, about
-# 3x slower on CPU (pretrain/numerics.py says what it pins and why)
+# 3x slower on CPU (pretrain/runtime/numerics.py says what it pins and why)
 _C.NUMERICS = "fast"
 
 

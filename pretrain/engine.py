@@ -11,9 +11,9 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed as du
-from .data import EpochSampler
-from .files import read_jsonl
+from pretrain.data.images import EpochSampler
+from pretrain.runtime import distributed as du
+from pretrain.runtime.files import read_jsonl
 
 logger = logging.getLogger("pretrain")
 

@@ -11,20 +11,20 @@ import sys
 import torch
 import yaml
 
-from . import distributed as du
-from . import numerics
-from .backbone import save_backbone
-from .builder import ContrastiveModel, describe
-from .checkpoint import CheckpointError, load_latest, save_checkpoint
-from .config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
-from .data import DataError, TwoViewDataset
-from .device_views import DecodedDataset, DeviceViews
-from .engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, to_device, train_loop
-from .files import atomic_write, remove_stale_temporaries
-from .lock import LockError, OutputLock
-from .provenance import provenance
-from .run_folder import full_disk_message, has_checkpoint, run_files
-from .transforms import TwoViewTransform
+from pretrain.backbone import save_backbone
+from pretrain.builder import ContrastiveModel, describe
+from pretrain.checkpoint import CheckpointError, load_latest, save_checkpoint
+from pretrain.config import ConfigError, check_resume_config, grid_note, load_config, overrides_after_flags
+from pretrain.data.device_views import DecodedDataset, DeviceViews
+from pretrain.data.images import DataError, TwoViewDataset
+from pretrain.data.transforms import TwoViewTransform
+from pretrain.engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, to_device, train_loop
+from pretrain.run_folder import full_disk_message, has_checkpoint, run_files
+from pretrain.runtime import distributed as du
+from pretrain.runtime import numerics
+from pretrain.runtime.files import atomic_write, remove_stale_temporaries
+from pretrain.runtime.lock import LockError, OutputLock
+from pretrain.runtime.provenance import provenance
 
 logger = logging.getLogger("pretrain")
 

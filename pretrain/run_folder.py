@@ -4,7 +4,7 @@ import glob
 import os
 import shutil
 
-from .checkpoint import POINTER
+from pretrain.checkpoint import POINTER
 
 
 def has_checkpoint(output_dir: str) -> bool:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from transfer.synthetic import write_images
+from transfer.data.synthetic import write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")

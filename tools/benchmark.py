@@ -12,7 +12,7 @@ Variants are interleaved (warm-up, then repetitions in turn) so that drifts of t
 each reports the median and the spread (min, max); ratios are medians of same-round ratios. Targets (goals,
 not tests): hough/argmax (HoughCL/DenseCL) step <= 1.02 at R18 and R50 (224 px, batch 8; 1.01 on GPU),
 hough/floor <= 1.10, Hough at grid 28 within 2x argmax, data >= 1.0x the plain pipeline. ``numerics`` times the
-HoughCL step in a fast and a portable process, in turn (pretrain/bench_numerics.py).
+HoughCL step in a fast and a portable process, in turn (pretrain/bench/numerics.py).
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
@@ -23,13 +23,13 @@ import sys
 
 import torch
 
-from pretrain.bench_data import bench_data
-from pretrain.bench_numerics import bench_numerics
-from pretrain.bench_step import STEP_VARIANTS, bench_match, bench_step
-from pretrain.files import atomic_write
-from pretrain.matching import list_matchers
-from transfer.bench_checks import bench_checks
-from transfer.bench_retrieval import bench_retrieval
+from pretrain.bench.data import bench_data
+from pretrain.bench.numerics import bench_numerics
+from pretrain.bench.step import STEP_VARIANTS, bench_match, bench_step
+from pretrain.matchers import list_matchers
+from pretrain.runtime.files import atomic_write
+from transfer.bench.checks import bench_checks
+from transfer.bench.retrieval import bench_retrieval
 
 
 def print_table(result):

@@ -16,11 +16,11 @@ import os
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from pretrain.files import atomic_write
-from transfer.budget import curve_markdown, plot, seconds_per_iteration
-from transfer.dense_probe import budget_curve, load_tiles
+from pretrain.runtime.files import atomic_write
+from transfer.data.voc_layout import scan_split
+from transfer.readout.budget import curve_markdown, plot, seconds_per_iteration
+from transfer.readout.dense_probe import budget_curve, load_tiles
 from transfer.results import seed_count
-from transfer.voc_layout import scan_split
 
 
 def main(argv=None) -> int:

@@ -7,14 +7,14 @@ Each RUN_DIR is one pretrained model: its ``seed_*/final_results.json`` (or its 
 seeds. With ``--baseline NAME``, every other model is compared with it over the seeds both share: per-seed
 differences, their mean, a 95% Student-t confidence interval and a verdict. Writes OUT.md, OUT.csv, OUT.json.
 With ``--tile-bootstrap DRAWS``, every dense-probe comparison's spread is split into the test tiles' part (the
-tiles resampled DRAWS times, transfer/tile_bootstrap.py) and the rest.
+tiles resampled DRAWS times, transfer/readout/tile_bootstrap.py) and the rest.
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 
-from pretrain.files import atomic_write
-from transfer import tile_bootstrap
+from pretrain.runtime.files import atomic_write
+from transfer.readout import tile_bootstrap
 from transfer.results import ResultsError, compare, comparisons_to_markdown, summarise, to_csv, to_json, to_markdown
 
 

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         return 1
     print(f"{args.input}: {conversion_summary(weights)}\nwrote {args.output} and {args.output}.json")
     if args.verify:
-        from transfer.coverage import verify  # Detectron2 is needed for --verify only
+        from transfer.finetune.coverage import verify  # Detectron2 is needed for --verify only
         try:
             verify(args.output, weights)
         except Exception as e:

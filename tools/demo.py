@@ -9,7 +9,7 @@ report.md (``--dense-probe``: the dense linear probe too, as in ``--study`` and 
 per stage (elapsed, ETA), full logs under OUT/logs/. Every seed is fixed and every stage runs in portable numerics
 (``--numerics fast`` to leave them): a rerun, here or on another x86-64 CPU with AVX2, prints the same numbers, and
 skips the stages whose output exists and whose inputs (command, files, library code, package versions, the numerics
-mode) did not change. The stages themselves are described in transfer/demo_plan.py.
+mode) did not change. The stages themselves are described in transfer/pipeline/plan.py.
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
@@ -17,10 +17,10 @@ import os
 import re
 import sys
 
-from pretrain import numerics
 from pretrain.config import ConfigError
-from transfer.demo import run
-from transfer.demo_plan import DEMO_ITERATIONS, METHODS, STUDY_METHODS, Plan
+from pretrain.runtime import numerics
+from transfer.pipeline.demo import run
+from transfer.pipeline.plan import DEMO_ITERATIONS, METHODS, STUDY_METHODS, Plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
                              f"baseline of the tables, is always one: {', '.join(STUDY_METHODS)}")
     parser.add_argument("--dense-probe", action="store_true", help="also the dense linear probe of every backbone "
                         "(always with --study or --methods; the demo reads its backbones with dense retrieval, the "
-                        "cheaper readout and the narrower one against random init, docs/results.md section 2f)")
+                        "cheaper readout and the narrower one against random init, docs/results.md section 2)")
     parser.add_argument("--dense-halves", type=int, default=None,
                         help="dense probe: training halves averaged (default: 3; 5 with --study)")
     parser.add_argument("--probe-seeds", type=int, default=1, help="detection probe: seeds 0..K-1 per model")
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
                     methods=methods, pretrain_opts=args.pretrain_opts,
                     pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
-                    instruments=args.study,
+                    instruments=args.study, correspondence=args.study or args.methods is not None,
                     dense=args.dense_probe or args.study or args.methods is not None,
                     dense_halves=args.dense_halves or (5 if args.study else 3),
                     detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},

@@ -17,12 +17,13 @@ import json
 import os
 import sys
 
-from pretrain import numerics
-from pretrain.backbone import STAGES, BackboneError
-from transfer.dense_probe import load_tiles, probe_results, probe_scores
+from pretrain.backbone import BackboneError
+from pretrain.runtime import numerics
+from transfer.data.voc_layout import scan_split
+from transfer.readout.backbone_args import add_backbone_arguments
+from transfer.readout.dense_probe import load_tiles, probe_results, probe_scores
+from transfer.readout.tile_bootstrap import save_scores
 from transfer.results import seed_count, seed_dir, write_final_results
-from transfer.tile_bootstrap import save_scores
-from transfer.voc_layout import scan_split
 
 
 def main(argv=None) -> int:
@@ -30,13 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("voc_dir", help="a VOC-layout folder (Annotations, ImageSets/Main, JPEGImages)")
     parser.add_argument("--train", default="train", help="training split (default: train)")
     parser.add_argument("--test", default="test", help="test split (default: test)")
-    parser.add_argument("--weights", nargs="+", help="backbone.pth, a pretraining checkpoint or another "
-                        "project's weights (default: random init); several checkpoints of one run: the probe of "
-                        "their averaged weights")
-    parser.add_argument("--encoder", default="query", choices=("query", "key"),
-                        help="the encoder probed in a pretraining checkpoint: query (default) or key (momentum)")
-    parser.add_argument("--depth", type=int, default=18, help="ResNet depth at random init (default: 18)")
-    parser.add_argument("--layer", default="layer3", choices=STAGES, help="stage probed (default: layer3, C4)")
+    add_backbone_arguments(parser)
     parser.add_argument("--seeds", type=seed_count, default=5, help="seeds 0..K-1: the training halves (default: 5)")
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--as-seed", type=int, default=None, metavar="S",

@@ -20,11 +20,12 @@ import json
 import os
 import sys
 
-from pretrain import numerics
-from pretrain.backbone import STAGES, BackboneError
+from pretrain.backbone import BackboneError
+from pretrain.runtime import numerics
+from transfer.readout.backbone_args import add_backbone_arguments
+from transfer.readout.retrieval import REFERENCE, MemorySpec
+from transfer.readout.retrieval_data import box_label_sets, file_set, parse_fraction, write_file_set
 from transfer.results import seed_dir, write_final_results
-from transfer.retrieval import REFERENCE, MemorySpec
-from transfer.retrieval_data import box_label_sets, file_set, parse_fraction, write_file_set
 
 
 def datasets_of(args):
@@ -33,7 +34,7 @@ def datasets_of(args):
         return box_label_sets(args.voc, args.train, args.test, os.path.join(args.out, "box_labels"))
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from transfer.datasets import register_from_args
+    from transfer.data.datasets import register_from_args
     register_from_args(classes=args.classes, sem_seg=args.sem_seg or ())
     for name in (args.train, args.test):
         if name not in DatasetCatalog.list():
@@ -58,12 +59,7 @@ def main(argv=None) -> int:
     data.add_argument("--test", default="test", help="the test split (--voc) or registered set")
     data.add_argument("--fraction", default="1/1", help="the share of training images in the bank, a seeded "
                       "file list (open-hummingbird-eval: 1/128, 1/64, 1/8, 1/1; default 1/1)")
-    model = parser.add_argument_group("backbone")
-    model.add_argument("--weights", nargs="+", help="backbone.pth, a checkpoint, another project's weights or a "
-                       "converted .pkl (default: random init); several checkpoints of one run: their mean")
-    model.add_argument("--encoder", default="query", choices=("query", "key"))
-    model.add_argument("--depth", type=int, default=18, help="ResNet depth at random init (default: 18)")
-    model.add_argument("--layer", default="layer3", choices=STAGES, help="stage read (default: layer3, C4)")
+    model = add_backbone_arguments(parser)
     model.add_argument("--dilate", action="store_true", help="layer4 at output stride 16 (dilated)")
     model.add_argument("--keep-bn", action="store_true", help="keep the BN statistics of the weights (default: "
                        "re-estimate them on the training images, as the dense probe does)")
@@ -87,7 +83,7 @@ def main(argv=None) -> int:
             parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
     if args.temperature <= 0 or (args.bank_size is not None and args.bank_size < 1):
         parser.error("--temperature and --bank-size must be positive")
-    from transfer.retrieval_eval import evaluate
+    from transfer.readout.retrieval_eval import evaluate
     from transfer.weights import WeightsError
     try:
         fraction = parse_fraction(args.fraction)

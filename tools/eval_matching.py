@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Matching accuracy of every registered matcher (pretrain/matching.py) on the same features of real view pairs.
+"""Matching accuracy of every registered matcher (pretrain/matchers/__init__.py) on the same features of real view pairs.
 
     tools/eval_matching.py --images datasets/photos --pairs 96 --seed 0 --out output/matching.json
     tools/eval_matching.py --images datasets/photos --weights output/pretrain/x/backbone.pth --out m.json
@@ -16,21 +16,21 @@ the options of the two Hough matchers, one change at a time from each one's defa
         --pair-sets 0 1 2 --out c5.json
 
 ``--backbones``: the `hough` options against the reference on backbones of several pretraining seeds, each over the
-``--pair-sets`` seeds of view pairs, paired by pretraining seed (transfer/matching_seeds.py; also OUT.md).
+``--pair-sets`` seeds of view pairs, paired by pretraining seed (transfer/readout/matching_seeds.py; also OUT.md).
 """
 import argparse
 import json
 import sys
 
-from pretrain import numerics
 from pretrain.backbone import BackboneError
 from pretrain.config import ConfigError, load_config
-from pretrain.files import atomic_write
-from pretrain.matching import MATCHERS
-from pretrain.matching_eval import matching_study, registered_variants
-from pretrain.matching_report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
-from pretrain.provenance import provenance
-from transfer.matching_seeds import seeds_markdown, seeds_study
+from pretrain.evaluation.accuracy import matching_study, registered_variants
+from pretrain.evaluation.report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
+from pretrain.matchers import MATCHERS
+from pretrain.runtime import numerics
+from pretrain.runtime.files import atomic_write
+from pretrain.runtime.provenance import provenance
+from transfer.readout.matching_seeds import seeds_markdown, seeds_study
 
 
 def main(argv=None):

@@ -5,14 +5,14 @@
 
 Natural photos for pretraining (``foolbox``'s 20 ImageNet photos, ``deepforest``'s unannotated photos) and a real
 detection set (``deepforest``'s aerial images with 951 human-labelled tree boxes, tiled into ``ROOT/trees``, test
-tiles a separate region of every image). What is fetched, pinned and written: ``transfer/fetch.py``. A second run
+tiles a separate region of every image). What is fetched, pinned and written: ``transfer/data/fetch.py``. A second run
 finds everything in place and does nothing.
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
 import sys
 
-from transfer.fetch import FetchError, fetch
+from transfer.data.fetch import FetchError, fetch
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from transfer.gpu_check import ROOT, print_table, run_check
+from transfer.pipeline.gpu_check import ROOT, print_table, run_check
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from transfer.prepare import DATASETS, PrepareError
+from transfer.data.prepare import DATASETS, PrepareError
 
 
 def main(argv=None) -> int:

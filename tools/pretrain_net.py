@@ -8,8 +8,8 @@
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import sys
 
-from pretrain import numerics
 from pretrain.main import main
+from pretrain.runtime import numerics
 
 if __name__ == "__main__":
     numerics.reexec_if_needed()  # NUMERICS portable: the variables libraries read at load time

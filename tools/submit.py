@@ -20,8 +20,8 @@ import argparse
 import os
 import sys
 
-from transfer.jobs import build_executor, commands, wait
-from transfer.arguments import overrides_last
+from transfer.finetune.arguments import overrides_last
+from transfer.pipeline.jobs import build_executor, commands, wait
 
 
 def parse_args(argv=None):

@@ -19,16 +19,16 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
-from pretrain import numerics
-from pretrain.lock import LockError
-from pretrain.provenance import provenance
-from transfer.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
-from transfer.launcher import run
+from pretrain.runtime import numerics
+from pretrain.runtime.lock import LockError
+from pretrain.runtime.provenance import provenance
+from transfer.data.datasets import DatasetError, evaluation_identity, evaluation_metric, register_from_args
+from transfer.finetune.arguments import parse_args
+from transfer.finetune.checkpointing import ResumeError
+from transfer.finetune.launcher import run
+from transfer.finetune.run_checks import LaunchError
+from transfer.finetune.trainer import TransferTrainer, setup
 from transfer.results import ResultsError, write_final_results
-from transfer.arguments import parse_args
-from transfer.checkpointing import ResumeError
-from transfer.run_checks import LaunchError
-from transfer.trainer import TransferTrainer, setup
 from transfer.weights import WeightsError
 
 logger = logging.getLogger("transfer")

@@ -14,10 +14,10 @@ import _env  # noqa: F401  isort: skip  (first: outside the environment, one lin
 import argparse
 import sys
 
-from pretrain import numerics
-from pretrain.data import list_images, readable_images
-from pretrain.files import atomic_write
-from pretrain.match_picture import disagreement_picture
+from pretrain.data.images import list_images, readable_images
+from pretrain.evaluation.picture import disagreement_picture
+from pretrain.runtime import numerics
+from pretrain.runtime.files import atomic_write
 
 
 def main(argv=None):

@@ -13,10 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from pretrain.files import atomic_write, sha256_of
-
-from .results import read_results, summarise, tasks_of, to_markdown
-from .weights import WeightsError, read_sidecar
+from pretrain.runtime.files import atomic_write, sha256_of
+from transfer.results import read_results, summarise, tasks_of, to_markdown
+from transfer.weights import WeightsError, read_sidecar
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 

@@ -14,8 +14,8 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pretrain.files import atomic_write
-from pretrain.provenance import provenance
+from pretrain.runtime.files import atomic_write
+from pretrain.runtime.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
 TASKS = ("bbox", "segm", "sem_seg")
@@ -93,6 +93,7 @@ def check_one_config(run_dir: str) -> None:
     """The seeds of a row ran one config (their ``final_results.json`` record it): a row mixing two recipes, say
     SOLVER.MAX_ITER 4 and 6, is refused with the keys that differ."""
     import yaml
+
     from pretrain.config import flat_keys
     configs = {}
     for seed, data in read_results(run_dir).items():

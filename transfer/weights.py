@@ -15,7 +15,7 @@ from typing import Dict, Optional
 import torch
 
 from pretrain.backbone import KNOWN_HEADS, BackboneError, ResNetWeights, architecture, extract_resnet, read_checkpoint
-from pretrain.files import atomic_write, sha256_of
+from pretrain.runtime.files import atomic_write, sha256_of
 
 # Settings a Detectron2 model needs for weights trained on torchvision-normalised RGB input.
 INPUT_SETTINGS = {

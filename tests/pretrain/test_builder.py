@@ -8,12 +8,12 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from pretrain import distributed as du
 from pretrain.builder import ContrastiveModel
 from pretrain.config import load_config
-from pretrain.data import TwoViewDataset
+from pretrain.data.images import TwoViewDataset
+from pretrain.data.transforms import TwoViewTransform
 from pretrain.engine import epoch_loader
-from pretrain.transforms import TwoViewTransform
+from pretrain.runtime import distributed as du
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

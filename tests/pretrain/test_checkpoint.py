@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pretrain.checkpoint import CheckpointError, load_latest, save_checkpoint
-from pretrain.files import atomic_torch_save
+from pretrain.runtime.files import atomic_torch_save
 
 
 def test_damaged_newest_checkpoint_falls_back_with_warning(tmp_path, caplog):

@@ -25,7 +25,7 @@ def test_a_base_chain_merges_and_a_missing_base_names_the_file_that_names_it(tmp
 
 def test_the_transfer_config_names_a_missing_base_the_same_way(tmp_path):
     pytest.importorskip("detectron2")
-    from transfer.config import TransferConfigError, setup_cfg
+    from transfer.finetune.config import TransferConfigError, setup_cfg
     (tmp_path / "child.yaml").write_text("_BASE_: Base-Gone.yaml\n")
     with pytest.raises(TransferConfigError, match=r"child.yaml: its _BASE_ .*Base-Gone.yaml does not exist"):
         setup_cfg(str(tmp_path / "child.yaml"))

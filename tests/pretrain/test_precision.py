@@ -6,9 +6,9 @@ import torch
 from pretrain import builder
 from pretrain.builder import ContrastiveModel, Encoder
 from pretrain.config import load_config
-from pretrain.data import TwoViewDataset
+from pretrain.data.images import TwoViewDataset
+from pretrain.data.transforms import TwoViewTransform
 from pretrain.engine import epoch_loader
-from pretrain.transforms import TwoViewTransform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pretrain.backbone import build_resnet
-from transfer.synthetic import write_voc
+from transfer.data.synthetic import write_voc
 
 
 def trees_like(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from transfer.synthetic import resnet_state
+from transfer.data.synthetic import resnet_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")

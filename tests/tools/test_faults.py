@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pretrain.checkpoint import load_latest
-from pretrain.files import atomic_torch_save, read_jsonl, remove_stale_temporaries
-from transfer.synthetic import write_broken_files, write_images
+from pretrain.runtime.files import atomic_torch_save, read_jsonl, remove_stale_temporaries
+from transfer.data.synthetic import write_broken_files, write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
@@ -105,7 +105,7 @@ def test_interrupted_write_leaves_previous_checkpoint_intact(tmp_path):
         f.write(b"partial bytes of a new checkpoint")
         raise Crash()
 
-    from pretrain.files import atomic_write
+    from pretrain.runtime.files import atomic_write
     with pytest.raises(Crash):
         atomic_write(str(path), crashing_writer)
     assert torch.load(path, weights_only=True)["iteration"] == 2
@@ -118,7 +118,7 @@ def test_kill_9_during_checkpoint_write_never_corrupts_the_target(tmp_path):
     atomic_torch_save({"model": {"w": torch.zeros(2)}, "iteration": 4}, str(target))
     script = (
         "import sys, torch\n"
-        "from pretrain.files import atomic_write\n"
+        "from pretrain.runtime.files import atomic_write\n"
         "def slow(f):\n"
         "    for _ in range(1000):\n"
         "        f.write(b'x' * 100000); f.flush()\n"

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.files import read_jsonl
 from pretrain.main import main
-from transfer.synthetic import write_broken_files, write_images
+from pretrain.runtime.files import read_jsonl
+from transfer.data.synthetic import write_broken_files, write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
@@ -48,9 +48,10 @@ def test_cli_each_matcher(image_folder, tmp_path, matcher):
 
 
 @pytest.mark.slow
-def test_resume_reproduces_uninterrupted_run(image_folder, tmp_path):
+@pytest.mark.parametrize("matcher", ["hough", "random"])  # random: its draws are a function of the sample
+def test_resume_reproduces_uninterrupted_run(image_folder, tmp_path, matcher):
     common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.MAX_ITER", "5",
-              "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "7"]
+              "SOLVER.CHECKPOINT_PERIOD", "2", "SEED", "7", "MODEL.MATCHER", matcher]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert main(common + ["OUTPUT_DIR", str(full)]) == 0
     # A run that ended after its checkpoint at iteration 4 (its later rows torn/lost), then resumed.
@@ -96,8 +97,8 @@ def test_config_errors_name_the_key(image_folder, tmp_path, capsys):
 
 
 def test_unreadable_files_are_skipped_with_warnings(tmp_path, caplog):
-    from pretrain.data import TwoViewDataset
-    from pretrain.transforms import TwoViewTransform
+    from pretrain.data.images import TwoViewDataset
+    from pretrain.data.transforms import TwoViewTransform
     folder = tmp_path / "mixed"
     write_broken_files(str(folder))
     write_images(str(folder / "more"), count=3)
@@ -125,7 +126,7 @@ def test_no_readable_image_stops_before_work(tmp_path):
 
 
 def test_list_file_source(image_folder, tmp_path):
-    from pretrain.data import list_images
+    from pretrain.data.images import list_images
     names = sorted(os.listdir(image_folder))[:3]
     listing = tmp_path / "list.txt"
     listing.write_text("# three images\n" + "\n".join(os.path.join(image_folder, n) for n in names) + "\n")
@@ -173,7 +174,7 @@ def test_yaml_syntax_and_learning_rate_errors_are_one_line(tmp_path, capsys):
 
 
 def test_second_run_in_the_same_folder_is_refused(image_folder, tmp_path, capsys):
-    from pretrain.lock import OutputLock
+    from pretrain.runtime.lock import OutputLock
     out = tmp_path / "busy"
     with OutputLock(str(out)):  # a live job holds it (this process)
         assert main(["--config-file", TINY, "DATA.ROOT", image_folder, "OUTPUT_DIR", str(out)]) == 1
@@ -185,7 +186,7 @@ def test_second_run_in_the_same_folder_is_refused(image_folder, tmp_path, capsys
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(image_folder, tmp_path, monkeypatch, capsys):
     import tempfile
 
-    import pretrain.files as files
+    import pretrain.runtime.files as files
     out = tmp_path / "full"
     common = ["--config-file", TINY, "DATA.ROOT", image_folder, "SOLVER.CHECKPOINT_PERIOD", "2", "OUTPUT_DIR", str(out)]
     assert main(common + ["SOLVER.MAX_ITER", "2"]) == 0
@@ -239,7 +240,7 @@ def test_a_full_disk_at_the_first_checkpoint_is_one_line_too(image_folder, tmp_p
     OSError as its context, and the space its temp file took is free again once it is deleted."""
     import errno
 
-    import pretrain.files as files
+    import pretrain.runtime.files as files
     out = tmp_path / "first"
 
     def full(obj, f):

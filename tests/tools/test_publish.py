@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from transfer.synthetic import resnet_state
+from transfer.data.synthetic import resnet_state
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pretrain.files import read_jsonl
+from pretrain.runtime.files import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
@@ -91,7 +91,7 @@ def children(pid: int):
 def test_submit_requeues_a_timed_out_job_and_it_resumes(image_folder, tmp_path):
     import submitit
 
-    from transfer.jobs import ResumableCommand
+    from transfer.pipeline.jobs import ResumableCommand
     out = tmp_path / "requeued"
     executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster="local")
     executor.update_parameters(timeout_min=30, gpus_per_node=0, nodes=1, tasks_per_node=1)
@@ -128,7 +128,7 @@ def machine(rank, port, tmp_path, *opts):
 def test_two_detectron2_machines_fine_tune_agree_and_survive_a_lost_machine(tmp_path, convert):
     import torch
 
-    from transfer.synthetic import resnet_state, write_voc
+    from transfer.data.synthetic import resnet_state, write_voc
     write_voc(str(tmp_path), classes=("person", "car"), train=4, test=2)
     torch.save(resnet_state(18), tmp_path / "r18.pth")
     assert convert(tmp_path / "r18.pth", tmp_path / "r18.pkl").returncode == 0

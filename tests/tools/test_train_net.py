@@ -12,15 +12,15 @@ import pytest
 import torch
 import torchvision
 
-from transfer.synthetic import write_coco, write_voc
+from transfer.data.synthetic import write_coco, write_voc
 
 pytest.importorskip("detectron2")
 
 from detectron2.modeling import build_model  # noqa: E402
 
 from pretrain.config import flat_keys  # noqa: E402
-from transfer.config import setup_cfg  # noqa: E402
-from transfer.coverage import resnet_parameter_names  # noqa: E402
+from transfer.finetune.config import setup_cfg  # noqa: E402
+from transfer.finetune.coverage import resnet_parameter_names  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
@@ -109,7 +109,7 @@ def published(values, base_file=None):
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 
-    from transfer.config import add_transfer_config
+    from transfer.finetune.config import add_transfer_config
     cfg = get_cfg()
     add_transfer_config(cfg)
     if base_file:
@@ -331,7 +331,7 @@ def test_train_net_config_mistakes_are_one_line(tmp_path):
 
 
 def test_flags_may_follow_the_config_overrides():
-    from transfer.arguments import parse_args
+    from transfer.finetune.arguments import parse_args
     args = parse_args(["--config-file", "x.yaml", "MODEL.WEIGHTS", "w.pkl", "--voc", "a", "DIR", "train",
                        "SOLVER.MAX_ITER", "2", "--seeds", "3", "--num-gpus", "2"])
     assert args.voc == [["a", "DIR", "train"]] and args.seeds == 3 and args.num_gpus == 2

@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
-from transfer import fetch as fetch_data
-from transfer.synthetic import resnet_state
+from transfer.data import fetch as fetch_data
+from transfer.data.synthetic import resnet_state
 
 pytest.importorskip("detectron2")
 
 from pretrain.config import flat_keys  # noqa: E402
-from transfer.config import CONFIGS, setup_cfg  # noqa: E402
+from transfer.finetune.config import CONFIGS, setup_cfg  # noqa: E402
 
 TINY = os.path.join(CONFIGS, "tiny", "nuclei_FCN_R18_D8_cpu.yaml")
 PROBE = os.path.join(CONFIGS, "tiny", "nuclei_linear_probe_R18_cpu.yaml")
@@ -127,7 +127,7 @@ def test_fcn_and_linear_probe_from_a_converted_backbone_on_real_nuclei(nuclei, t
 
 
 def test_a_label_beyond_num_classes_stops_before_training(tmp_path, run_script):
-    from transfer.synthetic import write_sem_seg
+    from transfer.data.synthetic import write_sem_seg
     root = write_sem_seg(str(tmp_path / "set"), classes=3, train=2, test=1)
     result = run_script("train_net.py", "--config-file", TINY, "--sem-seg", "a", f"{root}/images", f"{root}/labels",
                         f"{root}/train.txt", "--sem-seg", "b", f"{root}/images", f"{root}/labels", f"{root}/test.txt",

@@ -110,7 +110,7 @@ def test_runs_evaluated_differently_are_not_paired(tmp_path):
 
 
 def test_the_voc07_metric_follows_the_folders_own_name(tmp_path):
-    from transfer.datasets import voc_year
+    from transfer.data.datasets import voc_year
     assert voc_year(str(tmp_path / "VOC2007")) == 2007
     assert voc_year(str(tmp_path / "VOC2007" / "trees")) == 2012  # kept under a VOC2007 folder: not VOC2007
     assert voc_year(str(tmp_path / "data" / "VOC2012")) == 2012 and voc_year(str(tmp_path / "VOC2007x")) == 2012

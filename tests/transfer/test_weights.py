@@ -7,11 +7,11 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from transfer.synthetic import resnet_state
+from transfer.data.synthetic import resnet_state
 
 pytest.importorskip("detectron2")
 
-from transfer.config import CONFIGS, setup_cfg  # noqa: E402
+from transfer.finetune.config import CONFIGS, setup_cfg  # noqa: E402
 from transfer.weights import WeightsError, check_input_settings  # noqa: E402
 
 

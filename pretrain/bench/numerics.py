@@ -1,0 +1,117 @@
+"""What portable numerics cost: one pretraining step in a ``fast`` and in a ``portable`` process, timed in turn
+(tools/benchmark.py ``numerics``).
+
+MKL reads ``MKL_CBWR`` and ATen its CPU capability when they load, so the two modes cannot share a process: each
+mode gets a worker process started with its own environment (pretrain/runtime/numerics.py), and the parent asks the
+workers for one step at a time, alternately, so that drifts of the machine hit both; the ratio is the median of
+same-round ratios, as for the other parts. A second portable worker takes the same steps untimed: its weights must
+equal the first's to the bit (``repeat_identical``), which on a GPU is what the deterministic settings buy
+(``use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``; no GPU result is portable across GPU models).
+
+    python -m pretrain.bench.numerics MODE DEPTH SIZE BATCH VARIANT DEVICE   (a worker: "step"/"digest" on stdin)
+"""
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict
+
+import torch
+
+from pretrain.bench.step import STEP_VARIANTS, random_batch, step_function
+from pretrain.bench.timing import paired_ratio, sync
+from pretrain.runtime import numerics
+
+
+def mode_environment(mode: str) -> Dict[str, str]:
+    """The environment of a worker in ``mode``: ``fast`` is this environment less the portable variables."""
+    if mode == "portable":
+        return numerics.environment("portable")
+    return {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV and k != "NUMERICS_OMIT"}
+
+
+class Worker:
+    """A process that holds one model in ``mode`` and times one training step per request."""
+
+    def __init__(self, mode: str, args, variant: str):
+        command = [sys.executable, "-m", "pretrain.bench.numerics", mode, str(args.depth), str(args.size),
+                   str(args.batch), variant, args.device]
+        self.mode = mode
+        self.process = subprocess.Popen(command, env=mode_environment(mode), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.threads = int(self.read())  # "ready" carries the worker's thread count
+
+    def read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.mode} worker stopped (exit status {self.process.wait()})")
+        return line.strip()
+
+    def ask(self, request: str) -> str:
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def step(self) -> float:
+        return float(self.ask("step"))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+def bench_numerics(args) -> Dict:
+    """Median seconds per step of ``args.variant`` in each mode, and portable / fast (same-round ratios)."""
+    workers = {mode: Worker(mode, args, args.variant) for mode in numerics.MODES}
+    again = Worker("portable", args, args.variant)
+    try:
+        for worker in [*workers.values(), again]:
+            for _ in range(args.warmup):
+                worker.step()
+        times = {mode: [] for mode in workers}
+        for _ in range(args.repeats):
+            for mode, worker in workers.items():
+                times[mode].append(worker.step())
+            again.step()
+        repeat_identical = workers["portable"].ask("digest") == again.ask("digest")
+    finally:
+        for worker in [*workers.values(), again]:
+            worker.close()
+    timing = {mode: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
+              for mode, t in times.items()}
+    return {"numerics": timing, "ratios": {"portable/fast": paired_ratio(timing, "portable", "fast")},
+            "threads": {mode: w.threads for mode, w in workers.items()}, "repeat_identical": repeat_identical,
+            "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "variant": args.variant,
+                         "device": args.device}}
+
+
+def worker_main(argv) -> int:
+    mode, depth, size, batch, variant, device = argv
+    numerics.apply(mode)
+    args = argparse.Namespace(depth=int(depth), size=int(size), batch=int(batch), amp=False, compile=False)
+    device = torch.device(device)
+    step = step_function(args, STEP_VARIANTS[variant], random_batch(args, args.batch, device, False), device, False)
+    print(torch.get_num_threads(), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "digest":  # sha256 of every parameter and buffer
+            digest = hashlib.sha256()
+            for value in step.model.state_dict().values():
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            print(digest.hexdigest(), flush=True)
+            continue
+        if line.strip() != "step":
+            break
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        print(time.perf_counter() - start, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
