@@ -127,11 +127,14 @@ def test_conversion_tables_and_probes_import_without_detectron2():
                "        if name.split('.')[0] == 'detectron2':\n"
                "            raise ModuleNotFoundError(f'No module named {name!r} (blocked)')\n"
                "sys.meta_path.insert(0, Block())\n")
-    free = ["transfer", "transfer.weights", "transfer.results", "transfer.readout.dense_probe", "transfer.pipeline.stages",
-            "transfer.release", "transfer.pipeline.demo", "transfer.pipeline.plan", "transfer.pipeline.report"]
+    free = ["transfer", "transfer.weights", "transfer.results", "transfer.readout.dense_probe",
+            "transfer.pipeline.stages", "transfer.readout.correspondence", "transfer.release",
+            "transfer.pipeline.demo", "transfer.pipeline.plan", "transfer.pipeline.schedule",
+            "transfer.pipeline.readouts", "transfer.pipeline.report"]
     free += [m for m in project_modules() if m.startswith("pretrain")]
     check = blocker + "".join(f"import {m}\n" for m in free) + (
-        "try:\n    import transfer.finetune.trainer\nexcept ModuleNotFoundError as e:\n    print('trainer needs it:', e)\n")
+        "try:\n    import transfer.finetune.trainer\n"
+        "except ModuleNotFoundError as e:\n    print('trainer needs it:', e)\n")
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainer needs it: No module named 'detectron2" in result.stdout  # the blocker works

@@ -20,7 +20,7 @@ import sys
 from pretrain.config import ConfigError
 from pretrain.runtime import numerics
 from transfer.pipeline.demo import run
-from transfer.pipeline.plan import DEMO_ITERATIONS, METHODS, STUDY_METHODS, Plan
+from transfer.pipeline.plan import DEMO_ITERATIONS, STUDY_METHODS, plan_from_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-seeds", type=int, default=0, help="full fine-tuning: seeds 0..K-1 per model")
     parser.add_argument("--detection-iters", type=int, default=None,
                         help="iterations of each detection run (default: 40; 80 with --study)")
-    parser.add_argument("--retrieval-size", type=int, default=112, help="dense retrieval: view size, a multiple of "
-                        "16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; the nuclei "
-                        "tiles of --segmentation: 128, their size; 0: none)")
+    parser.add_argument("--retrieval-size", type=int, default=None, help="dense retrieval: view size, a multiple "
+                        "of 16 (default 112, a 7 x 7 C4 grid, a quarter of the reference's 224 px cost; with "
+                        "--segmentation 128, the nuclei tiles' own size; 0: none)")
     parser.add_argument("--out", default=None, help="default: output/demo (output/study with --study)")
     parser.add_argument("--segmentation", action="store_true", help="HoughCL and DenseCL backbones (3 pretraining "
                         "seeds) and random init on the nuclei tiles: FCN-D8 fine-tuning and the frozen linear "
@@ -63,28 +63,7 @@ def main(argv=None) -> int:
         parser.error("--methods: densecl is the tables' baseline and must be one of them")
     if len(args.pretrain_opts) % 2:
         parser.error("--pretrain-opts: KEY VALUE pairs, got an odd number of words")
-    methods = {m: STUDY_METHODS[m] for m in args.methods} if args.methods else (
-        STUDY_METHODS if args.study else METHODS)
-    if args.segmentation:
-        plan = Plan(out=args.out or os.path.join("output", "segmentation"), methods=methods,
-                    pretrain_opts=args.pretrain_opts,
-                    pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
-                    segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
-                    matching=False, dense=False, retrieval_size=args.retrieval_size and 128, retrieval_set="nuclei",
-                    numerics=args.numerics)
-    else:
-        plan = Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
-                    methods=methods, pretrain_opts=args.pretrain_opts,
-                    pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
-                    instruments=args.study, correspondence=args.study or args.methods is not None,
-                    dense=args.dense_probe or args.study or args.methods is not None,
-                    dense_halves=args.dense_halves or (5 if args.study else 3),
-                    detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
-                    detection_models=None if args.study or args.methods else ["houghcl"],
-                    matching_models=None if args.study or args.methods else ["houghcl"],
-                    detection_iters=args.detection_iters or (80 if args.study else 40),
-                    retrieval_size=args.retrieval_size,
-                    numerics=args.numerics)
+    plan = plan_from_args(args)
     try:
         plan.pretrain_cfg  # a bad override is one line now, not a failed stage later
     except ConfigError as e:

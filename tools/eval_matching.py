@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Matching accuracy of every registered matcher (pretrain/matchers/__init__.py) on the same features of real view pairs.
+"""Matching accuracy of every registered matcher (pretrain/matchers/__init__.py) on the same features of real view
+pairs.
 
     tools/eval_matching.py --images datasets/photos --pairs 96 --seed 0 --out output/matching.json
     tools/eval_matching.py --images datasets/photos --weights output/pretrain/x/backbone.pth --out m.json

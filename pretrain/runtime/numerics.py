@@ -136,7 +136,8 @@ def add_argument(parser, default: str = "fast") -> None:
     """The ``--numerics`` flag of a tool (its ``__main__`` calls ``reexec_if_needed`` first, ``main`` ``apply``)."""
     parser.add_argument("--numerics", choices=MODES, default=default,
                         help=f"fast: the machine's fastest kernels (numbers vary across CPUs); portable: the same "
-                             f"bits on any x86-64 CPU with AVX2, slower (pretrain/runtime/numerics.py). Default: {default}")
+                             f"bits on any x86-64 CPU with AVX2, slower (pretrain/runtime/numerics.py). "
+                             f"Default: {default}")
 
 
 def switch(mode: str) -> bool:

@@ -6,7 +6,8 @@ from detectron2.config import get_cfg
 
 from pretrain.config import merge_config
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "transfer")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "configs", "transfer")
 
 
 def add_transfer_config(cfg: CN) -> None:
@@ -49,7 +50,8 @@ def add_segmentation_config(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # mmsegmentation's PhotoMetricDistortion (brightness, contrast, saturation, hue) after the flip.
     cfg.INPUT.PHOTOMETRIC_DISTORTION = False
-    # AlignedSegmentor's inference (transfer/segmentation/segmentor.py): "whole" image, or sliding windows of CROP_SIZE every
+    # AlignedSegmentor's inference (transfer/segmentation/segmentor.py): "whole" image, or sliding windows of
+    # CROP_SIZE every
     # STRIDE pixels (mmsegmentation's test_cfg mode="slide", crop_size, stride; its Cityscapes runs: 769, 513).
     cfg.TEST.SLIDE = CN()
     cfg.TEST.SLIDE.ENABLED = False

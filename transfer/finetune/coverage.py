@@ -17,9 +17,11 @@ from detectron2.modeling import build_model
 from detectron2.modeling.backbone import ResNet, build_resnet_backbone
 
 from pretrain.backbone import ResNetWeights, normalise, resnet_features, torchvision_resnet
-from transfer.finetune import roi_heads
+from transfer.finetune import roi_heads  # noqa: F401  (registers the extra-norm Res5 ROI head verify builds)
 from transfer.finetune.config import CONFIGS, setup_cfg
-from transfer.segmentation import model as segmentation  # noqa: F401  (verify's C4 head and FCN-D8 model are registered there)
+
+# verify's C4 head and FCN-D8 model are registered on import
+from transfer.segmentation import model as segmentation  # noqa: F401
 from transfer.weights import WeightsError, architecture_opts, read_sidecar
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 The trainer adds three things to Detectron2's: the evaluator that each dataset's metadata asks for; on a fresh
 start, the checks that stop a run from quietly training on partly random weights or on weights with the wrong input
-settings; and a resume that continues exactly (transfer/finetune/data_stream.py): the data order, every augmentation draw and
+settings; and a resume that continues exactly (transfer/finetune/data_stream.py): the data order, every augmentation
+draw and
 the training step's random draws are functions of the seed and the iteration, so a run killed and resumed ends with
 the weights of the run that was never stopped. On resume, the checkpointer's own resume is used (the run's last
 checkpoint), and the iterations at which the run was resumed are recorded.
@@ -158,7 +159,8 @@ class TransferTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """Detectron2's training loader as a stream that resumes exactly (transfer/finetune/data_stream.py), built at the
+        """Detectron2's training loader as a stream that resumes exactly (transfer/finetune/data_stream.py), built at
+        the
         first batch: the iteration to continue from is known then."""
         mapper = segmentation_data.SemSegMapper(cfg, is_train=True) if is_semantic(cfg) else None
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":

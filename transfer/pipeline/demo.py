@@ -1,4 +1,5 @@
-"""Run the demo or the study (transfer/pipeline/plan.py): every stage in the plan's numerics mode (transfer/pipeline/stages.py
+"""Run the demo or the study (transfer/pipeline/plan.py): every stage in the plan's numerics mode
+(transfer/pipeline/stages.py
 skips those done with unchanged inputs), then the pretraining curves and the report (transfer/pipeline/report.py).
 """
 import os
@@ -6,8 +7,8 @@ import os
 from pretrain.engine import plot_metrics
 from pretrain.runtime import numerics
 from transfer.pipeline.plan import Plan, pretrain_dir
-from transfer.pipeline.schedule import stages_of
 from transfer.pipeline.report import write_report
+from transfer.pipeline.schedule import stages_of
 from transfer.pipeline.stages import Stages, last_iteration
 
 

@@ -125,3 +125,30 @@ def collect(plan: Plan, kind: str, models: Optional[Sequence[str]] = None) -> St
         plan, "collect_results.py", *[f"{plan.out}/{kind}_{n}" for n in models], "--names", *models, *baselines,
         *noise, "--out", f"{plan.out}/{kind}_table"),
         seconds=5 + (plan.pretrain_seeds * len(models) * 2 if noise else 0))
+
+
+def plan_from_args(args) -> Plan:
+    """The plan of ``tools/demo.py``'s command line: the demo, ``--methods``, ``--study`` or ``--segmentation``."""
+    methods = {m: STUDY_METHODS[m] for m in args.methods} if args.methods else (
+        STUDY_METHODS if args.study else METHODS)
+    # the retrieval reads the nuclei tiles of --segmentation whole, at their own 128 px; the trees at 112 px
+    retrieval_size = args.retrieval_size if args.retrieval_size is not None else (128 if args.segmentation else 112)
+    if args.segmentation:
+        return Plan(out=args.out or os.path.join("output", "segmentation"), methods=methods,
+                    pretrain_opts=args.pretrain_opts,
+                    pretrain_seeds=args.pretrain_seeds or 3, pretrain_iters=args.pretrain_iters, detection_seeds={},
+                    segmentation={"fcn": args.segmentation_iters, "linear": args.segmentation_iters},
+                    matching=False, dense=False, retrieval_size=retrieval_size, retrieval_set="nuclei",
+                    numerics=args.numerics)
+    return Plan(out=args.out or os.path.join("output", "study" if args.study else "demo"),
+                methods=methods, pretrain_opts=args.pretrain_opts,
+                pretrain_seeds=args.pretrain_seeds or (10 if args.study else 3), pretrain_iters=args.pretrain_iters,
+                instruments=args.study, correspondence=args.study or args.methods is not None,
+                dense=args.dense_probe or args.study or args.methods is not None,
+                dense_halves=args.dense_halves or (5 if args.study else 3),
+                detection_seeds={"probe": args.probe_seeds, "finetune": args.finetune_seeds},
+                detection_models=None if args.study or args.methods else ["houghcl"],
+                matching_models=None if args.study or args.methods else ["houghcl"],
+                detection_iters=args.detection_iters or (80 if args.study else 40),
+                retrieval_size=retrieval_size,
+                numerics=args.numerics)

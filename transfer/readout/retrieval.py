@@ -17,7 +17,7 @@ prediction is scored at each image's own size (there: at the 224 px input).
     scores = transfer_labels(search(memory, queries, k), ...)     # [Q, K]
 """
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from pretrain.backbone import normalise, resnet_stages
 from transfer.readout.precise_bn import reestimate_bn as reestimate_through
-from transfer.readout.retrieval_data import IGNORE, augmented_view, read_sample, resized
+from transfer.readout.retrieval_data import IGNORE, Sample, augmented_view, resized, resized_image
 
 REFERENCE = {"neighbours": 30, "temperature": 0.02, "size": 224}  # open-hummingbird-eval's defaults
 
@@ -98,26 +98,26 @@ def sample_patches(labels: torch.Tensor, count: int, generator: torch.Generator)
     return torch.topk(scores, min(count, len(scores)), largest=False).indices
 
 
-def reestimate_bn(model: torch.nn.Module, records: Sequence[Dict], size: int, layer: str, batch: int = 16) -> None:
+def reestimate_bn(model: torch.nn.Module, samples: Sequence[Sample], size: int, layer: str, batch: int = 16) -> None:
     """BN running statistics := their average over the un-augmented training views (fvcore's precise BN, through
-    stage ``layer``: transfer/readout/precise_bn.py); eval mode after."""
-    views = [resized(*read_sample(r), size)[0] for r in records]
+    stage ``layer``: transfer/readout/precise_bn.py); eval mode after. ``samples``: ``read_sample`` of each record."""
+    views = [resized_image(image, size) for image, _ in samples]
     reestimate_through(model, [normalise(torch.stack(views[i:i + batch])) for i in range(0, len(views), batch)],
                        layer)
 
 
-def build_memory(model: torch.nn.Module, records: Sequence[Dict], classes: int, spec: MemorySpec,
+def build_memory(model: torch.nn.Module, samples: Sequence[Sample], classes: int, spec: MemorySpec,
                  progress=None) -> Memory:
-    """The memory bank of ``spec.epochs`` augmented views of every training record. With ``bank_size``, each
-    view keeps ``bank_size // (len(records) * epochs)`` patches (``sample_patches``); without it, every patch
-    with a labelled pixel."""
+    """The memory bank of ``spec.epochs`` augmented views of every training sample (``read_sample`` of each
+    record, read once for this and the BN re-estimation). With ``bank_size``, each view keeps
+    ``bank_size // (len(samples) * epochs)`` patches (``sample_patches``); without it, every patch with a labelled
+    pixel."""
     stride = stride_of(model, spec.layer, spec.size)
-    per_view = None if spec.bank_size is None else spec.bank_size // (len(records) * spec.epochs)
+    per_view = None if spec.bank_size is None else spec.bank_size // (len(samples) * spec.epochs)
     if per_view == 0:
-        raise ValueError(f"--bank-size {spec.bank_size}: below one patch per view ({len(records)} images x "
+        raise ValueError(f"--bank-size {spec.bank_size}: below one patch per view ({len(samples)} images x "
                          f"{spec.epochs} epochs)")
     generator = torch.Generator().manual_seed(spec.seed)
-    samples = [read_sample(r) for r in records]
     keys: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
     jobs = [s for _ in range(spec.epochs) for s in samples]
@@ -182,7 +182,7 @@ def predict(model: torch.nn.Module, index: NeighbourIndex, memory: Memory, image
             k: int, temperature: float) -> torch.Tensor:
     """``[K, H, W]`` class scores of one test image at its own size: its ``size`` x ``size`` view's patches
     labelled by their neighbours, upsampled bilinearly."""
-    view = resized(image, torch.zeros(image.shape[1:], dtype=torch.long), spec.size)[0]
+    view = resized_image(image, spec.size)
     feats = patch_features(model, view[None], spec.layer)[0]  # [h, w, D]
     h, w, _ = feats.shape
     sims, neighbours = index.search(feats.reshape(h * w, -1), k)

@@ -83,7 +83,10 @@ def box_label_sets(voc_dir: str, train: str, test: str, label_dir: str):
             box_label_records(voc_dir, test, classes, label_dir), ["background", *classes])
 
 
-def read_sample(record: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+Sample = Tuple[torch.Tensor, torch.Tensor]  # (image [3, H, W] float in [0, 1], labels [H, W] long)
+
+
+def read_sample(record: Dict) -> Sample:
     """``(image [3, H, W] float in [0, 1], labels [H, W] long)`` of a record; a label map of another size than
     its image is an error naming both."""
     with Image.open(record["file_name"]) as im:
@@ -139,7 +142,12 @@ def augmented_view(image: torch.Tensor, labels: torch.Tensor, size: int, generat
     return jitter(view, generator), target
 
 
+def resized_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The un-augmented view of an image: the whole of it resized to ``size`` x ``size``."""
+    return TF.resize(image, [size, size], antialias=True).clamp(0, 1)
+
+
 def resized(image: torch.Tensor, labels: torch.Tensor, size: int):
-    """The un-augmented view: the whole image (and labels) resized to ``size`` x ``size``."""
-    view = TF.resize(image, [size, size], antialias=True).clamp(0, 1)
+    """The un-augmented view with its labels: both resized to ``size`` x ``size`` (labels by nearest)."""
+    view = resized_image(image, size)
     return view, TF.resize(labels[None], [size, size], interpolation=TF.InterpolationMode.NEAREST)[0]

@@ -64,8 +64,9 @@ def evaluate(train: Sequence[Dict], test: Sequence[Dict], classes: Sequence[str]
     if dilate:
         dilate_last_stage(model)
     stride = stride_of(model, spec.layer, spec.size)
+    samples = [read_sample(record) for record in train]  # read once: BN re-estimation and the bank
     if precise_bn:
-        reestimate_bn(model, train, spec.size, spec.layer)
+        reestimate_bn(model, samples, spec.size, spec.layer)
     cells = (spec.size // stride) ** 2
     patches = spec.bank_size or len(train) * spec.epochs * cells
     dim = channels_of(model, spec.layer)
@@ -74,7 +75,7 @@ def evaluate(train: Sequence[Dict], test: Sequence[Dict], classes: Sequence[str]
         f"{cells} cells of {spec.layer} each)")
     start = time.perf_counter()
     with tqdm(total=len(train) * spec.epochs, desc="memory bank", unit="view") as bar:
-        memory = build_memory(model, train, len(classes), spec, bar.update)
+        memory = build_memory(model, samples, len(classes), spec, bar.update)
     built = time.perf_counter() - start
     index = NeighbourIndex(memory.keys)
     start = time.perf_counter()

@@ -1,10 +1,12 @@
 """Semantic segmentation in Detectron2 with mmsegmentation's FCN-D8 protocol (DenseCL's segmentation table), and
 the frozen linear segmentation probe: the backbone, the heads and the schedule. Registered on import: the dilated
-ResNet backbone, the FCN head, the linear head, and the model (transfer/segmentation/segmentor.py); ``build_lr_scheduler``
+ResNet backbone, the FCN head, the linear head, and the model (transfer/segmentation/segmentor.py);
+``build_lr_scheduler``
 (PolyLR) is what ``TransferTrainer`` uses for these configs, with the data side of transfer/segmentation/mapper.py
 (``SemSegMapper``).
 
-Shapes: images ``(N, 3, H, W)`` padded to the crop size (transfer/segmentation/segmentor.py); features ``(N, C, H/s, W/s)``;
+Shapes: images ``(N, 3, H, W)`` padded to the crop size (transfer/segmentation/segmentor.py); features ``(N, C, H/s,
+W/s)``;
 logits ``(N, K, H, W)``; targets ``(N, H, W)`` of class indices with ``IGNORE_VALUE`` (255) where unlabelled.
 """
 from typing import Dict, Optional

@@ -1,4 +1,5 @@
-"""pretrain/data/device_views.py against the Pillow pipeline of pretrain/data/transforms.py: the same parameters for the same
+"""pretrain/data/device_views.py against the Pillow pipeline of pretrain/data/transforms.py: the same parameters for
+the same
 (seed, epoch, index), pixels within stated tolerances, each batched adjustment against torchvision's, geometry
 that the pixels obey (the oracle's partners show the same image point), and pretraining through it."""
 import dataclasses

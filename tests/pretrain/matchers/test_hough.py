@@ -1,4 +1,5 @@
-"""The paper's Hough matching (pretrain/matchers/hough.py) on hand-made tensors: planted geometry among decoys, hand-computed
+"""The paper's Hough matching (pretrain/matchers/hough.py) on hand-made tensors: planted geometry among decoys,
+hand-computed
 bins, a brute-force reference of the confidence, and numerics on flat feature maps."""
 import math
 

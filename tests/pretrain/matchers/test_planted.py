@@ -1,4 +1,5 @@
-"""Planted scenes (pretrain/matchers/planted.py) tell argmax, the reference `hough` and its toolkit options apart, and the
+"""Planted scenes (pretrain/matchers/planted.py) tell argmax, the reference `hough` and its toolkit options apart, and
+the
 reference recovers the exact mapping where the scene's geometry determines it."""
 import dataclasses
 

@@ -1,4 +1,5 @@
-"""Portable numerics (pretrain/runtime/numerics.py): the same bits, pretraining, its dense probe and Detectron2 iterations,
+"""Portable numerics (pretrain/runtime/numerics.py): the same bits, pretraining, its dense probe and Detectron2
+iterations,
 with the machine's default kernels and with oneDNN, MKL and ATen held to AVX2 and another thread count (a stand-in
 for another x86-64 machine); leaving out oneDNN's switch or MKL_CBWR breaks it, on this machine."""
 import hashlib

@@ -1,4 +1,5 @@
-"""transfer/finetune/data_stream.py: the fine-tuning stream continues exactly at any iteration, with any number of workers."""
+"""transfer/finetune/data_stream.py: the fine-tuning stream continues exactly at any iteration, with any number of
+workers."""
 import itertools
 import random
 

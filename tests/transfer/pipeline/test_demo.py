@@ -1,4 +1,5 @@
-"""transfer/pipeline/plan.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its own."""
+"""transfer/pipeline/plan.py as data: the segmentation stages pair every run by pretraining seed; the demo keeps its
+own."""
 import os
 
 import pytest

@@ -98,7 +98,7 @@ def test_identical_test_and_training_images_score_100_at_k_1(tmp_path):
     records = blocks_set(str(tmp_path))
     model = load_backbone(None, 18, seed=0)
     spec = MemorySpec(size=64, augment=False)
-    memory = build_memory(model, records, 3, spec)
+    memory = build_memory(model, [read_sample(r) for r in records], 3, spec)
     assert len(memory.keys) == 3 * 16
     index = NeighbourIndex(memory.keys)
     found = score(records, ["a", "b", "c"], (predict(model, index, memory, read_sample(r)[0], spec, 1, 0.02)
@@ -110,7 +110,7 @@ def test_a_shuffled_label_bank_scores_chance(tmp_path):
     records = blocks_set(str(tmp_path), count=6, classes=2, seed=3)
     model = load_backbone(None, 18, seed=0)
     spec = MemorySpec(size=64, augment=False)
-    memory = build_memory(model, records, 2, spec)
+    memory = build_memory(model, [read_sample(r) for r in records], 2, spec)
     order = torch.randperm(len(memory.labels), generator=torch.Generator().manual_seed(0))
     shuffled = Memory(memory.keys, memory.labels[order])
     index = NeighbourIndex(shuffled.keys)
