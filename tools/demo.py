@@ -19,6 +19,7 @@ import sys
 
 from pretrain.config import ConfigError
 from pretrain.runtime import numerics
+from pretrain.runtime.lock import LockError
 from transfer.pipeline.demo import run
 from transfer.pipeline.plan import DEMO_ITERATIONS, STUDY_METHODS, plan_from_args
 
@@ -71,7 +72,11 @@ def main(argv=None) -> int:
         return 1
     if not numerics.switch(args.numerics):  # recorded in the report; every stage runs in this mode
         return 2
-    report = run(plan, ROOT, args.force)
+    try:
+        report = run(plan, ROOT, args.force)
+    except LockError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     with open(report) as f:
         print("\n" + re.split(r"## (?:Pictures|Where these numbers come from)", f.read())[0])
     print(f"Report: {report}; logs: {plan.out}/logs/")

@@ -27,6 +27,7 @@ from transfer.finetune.arguments import parse_args
 from transfer.finetune.checkpointing import ResumeError
 from transfer.finetune.launcher import run
 from transfer.finetune.run_checks import LaunchError
+from transfer.finetune.run_record import read_record
 from transfer.finetune.trainer import TransferTrainer, setup
 from transfer.results import ResultsError, write_final_results
 from transfer.weights import WeightsError
@@ -39,7 +40,9 @@ def main(args):
     cfg = setup(args)
     trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    extra = {"classes": trainer.classes}
+    record = read_record(cfg.OUTPUT_DIR) or {}  # the numerics mode and the weights' sha256 the run started with
+    extra = {"classes": trainer.classes, "numerics_modes": record.get("numerics"),
+             "weights_sha256": record.get("weights_sha256")}
     if args.eval_only:
         results = TransferTrainer.test(cfg, trainer.model)
     else:

@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
-from typing import Dict, List, Optional, Sequence
+import zipfile
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 import yaml
 
 from pretrain.runtime.files import atomic_write, sha256_of
@@ -25,22 +27,44 @@ READOUTS = {"dense": "Dense linear probe (frozen backbone)", "retrieval": "Dense
             "training)"}
 
 
-def recipe_of(sidecar: Dict, recipe: Optional[str]) -> Optional[str]:
-    """The pretraining config: the one given, else ``config.yaml`` beside the source checkpoint (where
-    ``tools/pretrain_net.py`` writes it next to ``backbone.pth``), else None."""
+def checkpoint_recipe(source: str) -> Optional[Tuple[str, int]]:
+    """``(config, iteration)`` that a pretraining checkpoint (``model_*.pth``) records of itself; None for other
+    files. A run may change its config on resume (``--allow-config-change``): the checkpoint's own is the one that
+    trained it, not the run's final ``config.yaml``."""
+    if not source.endswith(".pth") or not os.path.isfile(source):
+        return None
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
+    except Exception:  # another project's file, pickled objects: not a checkpoint of this toolkit
+        return None
+    if isinstance(state, dict) and isinstance(state.get("cfg"), str) and "iteration" in state:
+        return state["cfg"], int(state["iteration"])
+    return None
+
+
+def recipe_of(sidecar: Dict, recipe: Optional[str]) -> Optional[Tuple[str, str]]:
+    """``(where it comes from, the pretraining config's text)``: the file given, else the config the source
+    checkpoint records of itself, else ``config.yaml`` beside the source (where ``tools/pretrain_net.py`` writes
+    it next to ``backbone.pth``), else None."""
+    source = sidecar.get("source", "")
     if recipe is None:
-        beside = os.path.join(os.path.dirname(sidecar.get("source", "")), "config.yaml")
+        own = checkpoint_recipe(source)
+        if own is not None:
+            return f"the config `{source}` records of itself, at iteration {own[1]}", own[0]
+        beside = os.path.join(os.path.dirname(source), "config.yaml")
         recipe = beside if os.path.exists(beside) else None
-    if recipe is not None:
-        try:
-            with open(recipe) as f:
-                yaml.safe_load(f)
-        except (OSError, yaml.YAMLError) as e:
-            raise WeightsError(f"--recipe {recipe}: not a readable YAML config ({e})") from None
-    return recipe
+    if recipe is None:
+        return None
+    try:
+        with open(recipe) as f:
+            text = f.read()
+        yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as e:
+        raise WeightsError(f"--recipe {recipe}: not a readable YAML config ({e})") from None
+    return f"`{recipe}`", text
 
 
-def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Optional[str],
+def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Optional[Tuple[str, str]],
                results: Sequence[str]) -> str:
     lines = [f"# {name}", "", f"- file: `{file_name}`", f"- sha256: `{digest}`",
              f"- architecture: ResNet-{sidecar['depth']}, groups {sidecar['groups']}, width per group "
@@ -54,8 +78,7 @@ def model_card(name: str, file_name: str, digest: str, sidecar: Dict, recipe: Op
     settings = {**sidecar["input_settings"], **sidecar["architecture_settings"]}
     lines += [f"{k} {v}" for k, v in settings.items()] + ["```", "", "## Recipe", ""]
     if recipe:
-        with open(recipe) as f:
-            lines += [f"Pretraining config (`{recipe}`):", "", "```yaml", f.read().rstrip(), "```"]
+        lines += [f"Pretraining config ({recipe[0]}):", "", "```yaml", recipe[1].rstrip(), "```"]
     else:
         lines.append("Not recorded: the source is not a pretraining run of this toolkit and no `--recipe` was given.")
     lines += ["", "## Results", ""]
@@ -85,6 +108,13 @@ def check_results_are_of(run_dir: str, weights: str, digest: str, sidecar: Dict)
     was converted from (the dense probe and retrieval read that)."""
     for seed, data in read_results(run_dir).items():
         named = data.get("weights") or ""
+        recorded = data.get("weights_sha256")  # fine-tuning records the bytes it started from
+        if recorded is not None:
+            if recorded not in (digest, sidecar["source_sha256"]):
+                raise WeightsError(f"{run_dir}: seed {seed} was trained from {named!r} with sha256 {recorded[:12]}, "
+                                   f"not {weights} ({digest[:12]}): the file at that path was replaced since; attach "
+                                   "the results of these weights only")
+            continue
         parts = named.split(" + ")  # the dense probe's mean of several checkpoints
         if not all(same_file(p, weights, digest) or same_file(p, sidecar["source"], sidecar["source_sha256"])
                    for p in parts):

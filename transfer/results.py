@@ -114,6 +114,18 @@ def check_one_config(run_dir: str) -> None:
                                "one config: put the other runs in their own folder")
 
 
+def check_one_start(run_dir: str) -> None:
+    """The seeds of a row started from the same weights and ran in one numerics mode (as their
+    ``final_results.json`` record them): a seed trained before the weights file at the same path was replaced, or
+    in another mode, is refused, naming both."""
+    for key, what in (("weights_sha256", "weights (sha256)"), ("numerics_modes", "numerics modes")):
+        found = {seed: data.get(key) for seed, data in read_results(run_dir).items() if data.get(key) is not None}
+        if len({json.dumps(v) for v in found.values()}) > 1:
+            listed = "; ".join(f"seed {s}: {str(v)[:16]}" for s, v in sorted(found.items()))
+            raise ResultsError(f"{run_dir}: its seeds started from different {what} ({listed}); a row holds the "
+                               "seeds of one start: rerun the others in their own folder")
+
+
 def read_results(run_dir: str) -> Dict[int, Dict]:
     """``{seed: the parsed final_results.json}`` of a run directory (``seed_*/`` or the folder itself)."""
     paths = sorted(glob.glob(os.path.join(run_dir, "seed_*", RESULTS_FILE)))
@@ -161,6 +173,7 @@ def summarise(run_dirs: Sequence[str], names: Optional[Sequence[str]] = None) ->
     rows = []
     for i, run_dir in enumerate(run_dirs):
         check_one_config(run_dir)
+        check_one_start(run_dir)
         runs = load_runs(run_dir)
         row = {"model": names[i] if names else os.path.basename(os.path.normpath(run_dir)), "n": len(runs),
                "seeds": sorted(runs), "runs": runs, "evaluation": evaluation_of(run_dir)}

@@ -66,6 +66,13 @@ def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
                                                           "weights": str(tmp_path / "densecl.pkl")}))
     cases.append(((pkl, "--name", "x", "--results", voc, tmp_path / "other"),
                   f"seed 0 was trained from '{tmp_path / 'densecl.pkl'}', not from {pkl}"))
+    # the same path, other bytes: a run that records the sha256 it started from is held to it, not to the path
+    replaced = tmp_path / "replaced" / "seed_0"
+    replaced.mkdir(parents=True)
+    (replaced / "final_results.json").write_text(json.dumps({"results": {"bbox": {"AP": 1.0}}, "seed": 0,
+                                                             "weights": str(pkl), "weights_sha256": "ab" * 32}))
+    cases.append(((pkl, "--name", "x", "--results", tmp_path / "replaced"),
+                  "with sha256 abababababab, not"))
     for args, expected in cases:
         result = publish(*args, "--out", release)
         assert result.returncode == 1 and expected in result.stderr, (args, result.stderr)
@@ -73,3 +80,20 @@ def test_publish_refuses_before_writing_anything(tmp_path, convert, publish):
     result = publish(pkl, "--name", "x", "--out", release)
     assert result.returncode == 1 and "no converter sidecar" in result.stderr
     assert not release.exists()
+
+
+def test_the_card_of_an_intermediate_checkpoint_gives_its_own_config_and_iteration(tmp_path, convert, publish):
+    """A run that changed its matcher on resume: the card of its iteration-40 checkpoint says what trained it."""
+    run = tmp_path / "pretrain_run"
+    run.mkdir()
+    state = resnet_state(18)
+    torch.save({"model": {f"encoder_q.{k}": v for k, v in state.items()}, "iteration": 40,
+                "cfg": "MODEL:\n  MATCHER: argmax\nSOLVER:\n  MAX_ITER: 100\n"}, run / "model_0000040.pth")
+    (run / "config.yaml").write_text("MODEL:\n  MATCHER: hough\nSOLVER:\n  MAX_ITER: 200\n")  # the final one
+    result = convert(run / "model_0000040.pth", tmp_path / "early.pkl")
+    assert result.returncode == 0, result.stderr
+    assert publish(tmp_path / "early.pkl", "--name", "early", "--out", tmp_path / "release").returncode == 0
+    card, = (tmp_path / "release").glob("early-*.md")
+    text = card.read_text()
+    assert "MATCHER: argmax" in text and "MAX_ITER: 100" in text and "at iteration 40" in text
+    assert "MATCHER: hough" not in text

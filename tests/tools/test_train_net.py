@@ -1,4 +1,5 @@
 """transfer/ + tools/train_net.py + tools/collect_results.py + tools/submit.py on CPU."""
+import hashlib
 import json
 import os
 import pickle
@@ -139,8 +140,12 @@ def test_merged_protocol_configs_equal_the_published_ones(config, values, base):
 @pytest.mark.slow
 def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
     out = tmp_path / "houghcl"
+    (tmp_path / "weights").mkdir()
+    for name in ("r50.pkl", "r50.pkl.json"):  # our own copy: it is replaced below
+        shutil.copy(converted / name, tmp_path / "weights" / name)
+    weights = tmp_path / "weights" / "r50.pkl"
     result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"),
-                  "--num-gpus", 1, "--seeds", 2, "MODEL.WEIGHTS", converted / "r50.pkl", "SOLVER.MAX_ITER", 2,
+                  "--num-gpus", 1, "--seeds", 2, "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", 2,
                   "OUTPUT_DIR", out, env={"DETECTRON2_DATASETS": str(voc_root)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (out / "seed_0" / "log.txt").read_text()
@@ -149,7 +154,8 @@ def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
     aps = []
     for k in range(2):
         data = json.loads((out / f"seed_{k}" / "final_results.json").read_text())
-        assert data["seed"] == k
+        assert data["seed"] == k and data["numerics_modes"] == ["fast"]
+        assert data["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
         bbox = data["results"]["bbox"]
         assert {"AP", "AP50", "AP75"} <= set(bbox)
         aps.append(bbox["AP50"])
@@ -167,7 +173,22 @@ def test_voc_two_seeds_then_collect(converted, voc_root, tmp_path):
                   "--num-gpus", 1, "--seeds", 2, "--resume", "MODEL.WEIGHTS", "", "SOLVER.MAX_ITER", 2,
                   "OUTPUT_DIR", out, env={"DETECTRON2_DATASETS": str(voc_root)})
     assert result.returncode == 1 and "already finished" not in result.stdout
-    assert f"was fine-tuned from MODEL.WEIGHTS '{converted / 'r50.pkl'}', not ''" in result.stderr
+    assert f"was fine-tuned from MODEL.WEIGHTS '{weights}', not ''" in result.stderr
+    # ... in the numerics mode they ran in, and from the bytes they started from, not a file replaced since.
+    common = ["--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"), "--num-gpus", 1, "--seeds", 2,
+              "--resume", "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", out]
+    result = tool("train_net.py", *common, "--numerics", "portable", env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 1 and "already finished" not in result.stdout
+    assert "--numerics portable: the run in" in result.stderr and "continue it with --numerics fast" in result.stderr
+    weights.write_bytes(weights.read_bytes() + b"another file at the same path")
+    result = tool("train_net.py", *common, env={"DETECTRON2_DATASETS": str(voc_root)})
+    assert result.returncode == 1 and "already finished" not in result.stdout
+    assert "the file was replaced" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # a row whose seeds started from different bytes is refused by collect_results.py
+    data = json.loads((out / "seed_1" / "final_results.json").read_text())
+    (out / "seed_1" / "final_results.json").write_text(json.dumps({**data, "weights_sha256": "0" * 64}))
+    result = tool("collect_results.py", out, "--out", tmp_path / "table2")
+    assert result.returncode == 1 and "started from different weights (sha256)" in result.stderr
 
 
 @pytest.mark.slow
@@ -477,3 +498,20 @@ def test_each_seed_of_a_multi_seed_run_logs_each_line_once(tmp_path):
     output = result.stdout + result.stderr
     assert output.count("Starting training from iteration 0") == 2, output[-3000:]
     assert output.count("norm layers actually used") == 2
+
+
+def test_eval_only_checks_what_it_reads_as_training_does(voc_root, tmp_path):
+    """A builtin VOC test split that lists an image twice (Detectron2's reader takes it as it is) is refused in
+    one line before any process starts, for --eval-only as for training."""
+    root = tmp_path / "datasets"
+    shutil.copytree(voc_root, root)
+    split = root / "VOC2007" / "ImageSets" / "Main" / "test.txt"
+    ids = split.read_text().split()
+    split.write_text("\n".join(ids + ids[:1]) + "\n")
+    for mode in (["--eval-only"], []):
+        result = tool("train_net.py", "--config-file", os.path.join(CONFIGS, "tiny/voc_R_50_C4_cpu.yaml"), *mode,
+                      "MODEL.WEIGHTS", "", "OUTPUT_DIR", tmp_path / f"out{len(mode)}",
+                      env={"DETECTRON2_DATASETS": str(root)})
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "dataset voc_2007_test: lists 1 images more than once" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / f"out{len(mode)}" / "seed_0").exists()

@@ -2,6 +2,7 @@
 transfer/prepare), every image present with the size its annotation says, and the classes agreeing; checked before
 any process starts, so that a bad set stops a run in one line instead of hours in."""
 import os
+from collections import Counter
 from typing import List, Sequence
 
 from detectron2.data import DatasetCatalog
@@ -27,6 +28,12 @@ def check_image_files(name: str, records: Sequence[dict]) -> None:
     EXIF rotation, as Detectron2 reads it); a set without images is refused. Only the files' headers are read."""
     if not records:
         raise DatasetError(f"dataset {name}: holds no image; check its split file or annotation file")
+    # Builtin loaders (Detectron2's VOC reader) take a split file as it is: an image listed twice would be trained
+    # on twice and scored twice, for training and for --eval-only alike.
+    twice = sorted(path for path, n in Counter(r["file_name"] for r in records).items() if n > 1)
+    if twice:
+        raise DatasetError(f"dataset {name}: lists {len(twice)} images more than once, e.g. {'; '.join(twice[:3])}; "
+                           "list each image once in its split or annotation file")
     bad = []
     for record in records:
         path = record["file_name"]

@@ -15,17 +15,25 @@ class LabelMapError(ValueError):
 
 
 def read_label_png(path: str) -> np.ndarray:
-    """``(H, W)`` class indices as stored: a palette PNG (VOC's SegmentationClass) gives its indices, not its
-    colours; a colour PNG is refused."""
+    """``(H, W)`` uint8 class indices as stored: a palette PNG (VOC's SegmentationClass) gives its indices, not
+    its colours; a 16-bit grey map whose values are all below 256 gives them as 8-bit (Detectron2's resizing
+    has no 16-bit kernel); a colour PNG, or a value of 256 or more, is refused."""
     from PIL import Image
     try:
         with Image.open(path) as img:
             if img.mode not in INDEX_MODES:
                 raise LabelMapError(f"{path}: a label map holds one class index per pixel (a grey or palette PNG); "
                                     f"this one is {img.mode} colour: convert the colours to indices first")
-            return np.asarray(img)
+            labels = np.asarray(img)
     except OSError as e:
         raise LabelMapError(f"{path}: not a readable label map ({e})") from None
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            value = int(labels.max()) if labels.max() > 255 else int(labels.min())
+            raise LabelMapError(f"{path}: holds the value {value}; a label map holds class indices 0..254 and 255 "
+                                "(unlabelled): fix that file")
+        labels = labels.astype(np.uint8)
+    return labels
 
 
 def image_size(path: str):

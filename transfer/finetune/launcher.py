@@ -15,6 +15,7 @@ from transfer.data.datasets import register_from_args
 from transfer.finetune.checkpointing import CheckpointWriteError, PeerLost, TrainingStopped, os_reason
 from transfer.finetune.config import setup_cfg
 from transfer.finetune.run_checks import check_finished, check_launcher, check_resume, saved_config
+from transfer.finetune.run_record import start_or_continue
 from transfer.finetune.trainer import resolve_norms
 from transfer.results import seed_runs
 
@@ -56,6 +57,10 @@ def run(main, args) -> int:
         return run_seeds(main, args, base)
     with OutputLock(base.OUTPUT_DIR):
         return run_seeds(main, args, base)
+
+
+def mode_of(args) -> str:
+    return getattr(args, "numerics", "fast")
 
 
 def check_writable(folder: str) -> None:
@@ -100,12 +105,14 @@ def run_seeds(main, args, base) -> int:
         print(f"seed {seed}{why}", flush=True)
         args.opts = list(args.opts) + ["SEED", str(seed)]
         clean(base.OUTPUT_DIR)
+        start_or_continue(base.OUTPUT_DIR, mode_of(args), base.MODEL.WEIGHTS, args.resume and saved is not None)
         launch_one(main, args)
         return 0
     for k, out, overrides in seed_runs(base.OUTPUT_DIR, args.seeds):
         finished = os.path.join(out, "final_results.json")
         if args.resume and os.path.exists(finished):
             check_finished(finished, base.MODEL.WEIGHTS)
+            start_or_continue(out, mode_of(args), base.MODEL.WEIGHTS, resume=True)  # its mode, its weights
             print(f"seed {k}: already finished ({finished}), skipped")
             continue
         one = type(args)(**vars(args))
@@ -114,5 +121,6 @@ def run_seeds(main, args, base) -> int:
             check_resume(resumed_cfg(one, []), out)
         print(f"seed {k} ({k + 1} of {args.seeds}) -> {out}", flush=True)
         clean(out)
+        start_or_continue(out, mode_of(args), base.MODEL.WEIGHTS, args.resume and saved_config(out) is not None)
         launch_one(main, one)
     return 0

@@ -1,11 +1,12 @@
 """Run the demo or the study (transfer/pipeline/plan.py): every stage in the plan's numerics mode
-(transfer/pipeline/stages.py
-skips those done with unchanged inputs), then the pretraining curves and the report (transfer/pipeline/report.py).
+(transfer/pipeline/stages.py skips those done with unchanged inputs), then the pretraining curves and the report
+(transfer/pipeline/report.py). One pipeline per output folder: it holds ``OUT/.lock`` before it touches anything.
 """
 import os
 
 from pretrain.engine import plot_metrics
 from pretrain.runtime import numerics
+from pretrain.runtime.lock import OutputLock
 from transfer.pipeline.plan import Plan, pretrain_dir
 from transfer.pipeline.report import write_report
 from transfer.pipeline.schedule import stages_of
@@ -13,7 +14,13 @@ from transfer.pipeline.stages import Stages, last_iteration
 
 
 def run(plan: Plan, root: str, force: bool = False) -> str:
-    """Run every stage (skipping those done with unchanged inputs unless ``force``), then write the report."""
+    """Run every stage (skipping those done with unchanged inputs unless ``force``), then write the report.
+    Raises LockError, having written nothing, when another pipeline runs in ``plan.out``."""
+    with OutputLock(plan.out):
+        return run_locked(plan, root, force)
+
+
+def run_locked(plan: Plan, root: str, force: bool) -> str:
     found = stages_of(plan)
     runner = Stages([s.seconds for s in found], os.path.join(plan.out, "logs"), root,
                     env=numerics.environment(plan.numerics))

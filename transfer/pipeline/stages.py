@@ -145,17 +145,18 @@ class Stages:
         recorded = self.records.get(title) or {}
         if isinstance(recorded, str):  # the first format: the inputs only
             recorded = {"inputs": recorded, "seconds": None}
-        if done_when and os.path.exists(done_when) and not force and recorded.get("inputs", inputs) == inputs:
-            if not recorded:  # done before stages were recorded: adopted as it is, its time unknown
-                self.record(title, inputs, None)
+        # Only a stage recorded as finished, with these inputs, is skipped: an output without that record is what
+        # a killed stage leaves (a converted file not yet verified, say), and is redone.
+        if done_when and os.path.exists(done_when) and not force and recorded.get("inputs") == inputs:
             print(f"{head} {title}: already done ({done_when})", flush=True)
             self.plan[self.number - 1] = 0.0  # skipped: no time of its own, and the pace is unchanged
             self.done.append({"title": title, "command": list(command), "log": None, "seconds": 0.0,
                               "earlier_seconds": recorded.get("seconds")})
             return
         redo = bool(done_when and os.path.exists(done_when))
-        print(f"{head} {title}{' (its inputs changed since it ran)' if redo and not force else ''} (log: {log})",
-              flush=True)
+        why = ("" if not redo or force else " (its inputs changed since it ran)" if recorded else
+               " (its output exists but it never finished: redone)")
+        print(f"{head} {title}{why} (log: {log})", flush=True)
         if redo:
             for path in clear:
                 if os.path.isdir(path):

@@ -71,3 +71,26 @@ def test_sixteen_bit_images_and_labels_beyond_255_are_named(tmp_path):
     with pytest.raises(LabelMapError) as error:
         scan_labels(sem_seg_records(f"{root}/images", f"{root}/labels", f"{root}/train.txt"))
     assert "labels/0000.png: holds the value 257" in str(error.value) and len(str(error.value)) < 300
+
+
+def test_a_16_bit_label_map_of_valid_values_reads_as_8_bit_and_resizes(tmp_path):
+    """Detectron2's resize has no 16-bit kernel ("compute_indices_weights_nearest" not implemented for
+    'UInt16'): a 16-bit map holding 0/1 is read as the 8-bit indices it holds; 256 or more is refused."""
+    import numpy as np
+    from PIL import Image
+    wide = np.zeros((24, 32), dtype=np.uint16)
+    wide[4:12, 8:20] = 1
+    wide[0, 0] = 255
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    labels = read_label_png(str(tmp_path / "wide.png"))
+    assert labels.dtype == np.uint8 and np.array_equal(labels, wide.astype(np.uint8))
+    pytest.importorskip("detectron2")
+    from detectron2.data import transforms as T
+    augmented = T.AugInput(np.zeros((24, 32, 3), dtype=np.uint8), sem_seg=labels)
+    T.AugmentationList([T.ResizeShortestEdge(48, 64)])(augmented)
+    assert augmented.sem_seg.shape == (48, 64) and set(np.unique(augmented.sem_seg)) == {0, 1, 255}
+    wide[0, 1] = 300
+    Image.fromarray(wide).save(tmp_path / "too_wide.png")
+    with pytest.raises(LabelMapError, match="too_wide.png: holds the value 300"):
+        read_label_png(str(tmp_path / "too_wide.png"))

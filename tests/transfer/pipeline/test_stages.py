@@ -22,17 +22,37 @@ def test_last_iteration_reads_both_metrics_formats(tmp_path):
 def test_stages_log_skip_and_fail(tmp_path, capsys):
     stages = Stages([1.0, 1.0, 1.0], str(tmp_path / "logs"), str(tmp_path))
     marker = tmp_path / "done.txt"
-    stages.run("write a file", [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('hello')"],
-               done_when=str(marker))
+    write = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x'); print('hello')"]
+    stages.run("write a file", write, done_when=str(marker))
     logs = sorted((tmp_path / "logs").glob("*.log"))
     assert len(logs) == 1 and "hello" in logs[0].read_text()
-    stages.run("write a file again", [sys.executable, "-c", "raise SystemExit(3)"], done_when=str(marker))
+    stages.run("print", [sys.executable, "-c", "print('two')"])
     out = capsys.readouterr().out
-    assert "[1/3 00:00, ETA" in out and "[2/3" in out and "already done" in out
+    assert "[1/3 00:00, ETA" in out and "[2/3" in out and "already done" not in out
     with pytest.raises(SystemExit, match="stage 3 \\(fails\\) failed with exit status 3; full log: "):
         stages.run("fails", [sys.executable, "-c", "print('why'); raise SystemExit(3)"])
     assert "why" in capsys.readouterr().err
-    assert [s["title"] for s in stages.done] == ["write a file", "write a file again", "fails"]
+    assert [s["title"] for s in stages.done] == ["write a file", "print", "fails"]
+    again = Stages([1.0], str(tmp_path / "logs"), str(tmp_path))
+    again.run("write a file", write, done_when=str(marker))  # finished before, the same inputs: skipped
+    assert "already done" in capsys.readouterr().out and [s["log"] for s in again.done] == [None]
+
+
+def test_an_output_without_a_record_of_finishing_is_redone_not_adopted(tmp_path, capsys):
+    """A stage killed after writing its output (a converted .pkl not yet verified) has no record of finishing:
+    the rerun clears what it left and runs it again."""
+    out = tmp_path / "converted"
+    out.mkdir()
+    (out / "model.pkl").write_text("left by a killed run")
+    (out / "model.pkl.json").write_text('{"verified": false}')
+    command = [sys.executable, "-c", f"open({str(out / 'model.pkl')!r}, 'w').write('new')"]
+    left = [str(out / "model.pkl"), str(out / "model.pkl.json")]
+    Stages([1.0], str(tmp_path / "logs"), str(tmp_path)).run("convert", command, left[0], clear=left)
+    said = capsys.readouterr().out
+    assert "already done" not in said and "never finished: redone" in said
+    assert (out / "model.pkl").read_text() == "new" and not (out / "model.pkl.json").exists()
+    Stages([1.0], str(tmp_path / "logs"), str(tmp_path)).run("convert", command, str(out / "model.pkl"))
+    assert "already done" in capsys.readouterr().out
 
 
 def test_a_stage_reruns_when_a_config_it_reads_changes_and_clears_its_output(tmp_path, capsys):
@@ -103,3 +123,27 @@ def test_package_versions_and_kernel_variables_are_part_of_the_fingerprint(monke
     changed = stages.fingerprint(command, str(tmp_path))
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # other CPU kernels: other floating-point results
     assert stages.fingerprint(command, str(tmp_path)) != changed
+
+
+def test_a_second_pipeline_on_one_folder_stops_before_it_touches_anything(tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+
+    from tests.conftest import load_tool
+    out = tmp_path / "demo"
+    (out / "logs").mkdir(parents=True)
+    running_log = out / "logs" / "05_pretrain_houghcl__seed_0.log"
+    running_log.write_text("iteration 12 of the first pipeline\n")
+    holder = subprocess.Popen(["sleep", "60"])  # the first pipeline, alive
+    try:
+        (out / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid,
+                                               "started": "now", "command": "tools/demo.py"}))
+        before = sorted(os.listdir(out / "logs"))
+        code = load_tool("demo").main(["--out", str(out), "--numerics", "fast"])
+    finally:
+        holder.kill()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and f"in use by pid {holder.pid}" in err[0]
+    assert sorted(os.listdir(out / "logs")) == before
+    assert running_log.read_text() == "iteration 12 of the first pipeline\n"
