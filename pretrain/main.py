@@ -19,7 +19,7 @@ from pretrain.data.device_views import DecodedDataset, DeviceViews
 from pretrain.data.images import DataError, TwoViewDataset
 from pretrain.data.transforms import TwoViewTransform
 from pretrain.engine import MetricsLog, Placement, Schedule, amp_dtype, autocast_context, batches, to_device, train_loop
-from pretrain.run_folder import full_disk_message, has_checkpoint, run_files
+from pretrain.run_folder import check_checkpoint_fits, full_disk_message, has_checkpoint, run_files
 from pretrain.runtime import distributed as du
 from pretrain.runtime import numerics
 from pretrain.runtime.files import atomic_write, remove_stale_temporaries
@@ -228,6 +228,8 @@ def main(argv=None) -> int:
         if du.is_main_process():
             if resuming and not args.allow_config_change:
                 check_resume_config(saved, cfg)
+            elif resuming:
+                check_checkpoint_fits(cfg, saved)  # before config.yaml is rewritten
             held = run_files(cfg.OUTPUT_DIR)
             if held and not args.resume:
                 raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds another run ({', '.join(held)}): continue it "

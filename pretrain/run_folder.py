@@ -1,10 +1,14 @@
-"""What a pretraining run's folder holds: whether it has a checkpoint to resume, the files that make it another
-run's, and the one line a full disk gets."""
+"""What a pretraining run's folder holds: whether it has a checkpoint to resume (and whether it fits a changed
+config), the files that make it another run's, and the one line a full disk gets."""
 import glob
 import os
 import shutil
 
-from pretrain.checkpoint import POINTER
+import torch
+
+from pretrain.builder import ContrastiveModel
+from pretrain.checkpoint import POINTER, load_latest
+from pretrain.config import CN, ConfigError, config_changes
 
 
 def has_checkpoint(output_dir: str) -> bool:
@@ -32,3 +36,27 @@ def full_disk_message(output_dir: str, path: str) -> str:
     return (f"the disk of {output_dir} is full (writing {path}): a checkpoint needs about {max(sizes) / 2 ** 20:.0f} "
             f"MiB, {free:.0f} MiB are free. The previous checkpoint is intact; free space, or keep one checkpoint: "
             "the same command with --resume SOLVER.KEEP_LAST 1")
+
+
+def check_checkpoint_fits(cfg, saved_path: str) -> None:
+    """``--allow-config-change``: the run's latest checkpoint must load into the model of the new config. A
+    changed key that changes a tensor's shape (``MODEL.QUEUE_SIZE``, ``MODEL.DIM``, ...) is refused in one line,
+    naming the tensors and the changed keys, before anything in the folder is rewritten."""
+    found = load_latest(cfg.OUTPUT_DIR)
+    if found is None:
+        return
+    path, state = found
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in ContrastiveModel(cfg).state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state["model"].items()}
+    differ = [k for k in sorted(set(expected) | set(saved)) if expected.get(k) != saved.get(k)]
+    if not differ:
+        return
+    with open(saved_path) as f:
+        changed = [k for k, _, _ in config_changes(CN.load_cfg(f), cfg)]
+    listed = ", ".join(f"{k} {list(saved[k]) if k in saved else 'absent'} -> "
+                       f"{list(expected[k]) if k in expected else 'absent'}" for k in differ[:3])
+    more = ", ..." if len(differ) > 3 else ""
+    raise ConfigError(f"--allow-config-change: {path} does not fit the new config ({listed}{more}); "
+                      f"of the changed keys ({', '.join(changed) or 'none'}) one changes a tensor's shape, which a "
+                      "resume cannot: start a new run in another OUTPUT_DIR")

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from transfer.data.prepare import DATASETS, PrepareError
+from transfer.data.prepare import DATASETS, PrepareError, check_dataset, os_problem, prepare_dataset
 
 
 def main(argv=None) -> int:
@@ -35,10 +35,15 @@ def main(argv=None) -> int:
     dataset = DATASETS[args.name]
     try:
         if args.action == "prepare":
-            dataset.prepare(args.archives, args.root)
-        problems = dataset.check(args.root)
+            removed = prepare_dataset(args.name, args.archives, args.root)
+            if removed:
+                print(f"removed {len(removed)} unfinished temporary files of an interrupted run, e.g. {removed[0]}")
+        problems = check_dataset(args.name, args.root)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the root itself: read-only, below a file, a full disk
+        print(f"error: {os_problem(e, args.root)}", file=sys.stderr)
         return 1
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -147,6 +147,17 @@ def test_resume_refuses_a_changed_config(image_folder, tmp_path, capsys):
     assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
     assert main(["--resume", "--allow-config-change"] + common + ["SOLVER.MAX_ITER", "4", "MODEL.TEMPERATURE",
                                                                   "0.3"]) == 0
+    # a key that changes a tensor's shape: one line, before config.yaml is rewritten, so the run's own command
+    # still continues it
+    saved = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["--resume", "--allow-config-change"] + common + ["SOLVER.MAX_ITER", "5", "MODEL.QUEUE_SIZE",
+                                                                  "128"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit the new config (queue" in err[0] and "MODEL.QUEUE_SIZE" in err[0]
+    assert (out / "config.yaml").read_text() == saved
+    assert main(["--resume", "--allow-config-change"] + common + ["SOLVER.MAX_ITER", "5", "MODEL.TEMPERATURE",
+                                                                  "0.3"]) == 0
 
 
 def test_a_new_run_in_a_finished_runs_folder_is_refused(image_folder, tmp_path, capsys):

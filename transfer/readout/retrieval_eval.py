@@ -65,14 +65,19 @@ def evaluate(train: Sequence[Dict], test: Sequence[Dict], classes: Sequence[str]
         dilate_last_stage(model)
     stride = stride_of(model, spec.layer, spec.size)
     samples = [read_sample(record) for record in train]  # read once: BN re-estimation and the bank
-    if precise_bn:
-        reestimate_bn(model, samples, spec.size, spec.layer)
+    if not any(bool((labels != IGNORE).any()) for _, labels in samples):
+        raise ValueError(f"the {len(train)} training label maps hold no labelled pixel (every one is {IGNORE}, "
+                         f"unlabelled, e.g. {train[0]['sem_seg_file_name']}): the memory bank would be empty")
     cells = (spec.size // stride) ** 2
-    patches = spec.bank_size or len(train) * spec.epochs * cells
+    every = len(train) * spec.epochs * cells
+    patches = min(spec.bank_size, every) if spec.bank_size else every
     dim = channels_of(model, spec.layer)
     log(f"memory bank: at most {patches:,} patches x {dim} dimensions x 4 bytes = "
         f"{bank_bytes(patches, dim) / 2 ** 20:.1f} MiB ({len(train)} images x {spec.epochs} augmentation epochs, "
         f"{cells} cells of {spec.layer} each)")
+    check_memory(patches, dim, len(classes))
+    if precise_bn:
+        reestimate_bn(model, samples, spec.size, spec.layer)
     start = time.perf_counter()
     with tqdm(total=len(train) * spec.epochs, desc="memory bank", unit="view") as bar:
         memory = build_memory(model, samples, len(classes), spec, bar.update)
@@ -87,6 +92,29 @@ def evaluate(train: Sequence[Dict], test: Sequence[Dict], classes: Sequence[str]
     metrics = score(test, classes, predictions())
     return {"retrieval": metrics, "bank": {"patches": len(memory.keys), "dimensions": dim, "stride": stride,
                                            "build_seconds": built, "query_seconds": time.perf_counter() - start}}
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(patches: int, dim: int, classes: int, available: Optional[int] = None) -> None:
+    """The bank's keys and labels, and faiss's copy of the keys, must fit in the memory available now: refused in
+    one line before any image is read through the backbone, not hours into building it."""
+    needed = 2 * bank_bytes(patches, dim) + patches * classes * 4
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise ValueError(f"the memory bank of {patches:,} patches x {dim} dimensions needs about "
+                         f"{needed / 2 ** 30:.1f} GiB (its keys, faiss's copy and the labels) and "
+                         f"{available / 2 ** 30:.1f} GiB are available: give a smaller --bank-size")
 
 
 def channels_of(model: torch.nn.Module, layer: str) -> int:

@@ -99,7 +99,8 @@ def test_a_truncated_archive_is_one_line_and_the_full_one_then_finishes(tmp_path
     cut.mkdir()
     (cut / "VOCtest_06-Nov-2007.tar").write_bytes(data[:len(data) // 2])
     root = str(tmp_path / "data")
-    with pytest.raises(PrepareError, match=r"VOCtest_06-Nov-2007.tar: truncated or damaged .*download it again"):
+    with pytest.raises(PrepareError, match=r"VOCtest_06-Nov-2007.tar: a truncated or damaged tar archive .*"
+                                           r"download it again"):
         voc.extract(str(cut / "VOCtest_06-Nov-2007.tar"), root, voc.strip("VOCdevkit/", ("VOC2007/",)))
     written = sorted(os.listdir(f"{root}/VOC2007/JPEGImages")) if os.path.isdir(f"{root}/VOC2007/JPEGImages") else []
     assert all(os.path.getsize(f"{root}/VOC2007/JPEGImages/{n}") > 0 for n in written)  # complete files only
@@ -180,3 +181,98 @@ def test_the_tool_names_what_is_missing_in_one_line(tmp_path, run_tool):
     assert result.returncode == 1 and "gtFine_trainvaltest.zip is needed" in result.stderr
     listed = run_tool("prepare_data", "list")
     assert listed.returncode == 0 and all(name in listed.stdout for name in DATASETS)
+
+
+def errors(result):
+    """The lines a tool said as errors (the progress bars share stderr, redrawn with carriage returns)."""
+    return [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error")]
+
+
+def detection_tars(tmp_path):
+    return [voc_tar(tmp_path, "VOCtrainval_06-Nov-2007.tar", 2007, {"trainval": ["000001"]}),
+            voc_tar(tmp_path, "VOCtest_06-Nov-2007.tar", 2007, {"test": ["000002", "000003"]}),
+            voc_tar(tmp_path, "VOCtrainval_11-May-2012.tar", 2012, {"trainval": ["2008_000001"]})]
+
+
+def test_archives_that_lack_what_they_should_hold_are_one_line_naming_them(tmp_path, run_tool):
+    root = tmp_path / "data"
+    ids = {"train": ["2007_000001"], "val": ["2007_000002"]}
+    voc12 = voc_tar(tmp_path, "VOCtrainval_11-May-2012.tar", 2012, {"trainval": ["2007_000001", "2007_000002"]},
+                    segmentation={"train": ids["train"]})  # no ImageSets/Segmentation/val.txt
+    sbd = {f"benchmark_RELEASE/dataset/cls/{i}.mat": sbd_mat(np.ones((24, 32))) for i in ("2007_000001",)}
+    sbd["benchmark_RELEASE/dataset/train.txt"] = b"2007_000001\n"  # no val.txt
+    tgz = write_tar(tmp_path / "benchmark.tgz", sbd, mode="w:gz")
+    result = run_tool("prepare_data", "prepare", "voc_sbd", voc12, tgz, "--root", root)
+    assert result.returncode == 1 and len(errors(result)) == 1, result.stderr
+    assert "benchmark.tgz: has no benchmark_RELEASE/dataset/val.txt" in result.stderr
+    sbd["benchmark_RELEASE/dataset/val.txt"] = b"2007_000002\n"
+    tgz = write_tar(tmp_path / "benchmark.tgz", sbd, mode="w:gz")
+    result = run_tool("prepare_data", "prepare", "voc_sbd", voc12, tgz, "--root", root)
+    assert result.returncode == 1 and "VOCtrainval_11-May-2012.tar: has no VOCdevkit/VOC2012/ImageSets/" \
+                                      "Segmentation/val.txt" in result.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    no_dataset = write_tar(other / "benchmark.tgz", {"benchmark_RELEASE/README": b"x"}, mode="w:gz")
+    result = run_tool("prepare_data", "prepare", "voc_sbd", voc12, no_dataset, "--root", tmp_path / "data2")
+    assert result.returncode == 1 and "benchmark.tgz: none of its files is one of benchmark.tgz's" in result.stderr
+    # a zip under the VOC2012 archive name, a COCO zip under the Cityscapes name: not those downloads
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    fake = write_zip(wrong / "VOCtrainval_11-May-2012.tar", {"readme.txt": b"x"})
+    result = run_tool("prepare_data", "prepare", "voc_sbd", fake, tgz, "--root", tmp_path / "data3")
+    assert result.returncode == 1 and "none of its files is one of VOCtrainval_11-May-2012.tar's" in result.stderr
+    coco_zip = write_zip(wrong / "gtFine_trainvaltest.zip", {"val2017/000000000139.jpg": jpeg()})
+    images = write_zip(wrong / "leftImg8bit_trainvaltest.zip", {"leftImg8bit/val/a/a_leftImg8bit.png": png([[0]])})
+    result = run_tool("prepare_data", "prepare", "cityscapes", coco_zip, images, "--root", tmp_path / "data4")
+    assert result.returncode == 1 and "gtFine_trainvaltest.zip: none of its files" in result.stderr
+    assert "prepare cityscapes writes them" not in result.stderr
+
+
+def test_a_truncated_zip_is_named_a_zip_in_one_line(tmp_path, run_tool):
+    whole = write_zip(tmp_path / "val2017.zip", {f"val2017/{i:012d}.jpg": jpeg() for i in range(4)})
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    data = open(whole, "rb").read()
+    (cut / "val2017.zip").write_bytes(data[:len(data) // 2])
+    with pytest.raises(PrepareError, match=r"val2017.zip: a truncated or damaged zip archive"):
+        list(coco.extract(str(cut / "val2017.zip"), str(tmp_path / "data"), coco.strip("", ("val2017/",))))
+
+
+def test_unwritable_roots_and_a_full_disk_are_one_line(tmp_path, run_tool, monkeypatch):
+    import errno
+
+    from transfer.data.prepare import os_problem
+    tars = detection_tars(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = run_tool("prepare_data", "prepare", "voc_detection", *tars, "--root", blocker / "below")
+    assert result.returncode == 1 and len(errors(result)) == 1, result.stderr
+    assert "Traceback" not in result.stderr and f"--root {blocker / 'below'}" in result.stderr
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        if os.access(readonly, os.W_OK):  # root ignores the mode bits: the message is what is checked here
+            error = PermissionError(errno.EACCES, "Permission denied", str(readonly / "VOC2007"))
+            assert "cannot write there (Permission denied" in os_problem(error, str(readonly))
+        else:
+            result = run_tool("prepare_data", "prepare", "voc_detection", *tars, "--root", readonly)
+            assert result.returncode == 1 and "cannot write there" in result.stderr
+    finally:
+        readonly.chmod(0o755)
+    full = os_problem(OSError(errno.ENOSPC, "No space left on device", "/data/VOC2007/x.jpg"), "/data")
+    assert full.startswith("the disk of --root /data is full (writing /data/VOC2007/x.jpg)") and "\n" not in full
+
+
+def test_an_interrupted_prepare_is_seen_by_check_and_cleared_by_a_rerun(tmp_path, run_tool):
+    tars = detection_tars(tmp_path)
+    root = tmp_path / "data"
+    assert run_tool("prepare_data", "prepare", "voc_detection", *tars, "--root", root).returncode == 1  # counts
+    left = root / "VOC2007" / "JPEGImages" / ".000003.jpg.k2j4h1x0.tmp"  # a write killed before its rename
+    left.write_bytes(b"half")
+    from transfer.data.prepare import check_sets
+    problems = check_sets(["voc_2007_test"], str(root), exact=False)
+    assert len(problems) == 1 and "1 unfinished temporary files of an interrupted prepare" in problems[0]
+    result = run_tool("prepare_data", "prepare", "voc_detection", *tars, "--root", root)
+    assert "removed 1 unfinished temporary files" in result.stdout and not left.exists()
+    assert check_sets(["voc_2007_test"], str(root), exact=False) == []

@@ -241,3 +241,30 @@ def test_the_tool_reads_a_registered_label_map_set(tmp_path):
     data = json.loads((tmp_path / "out" / "seed_0" / "final_results.json").read_text())
     assert data["evaluation"][0]["classes"] == ["bg", "a", "b"] and "IoU-b" in data["results"]["retrieval"]
     assert len((tmp_path / "out" / "seed_0" / "file_set.txt").read_text().split()) == 2  # half of 4 images
+
+
+def test_unlabelled_training_maps_and_a_bank_beyond_memory_stop_before_any_forward_pass(tmp_path, monkeypatch):
+    from transfer.readout import retrieval_eval
+    records = blocks_set(str(tmp_path / "blocks"))
+    for record in records:  # every pixel unlabelled
+        Image.fromarray(np.full((64, 64), 255, np.uint8)).save(record["sem_seg_file_name"])
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran")
+    monkeypatch.setattr(retrieval_eval, "reestimate_bn", no_forward)
+    monkeypatch.setattr(retrieval_eval, "build_memory", no_forward)
+    spec = MemorySpec(size=64, augment=False)
+    with pytest.raises(ValueError, match="hold no labelled pixel .* the memory bank would be empty"):
+        retrieval_eval.evaluate(records, records, ["a", "b", "c"], None, spec)
+    # a bank asked for 10^12 patches holds at most every patch there is, and is compared with the memory
+    logged = []
+    monkeypatch.setattr(retrieval_eval, "available_memory", lambda: 10 * 2 ** 20)
+    big = blocks_set(str(tmp_path / "big"), count=3)
+    with pytest.raises(ValueError, match=r"needs about .* GiB .* give a smaller --bank-size"):
+        retrieval_eval.evaluate(big, big, ["a", "b", "c"], None, MemorySpec(size=64, bank_size=10 ** 12,
+                                                                            epochs=10 ** 5), log=logged.append)
+    assert logged == ["memory bank: at most 4,800,000 patches x 256 dimensions x 4 bytes = 4687.5 MiB (3 images x "
+                      "100000 augmentation epochs, 16 cells of layer3 each)"]
+    retrieval_eval.check_memory(10 ** 6, 256, 3, available=2 ** 31)  # about 2 GiB needed: fits
+    with pytest.raises(ValueError, match="1.9 GiB .* 1.0 GiB are available"):
+        retrieval_eval.check_memory(10 ** 6, 256, 3, available=2 ** 30)

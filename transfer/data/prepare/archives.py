@@ -1,6 +1,7 @@
 """Reading the downloaded archives: every member written atomically (a temp file, then a rename), members that are
 already there with their size skipped (a rerun is cheap and finishes what a cut-off run left), a progress bar over
 the archive's bytes, and one line naming the archive when it is truncated, damaged or not the expected one."""
+import errno
 import os
 import tarfile
 import zipfile
@@ -14,6 +15,19 @@ from pretrain.runtime.files import atomic_write
 
 class PrepareError(ValueError):
     """An archive or a folder that cannot be used as given; the message names the file and what to do."""
+
+
+def os_problem(error: OSError, root: str) -> str:
+    """One line for an operating-system error met while writing under ``root``: a full disk, a read-only or
+    otherwise unwritable place, a root below a file."""
+    where = error.filename or root
+    if error.errno == errno.ENOSPC:
+        return (f"the disk of --root {root} is full (writing {where}): free space and run the same command again "
+                "(the files written so far are complete and are kept)")
+    if error.errno in (errno.ENOTDIR, errno.EEXIST) and not os.path.isdir(root):
+        return f"--root {root}: a file is in the way of that folder ({where}); give a folder"
+    return (f"--root {root}: cannot write there ({os.strerror(error.errno) if error.errno else error}: {where}); "
+            "give a folder this user can write")
 
 
 def find_archive(archives: Sequence[str], name: str) -> str:
@@ -36,8 +50,11 @@ def safe_target(root: str, name: str) -> str:
 
 def members(archive: str) -> Iterator[Tuple[str, int, Callable[[], bytes]]]:
     """(name, size, read) of every regular file of a .tar, .tar.gz/.tgz or .zip archive, in archive order."""
+    magic = b""
     try:
-        if zipfile.is_zipfile(archive):
+        with open(archive, "rb") as f:
+            magic = f.read(4)
+        if magic[:2] == b"PK" or zipfile.is_zipfile(archive):  # a cut-off zip has lost its directory, not its magic
             with zipfile.ZipFile(archive) as z:
                 for info in z.infolist():
                     if not info.is_dir():
@@ -57,8 +74,9 @@ def members(archive: str) -> Iterator[Tuple[str, int, Callable[[], bytes]]]:
             raise EOFError(f"the archive ends inside its member data or before its end-of-archive blocks "
                            f"({os.path.getsize(archive):,} bytes, at least {end + 1024:,} needed)")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
-        raise PrepareError(f"{archive}: truncated or damaged ({e.__class__.__name__}: {e}); download it again "
-                           "(the files written so far are complete and are kept)") from None
+        kind = "zip" if magic[:2] == b"PK" else "tar"
+        raise PrepareError(f"{archive}: a truncated or damaged {kind} archive ({e.__class__.__name__}: {e}); "
+                           "download it again (the files written so far are complete and are kept)") from None
 
 
 def extract(archive: str, root: str, rename: Callable[[str], Optional[str]]) -> Dict[str, int]:
@@ -82,6 +100,9 @@ def extract(archive: str, root: str, rename: Callable[[str], Optional[str]]) -> 
                     atomic_write(target, lambda f: f.write(data))
                 written[relative] = size
             bar.update(size)
+    if not written:  # a zip of another set under this name, an empty archive: it would "prepare" nothing
+        raise PrepareError(f"{archive}: none of its files is one of {os.path.basename(archive)}'s: it is not that "
+                           "download (another archive under its name?); download it again")
     return written
 
 
@@ -98,6 +119,33 @@ def strip(prefix: str, keep: Sequence[str] = ("",)) -> Callable[[str], Optional[
 def read_list(path: str) -> List[str]:
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
+
+
+def archive_list(path: str, archive: str, member: str) -> List[str]:
+    """``read_list`` of a list file an archive must hold (``member``, its name in the archive): missing, it is
+    the archive that lacks it, named in one line."""
+    if not os.path.isfile(path):
+        raise PrepareError(f"{archive}: has no {member}; it is not the published archive, download it again")
+    return read_list(path)
+
+
+def remove_interrupted(folders: Sequence[str]) -> List[str]:
+    """Delete what an interrupted extraction left under ``folders``: the temp files of ``atomic_write``
+    (``.NAME.XXXXXXXX.tmp``) at any depth. Returns their paths."""
+    removed = []
+    for path in interrupted(folders):
+        os.unlink(path)
+        removed.append(path)
+    return removed
+
+
+def interrupted(folders: Sequence[str]) -> List[str]:
+    """The temp files of writes killed before their rename, under ``folders`` at any depth."""
+    found = []
+    for folder in folders:
+        for parent, _, names in os.walk(folder):
+            found += [os.path.join(parent, n) for n in names if n.startswith(".") and n.endswith(".tmp")]
+    return sorted(found)
 
 
 def write_list(path: str, names: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from pretrain.runtime.files import atomic_write
 from transfer.data.prepare.archives import (
     PrepareError,
+    archive_list,
     count_problem,
     extract,
     find_archive,
@@ -70,15 +71,21 @@ def prepare_sbd(archives: Sequence[str], root: str) -> None:
     extract(find_archive(archives, "benchmark.tgz"), sbd, strip("benchmark_RELEASE/dataset/", keep))
     out = os.path.join(root, "VOC2012", "SegmentationClassAug")
     os.makedirs(out, exist_ok=True)
+    if not os.path.isdir(os.path.join(sbd, "cls")):
+        raise PrepareError(f"{find_archive(archives, 'benchmark.tgz')}: has no benchmark_RELEASE/dataset/cls/; it is "
+                           "not the published archive, download it again")
     masks = sorted(n for n in os.listdir(os.path.join(sbd, "cls")) if n.endswith(".mat"))
     for name in tqdm(masks, desc="SBD masks -> PNG", leave=False):
         target = os.path.join(out, name[:-4] + ".png")
         if not os.path.isfile(target):
             mask = sbd_mask(os.path.join(sbd, "cls", name))
             atomic_write(target, lambda f: Image.fromarray(mask).save(f, format="PNG"))
-    sbd_ids = read_list(os.path.join(sbd, "train.txt")) + read_list(os.path.join(sbd, "val.txt"))
+    tgz, voc = (find_archive(archives, name) for name in ("benchmark.tgz", "VOCtrainval_11-May-2012.tar"))
+    sbd_ids = [i for s in ("train", "val")
+               for i in archive_list(os.path.join(sbd, f"{s}.txt"), tgz, f"benchmark_RELEASE/dataset/{s}.txt")]
     lists = os.path.join(root, "VOC2012", "ImageSets", "Segmentation")
-    train, val = (set(read_list(os.path.join(lists, f"{s}.txt"))) for s in ("train", "val"))
+    train, val = (set(archive_list(os.path.join(lists, f"{s}.txt"), voc,
+                                   f"VOCdevkit/VOC2012/ImageSets/Segmentation/{s}.txt")) for s in ("train", "val"))
     write_list(os.path.join(lists, "aug.txt"), sorted(set(sbd_ids) - train - val))
     write_list(os.path.join(lists, "trainaug.txt"), sorted((set(sbd_ids) | train) - val))
 
