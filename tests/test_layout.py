@@ -151,6 +151,16 @@ def test_the_readme_map_lists_every_package_once():
     assert sorted(listed) == sorted(on_disk)
 
 
+def test_the_getting_started_page_lists_every_tool_once():
+    import re
+    with open(os.path.join(ROOT, "docs", "getting-started.md")) as f:
+        listed = re.findall(r"^\| `(tools/[a-z_0-9]+\.(?:py|sh))` \| [^|]+ \|$", f.read(), flags=re.M)
+    on_disk = [os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "tools", "*.*"))
+               if p.endswith((".py", ".sh"))]
+    assert sorted(listed) == sorted(set(listed)), "a tool is listed twice"
+    assert sorted(listed) == sorted(on_disk)
+
+
 def test_tools_start_without_a_third_party_deprecation_warning():
     import subprocess
     import sys

@@ -1,0 +1,50 @@
+"""The controls' curve: paired contrasts per regime and readout, the rule, the table and the figures."""
+import json
+import random
+
+import pytest
+
+from transfer.readout.controls import regime_contrasts, verdict, write_curve
+
+
+def write_regime(out, seeds, means, readouts=(("correspondence", "correspondence", "C5_exact"),
+                                              ("retrieval", "retrieval", "mIoU"))):
+    """Readout folders of a regime: each model's value per seed = its mean + a per-seed draw the models share
+    (the pretraining seed's luck) + a small noise of its own."""
+    rng = random.Random(0)
+    for seed in range(seeds):
+        shared = rng.gauss(0, 2.0)
+        for model, mean in means.items():
+            for prefix, task, metric in readouts:
+                folder = out / f"{prefix}_{model}" / f"seed_{seed}"
+                folder.mkdir(parents=True, exist_ok=True)
+                value = mean + shared + rng.gauss(0, 0.1)
+                (folder / "final_results.json").write_text(json.dumps(
+                    {"results": {task: {metric: value}}, "seed": seed, "weights": f"{model}.pth"}))
+
+
+def test_the_rule_passes_only_with_the_oracle_ahead_of_both_over_ten_seeds(tmp_path):
+    ordered = {"geometric_oracle": 12.0, "densecl": 10.0, "random_positives": 11.0}
+    write_regime(tmp_path / "ten", 10, ordered)
+    found = regime_contrasts(str(tmp_path / "ten"))
+    c5 = found["correspondence C5"]
+    assert c5["oracle - argmax"]["mean"] == pytest.approx(2.0, abs=0.2)
+    assert c5["argmax - random"]["ci95"][1] < 0  # its sign is reported as it is: argmax below chance here
+    assert verdict(c5) == "passes" and verdict(found["dense probe"]) == "not measured"
+    write_regime(tmp_path / "five", 5, ordered)
+    assert verdict(regime_contrasts(str(tmp_path / "five"))["correspondence C5"]).startswith("pilot (n = 5): both")
+    write_regime(tmp_path / "level", 10, {"geometric_oracle": 10.0, "densecl": 10.0, "random_positives": 8.0})
+    assert verdict(regime_contrasts(str(tmp_path / "level"))["dense retrieval"]) == "fails"
+
+
+def test_the_curve_writes_one_table_and_a_figure_per_measured_readout(tmp_path):
+    write_regime(tmp_path / "i60", 10, {"geometric_oracle": 10.0, "densecl": 10.0, "random_positives": 10.0})
+    write_regime(tmp_path / "i240", 5, {"geometric_oracle": 12.0, "densecl": 10.0, "random_positives": 9.0})
+    written = write_curve([str(tmp_path / "i60"), str(tmp_path / "i240")], ["i60", "i240"], [60, 240],
+                          str(tmp_path / "curve"))
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == [
+        "curve.md", "curve_correspondence_C5.png", "curve_dense_retrieval.png"]
+    table = (tmp_path / "curve.md").read_text().splitlines()
+    assert len(table) == 2 + 2 * 2  # two regimes x two measured readouts
+    assert table[2].startswith("| i60 | 60 | correspondence C5 | ") and table[2].endswith("| fails |")
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written[1:])

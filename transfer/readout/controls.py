@@ -1,0 +1,115 @@
+"""The controls of positive selection over a budget curve, and the rule that decides whether a regime can rank it.
+
+Each regime is one ``tools/demo.py --methods densecl geometric_oracle random_positives ...`` folder (a pretraining
+length, a corpus, a loss), whose readouts pair by pretraining seed: ``{readout}_{model}/seed_k/final_results.json``.
+For every regime and readout, three paired differences with their 95% intervals: oracle - argmax, oracle - random
+and argmax - random (its sign is reported, not assumed).
+
+The rule, stated before the runs (docs/results.md section 4): a regime passes on a readout when the oracle is ahead
+of argmax AND ahead of random positives there, both paired 95% intervals above zero, over at least 10 pretraining
+seeds. A pass on a transfer readout (dense retrieval, the dense probe) lets the regime rank HoughCL; a pass on the
+correspondence readout alone supports only the narrower claim that the positives teach better-matching features.
+"""
+import os
+from typing import Dict, List, Optional, Sequence
+
+from pretrain.runtime.files import atomic_write
+from transfer.results import load_runs, paired
+
+# readout -> (its folder prefix in a regime's output, the column it is read by, transfer or not)
+READOUTS = {
+    "correspondence C5": ("correspondence", "correspondence/C5_exact", False),
+    "correspondence C4": ("correspondence", "correspondence/C4_exact", False),
+    "dense retrieval": ("retrieval", "retrieval/mIoU", True),
+    "dense probe": ("dense", "dense/AP", True),
+}
+CONTRASTS = (("geometric_oracle", "densecl"), ("geometric_oracle", "random_positives"),
+             ("densecl", "random_positives"))
+LABELS = {"geometric_oracle": "oracle", "densecl": "argmax", "random_positives": "random", "mocov2": "MoCo-v2"}
+MIN_SEEDS = 10
+
+
+def regime_contrasts(out: str) -> Dict[str, Dict[str, Optional[Dict]]]:
+    """``{readout: {"oracle - argmax": paired(...), ...}}`` of one regime's folder (None where a side is absent)."""
+    found = {}
+    for readout, (prefix, column, _) in READOUTS.items():
+        found[readout] = {}
+        for model, baseline in CONTRASTS:
+            paths = [os.path.join(out, f"{prefix}_{m}") for m in (model, baseline)]
+            name = f"{LABELS[model]} - {LABELS[baseline]}"
+            found[readout][name] = paired(load_runs(paths[0]), load_runs(paths[1]), column) if all(
+                os.path.isdir(p) for p in paths) else None
+    return found
+
+
+def verdict(contrasts: Dict[str, Optional[Dict]]) -> str:
+    """The rule on one readout of one regime."""
+    both = [contrasts.get("oracle - argmax"), contrasts.get("oracle - random")]
+    if any(c is None for c in both):
+        return "not measured"
+    n = min(c["n"] for c in both)
+    ahead = all(c["ci95"] is not None and c["ci95"][0] > 0 for c in both)
+    if n < MIN_SEEDS:
+        return f"pilot (n = {n}): {'both ahead' if ahead else 'not both ahead'}; the rule needs {MIN_SEEDS} seeds"
+    return "passes" if ahead else "fails"
+
+
+def cell(c: Optional[Dict]) -> str:
+    if c is None:
+        return "-"
+    if c["ci95"] is None:
+        return f"{c['mean']:+.2f} (n = 1)"
+    return f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] (n = {c['n']})"
+
+
+def curve_markdown(regimes: Dict[str, Dict], iterations: Dict[str, int]) -> str:
+    lines = ["| regime | iterations | readout | oracle - argmax | oracle - random | argmax - random | the rule |",
+             "|---|---|---|---|---|---|---|"]
+    for name, found in regimes.items():
+        for readout, contrasts in found.items():
+            if all(c is None for c in contrasts.values()):
+                continue
+            lines.append(f"| {name} | {iterations[name]} | {readout} | " + " | ".join(
+                cell(contrasts[f"{LABELS[m]} - {LABELS[b]}"]) for m, b in CONTRASTS) + f" | {verdict(contrasts)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(regimes: Dict[str, Dict], iterations: Dict[str, int], readout: str, path: str) -> None:
+    """One figure per readout: the three contrasts with their 95% intervals against pretraining iterations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.axhline(0.0, color="grey", lw=0.8)
+    for k, (model, baseline) in enumerate(CONTRASTS):
+        name = f"{LABELS[model]} - {LABELS[baseline]}"
+        points = sorted((iterations[r], regimes[r][readout][name]) for r in regimes
+                        if regimes[r][readout].get(name) is not None)
+        if not points:
+            continue
+        xs = [x * (1 + 0.04 * (k - 1)) for x, _ in points]  # side by side, on a log axis
+        means = [c["mean"] for _, c in points]
+        errors = [[c["mean"] - c["ci95"][0] if c["ci95"] else 0 for _, c in points],
+                  [c["ci95"][1] - c["mean"] if c["ci95"] else 0 for _, c in points]]
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set(xlabel="pretraining iterations (ResNet-18, batch 16, 112 px)", ylabel=f"paired difference: {readout}",
+           title=f"Does the choice of positives reach the backbone? ({readout})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def write_curve(outs: Sequence[str], names: Sequence[str], iterations: Sequence[int], prefix: str) -> List[str]:
+    """The table (PREFIX.md) and one figure per readout (PREFIX_<readout>.png) over the regimes' folders."""
+    regimes = {name: regime_contrasts(out) for name, out in zip(names, outs)}
+    its = dict(zip(names, iterations))
+    written = [prefix + ".md"]
+    atomic_write(written[0], lambda f: f.write(curve_markdown(regimes, its).encode()))
+    for readout in READOUTS:
+        if any(any(c is not None for c in regimes[r][readout].values()) for r in regimes):
+            path = f"{prefix}_{readout.replace(' ', '_')}.png"
+            plot_curves(regimes, its, readout, path)
+            written.append(path)
+    return written
