@@ -52,7 +52,8 @@ def print_table(result):
     if "numerics" in result:
         s = result["settings"]
         print(f"numerics: the {s['variant']} step, ResNet-{s['depth']}, {s['size']} px, batch {s['batch']}, "
-              f"{s['device']}")
+              f"{s['device']}; CPU {result['cpu']['model']} ({result['cpu']['vendor']}, "
+              f"{' '.join(result['cpu']['flags'])}), {result['cores']} cores")
         print("| mode | median s/step | min | max | threads |\n|---|---|---|---|---|")
         for mode, t in result["numerics"].items():
             print(f"| {mode} | {t['median']:.4f} | {t['min']:.4f} | {t['max']:.4f} | {result['threads'][mode]} |")

@@ -24,6 +24,7 @@ import torch
 from pretrain.bench.step import STEP_VARIANTS, random_batch, step_function
 from pretrain.bench.timing import paired_ratio, sync
 from pretrain.runtime import numerics
+from pretrain.runtime.provenance import cpu_description
 
 
 def mode_environment(mode: str) -> Dict[str, str]:
@@ -86,7 +87,7 @@ def bench_numerics(args) -> Dict:
     return {"numerics": timing, "ratios": {"portable/fast": paired_ratio(timing, "portable", "fast")},
             "threads": {mode: w.threads for mode, w in workers.items()}, "repeat_identical": repeat_identical,
             "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "variant": args.variant,
-                         "device": args.device}}
+                         "device": args.device}, "cpu": cpu_description(), "cores": os.cpu_count()}
 
 
 def worker_main(argv) -> int:
