@@ -144,8 +144,14 @@ class ContrastiveModel(nn.Module):
             mask = positives.mask
             l_pos = (torch.einsum("ndq,ndk->nqk", r, t) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         valid = positives.valid()
-        l_neg = torch.einsum("ndq,dk->nqk", r, self.queue_dense.clone().detach())
-        losses = info_nce(l_pos, l_neg, self.temperature)
+        mode = self.cfg.MODEL.DENSE_NEGATIVES
+        negatives = [torch.einsum("ndq,dk->nqk", r, self.queue_dense.clone().detach())] if "queue" in mode else []
+        if "view" in mode:  # the diagnostic option: the other key cells of the same view as negatives too
+            same = torch.einsum("ndq,ndk->nqk", r, t)                   # [N, Lq, Lk]
+            chosen = positives.mask if positives.index is None else F.one_hot(
+                positives.index.clamp(min=0), t.shape[-1]).bool()
+            negatives.append(same.masked_fill(chosen, float("-inf")))  # a positive is never its own negative
+        losses = info_nce(l_pos, torch.cat(negatives, dim=-1), self.temperature)
         count = valid.sum().clamp(min=1)
         return (losses * valid).sum() / count, (l_pos.detach() * valid).sum() / count
 

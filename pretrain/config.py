@@ -33,6 +33,11 @@ _C.MODEL.QUEUE_SIZE = 65536
 _C.MODEL.MOMENTUM = 0.999
 _C.MODEL.TEMPERATURE = 0.2
 _C.MODEL.LOSS_LAMBDA = 0.5  # 0: MoCo-v2 (no dense branch at all)
+# The dense loss's negatives. "queue": DenseCL's (and HoughCL's) pooled dense keys of other images. A labelled
+# DIAGNOSTIC option, not the paper's loss: "queue+view" adds the other key cells of the same view, "view" uses them
+# alone (PixPro's PixContrast takes its negatives from the image pair), so that a wrong positive from the same image
+# costs something (docs/results.md section 4).
+_C.MODEL.DENSE_NEGATIVES = "queue"
 _C.MODEL.LAMBDA_WARMUP_ITERS = 0  # lambda is 0 for the first iterations, then LOSS_LAMBDA
 # The matcher that picks each query cell's positive (pretrain/matchers/__init__.py): argmax (DenseCL) | hough (HoughCL:
 # per-pair Hough confidence; its defaults are the reference, RHM at C5) | hough_transform (estimated-geometry
@@ -153,6 +158,7 @@ def load_config(config_file: str = "", opts=()) -> CN:
 
 CHOICES = {
     "MODEL.MATCHER": tuple(MATCHERS),
+    "MODEL.DENSE_NEGATIVES": ("queue", "queue+view", "view"),
     **{f"MODEL.{m.config_key}.{field.upper()}": allowed for m in MATCHERS.values() if m.options
        for field, allowed in getattr(m.options, "CHOICES", {}).items()},
     "MODEL.DEPTH": (18, 34, 50, 101),
@@ -232,10 +238,12 @@ def flat_keys(node, prefix: str = "") -> dict:
 
 def config_changes(saved: CN, cfg: CN) -> List[Tuple[str, object, object]]:
     """``(key, saved value, new value)`` for every key that differs, except SCHEDULE_KEYS and OUTPUT_DIR (a run
-    moved to a bigger disk continues where it now is)."""
-    old, new = flat_keys(saved), flat_keys(cfg)
+    moved to a bigger disk continues where it now is). A key added to the toolkit after the run started, absent
+    from its saved config, is unchanged when it keeps its default (the computation the run ran)."""
+    old, new, default = flat_keys(saved), flat_keys(cfg), flat_keys(_C)
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS + ("OUTPUT_DIR",)]
+            if old.get(k) != new.get(k) and k not in SCHEDULE_KEYS + ("OUTPUT_DIR",)
+            and not (k not in old and k in default and new.get(k) == default[k])]
 
 
 def check_resume_config(saved_path: str, cfg: CN) -> None:

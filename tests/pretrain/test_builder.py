@@ -153,3 +153,40 @@ def test_two_processes_fill_queues_with_gathered_keys(image_folder, tmp_path):
     torch.testing.assert_close(r1["queue"][:, :8].T, gathered)
     assert torch.isfinite(r0["loss"]) and torch.isfinite(r1["loss"])
     torch.testing.assert_close(r0["grad"], r1["grad"])  # DDP averaged the gradients
+
+
+@pytest.mark.parametrize("mode", ["queue", "queue+view", "view"])
+def test_the_dense_negatives_option_against_a_per_cell_reference(image_folder, mode):
+    """MODEL.DENSE_NEGATIVES (a labelled diagnostic, not the paper's loss): the same-view key cells other than
+    the positive(s) join the queue's negatives, or replace them; checked cell by cell in float64."""
+    from pretrain.matchers import Positives
+    cfg = make_cfg(image_folder, "MODEL.DENSE_NEGATIVES", mode)
+    model = ContrastiveModel(cfg)
+    g = torch.Generator().manual_seed(0)
+    d_q = F.normalize(torch.randn(2, 128, 2, 3, generator=g), dim=1)
+    d_k = F.normalize(torch.randn(2, 128, 3, 2, generator=g), dim=1)
+    index = torch.tensor([[0, 5, 2, -1, 3, 1], [4, 4, 0, 1, 2, 5]])
+    mask = torch.zeros(2, 6, 6, dtype=torch.bool)
+    mask[0, 0, [0, 1]] = mask[0, 1, 5] = mask[1, :, 2] = True
+    queue, temperature = model.queue_dense.double(), cfg.MODEL.TEMPERATURE
+    r, t = d_q.flatten(2).double(), d_k.flatten(2).double()
+    for positives in (Positives(index=index), Positives(mask=mask)):
+        loss, _ = model.dense_loss(d_q, d_k, positives)
+        losses = []
+        for n in range(2):
+            for q in range(6):
+                chosen = [int(index[n, q])] if positives.index is not None else mask[n, q].nonzero()[:, 0].tolist()
+                if chosen in ([], [-1]):
+                    continue
+                pos = sum(float(r[n, :, q] @ t[n, :, j]) for j in chosen) / len(chosen)
+                negs = [float(r[n, :, q] @ queue[:, k]) for k in range(queue.shape[1])] if "queue" in mode else []
+                if "view" in mode:
+                    negs += [float(r[n, :, q] @ t[n, :, j]) for j in range(6) if j not in chosen]
+                logits = torch.tensor([pos] + negs, dtype=torch.float64) / temperature
+                losses.append(float(torch.logsumexp(logits, 0) - logits[0]))
+        assert float(loss) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    if mode == "view":  # a wrong positive from the same image now costs: the true one is a negative against it
+        same = d_k.reshape(2, 128, 2, 3)  # query cell q is key cell q
+        right, _ = model.dense_loss(same, d_k, Positives(index=torch.arange(6).repeat(2, 1)))
+        wrong, _ = model.dense_loss(same, d_k, Positives(index=torch.arange(6).roll(1).repeat(2, 1)))
+        assert float(right) < float(wrong)

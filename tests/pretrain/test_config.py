@@ -1,6 +1,7 @@
 """pretrain/config.py: the _BASE_ chain and its errors (shared with the transfer config), and flags that may
 stand anywhere among KEY VALUE overrides."""
 import argparse
+import os
 
 import pytest
 
@@ -50,3 +51,18 @@ def test_flags_are_taken_wherever_they_stand_and_keep_their_values():
     args = parser.parse_args(overrides_after_flags(argv, parser))
     assert args.resume and args.voc == [["a", "VOC2007", "test"]]
     assert args.opts == ["SOLVER.MAX_ITER", "5", "OUTPUT_DIR", "o"]
+
+
+def test_a_run_saved_before_a_key_existed_resumes_while_the_key_keeps_its_default(tmp_path):
+    from pretrain.config import check_resume_config
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = load_config(os.path.join(root, "configs/pretrain/tiny_r18_cpu.yaml"), ["OUTPUT_DIR", str(tmp_path)])
+    older = cfg.clone()
+    older.defrost()
+    del older.MODEL["DENSE_NEGATIVES"]  # a config.yaml written before the key was added
+    (tmp_path / "config.yaml").write_text(older.dump())
+    check_resume_config(str(tmp_path / "config.yaml"), cfg)  # the default is the computation the run ran
+    changed = load_config(os.path.join(root, "configs/pretrain/tiny_r18_cpu.yaml"),
+                          ["OUTPUT_DIR", str(tmp_path), "MODEL.DENSE_NEGATIVES", "view"])
+    with pytest.raises(ConfigError, match="MODEL.DENSE_NEGATIVES: None -> 'view'"):
+        check_resume_config(str(tmp_path / "config.yaml"), changed)
