@@ -10,7 +10,11 @@ of argmax AND ahead of random positives there, both paired 95% intervals above z
 seeds. A pass on a transfer readout (dense retrieval, the dense probe) lets the regime rank HoughCL; a pass on the
 correspondence readout alone supports only the narrower claim that the positives teach better-matching features.
 """
+import glob
+import json
 import os
+import re
+import statistics
 from typing import Dict, List, Optional, Sequence
 
 from pretrain.runtime.files import atomic_write
@@ -74,6 +78,40 @@ def curve_markdown(regimes: Dict[str, Dict], iterations: Dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dense_fit(out: str) -> List[Dict]:
+    """Whether the dense loss is fit at all: per method, over its pretraining runs in ``out``, the last logged
+    ``loss_dense`` and ``pos_sim_dense`` (the similarity of the chosen positives) and ``acc_positives`` (how often
+    they lie within one cell of the true partner). An oracle whose positives stay dissimilar is not being fit."""
+    runs: Dict[str, List[Dict]] = {}
+    for path in sorted(glob.glob(os.path.join(out, "pretrain_*_seed*", "metrics.jsonl"))):
+        if not os.path.exists(os.path.join(os.path.dirname(path), "backbone.pth")):
+            continue  # a run still going, or stopped: not its last iteration
+        method = re.search(r"pretrain_(.+)_seed\d+", path).group(1)
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip().endswith("}")]
+        if rows and "loss_dense" in rows[-1]:
+            runs.setdefault(method, []).append(rows[-1])
+    found = []
+    for method, last in runs.items():
+        row = {"method": method, "n": len(last), "iteration": last[0]["iteration"]}
+        for key in ("loss_dense", "pos_sim_dense", "acc_positives"):
+            values = [r[key] for r in last if key in r]
+            row[key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None)
+        found.append(row)
+    return found
+
+
+def fit_markdown(regimes: Dict[str, List[Dict]]) -> str:
+    lines = ["| regime | method | n | iteration | loss_dense | pos_sim_dense | acc_positives |",
+             "|---|---|---|---|---|---|---|"]
+    for name, rows in regimes.items():
+        for r in rows:
+            cells = [f"{r[k][0]:.3f}" + (f" ± {r[k][1]:.3f}" if r[k][1] is not None else "")
+                     for k in ("loss_dense", "pos_sim_dense", "acc_positives")]
+            lines.append(f"| {name} | {r['method']} | {r['n']} | {r['iteration']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(regimes: Dict[str, Dict], iterations: Dict[str, int], readout: str, path: str) -> None:
     """One figure per readout: the three contrasts with their 95% intervals against pretraining iterations."""
     import matplotlib
@@ -106,7 +144,10 @@ def write_curve(outs: Sequence[str], names: Sequence[str], iterations: Sequence[
     regimes = {name: regime_contrasts(out) for name, out in zip(names, outs)}
     its = dict(zip(names, iterations))
     written = [prefix + ".md"]
-    atomic_write(written[0], lambda f: f.write(curve_markdown(regimes, its).encode()))
+    fits = {name: dense_fit(out) for name, out in zip(names, outs)}
+    text = (curve_markdown(regimes, its) + "\nWhether the dense loss is fit (each method's runs, their last logged "
+            "iteration, mean ± std over pretraining seeds):\n\n" + fit_markdown(fits))
+    atomic_write(written[0], lambda f: f.write(text.encode()))
     for readout in READOUTS:
         if any(any(c is not None for c in regimes[r][readout].values()) for r in regimes):
             path = f"{prefix}_{readout.replace(' ', '_')}.png"

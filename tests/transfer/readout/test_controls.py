@@ -21,6 +21,12 @@ def write_regime(out, seeds, means, readouts=(("correspondence", "correspondence
                 value = mean + shared + rng.gauss(0, 0.1)
                 (folder / "final_results.json").write_text(json.dumps(
                     {"results": {task: {metric: value}}, "seed": seed, "weights": f"{model}.pth"}))
+            run = out / f"pretrain_{model}_seed{seed}"
+            run.mkdir(parents=True, exist_ok=True)
+            rows = [{"iteration": i, "loss_dense": mean - i, "pos_sim_dense": 0.1 * i, "acc_positives": 0.5}
+                    for i in (1, 2)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (run / "backbone.pth").write_bytes(b"finished")
 
 
 def test_the_rule_passes_only_with_the_oracle_ahead_of_both_over_ten_seeds(tmp_path):
@@ -37,6 +43,14 @@ def test_the_rule_passes_only_with_the_oracle_ahead_of_both_over_ten_seeds(tmp_p
     assert verdict(regime_contrasts(str(tmp_path / "level"))["dense retrieval"]) == "fails"
 
 
+def test_only_finished_pretraining_runs_count_in_the_fit_table(tmp_path):
+    from transfer.readout.controls import dense_fit
+    write_regime(tmp_path / "r", 3, {"densecl": 5.0})
+    (tmp_path / "r" / "pretrain_densecl_seed2" / "backbone.pth").unlink()  # still running
+    fit, = dense_fit(str(tmp_path / "r"))
+    assert fit["n"] == 2 and fit["loss_dense"] == (3.0, 0.0) and fit["iteration"] == 2
+
+
 def test_the_curve_writes_one_table_and_a_figure_per_measured_readout(tmp_path):
     write_regime(tmp_path / "i60", 10, {"geometric_oracle": 10.0, "densecl": 10.0, "random_positives": 10.0})
     write_regime(tmp_path / "i240", 5, {"geometric_oracle": 12.0, "densecl": 10.0, "random_positives": 9.0})
@@ -44,7 +58,9 @@ def test_the_curve_writes_one_table_and_a_figure_per_measured_readout(tmp_path):
                           str(tmp_path / "curve"))
     assert sorted(p.rsplit("/", 1)[1] for p in written) == [
         "curve.md", "curve_correspondence_C5.png", "curve_dense_retrieval.png"]
-    table = (tmp_path / "curve.md").read_text().splitlines()
+    table = (tmp_path / "curve.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + 2 * 2  # two regimes x two measured readouts
     assert table[2].startswith("| i60 | 60 | correspondence C5 | ") and table[2].endswith("| fails |")
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written[1:])
+    text = (tmp_path / "curve.md").read_text()
+    assert "| i240 | geometric_oracle | 5 | 2 | 10.000 ± 0.000 | 0.200 ± 0.000 | 0.500 ± 0.000 |" in text
