@@ -118,9 +118,10 @@ def matching_stages(plan: Plan) -> List[Stage]:
             plan, "eval_matching.py", "--images", "datasets/photos", "--pairs", 64, "--weights",
             f"{pretrain_dir(plan, method, 0)}/backbone.pth", "--out", f"{out}/matching_{method}.json"),
             f"{out}/matching_{method}.json", seconds=30))
-    title = "correspondence picture: every appearance-based matcher on the houghcl backbone (seed 0)"
+    drawn = "houghcl" if "houghcl" in plan.methods else next(iter(plan.methods))  # a backbone the plan trains
+    title = f"correspondence picture: every appearance-based matcher on the {drawn} backbone (seed 0)"
     found.append(Stage(title, computing_tool(
         plan, "visualize_matches.py", "--images", "datasets/photos", "--weights",
-        f"{pretrain_dir(plan, 'houghcl', 0)}/backbone.pth", "--out", f"{out}/matches.png", "--seed", 3),
+        f"{pretrain_dir(plan, drawn, 0)}/backbone.pth", "--out", f"{out}/matches.png", "--seed", 3),
         f"{out}/matches.png", seconds=20))
     return found

@@ -149,8 +149,7 @@ def test_the_demo_detects_with_houghcl_alone_and_the_study_with_every_backbone(m
 
 def test_the_controls_read_every_backbone_by_correspondence_against_both_baselines():
     methods = {m: STUDY_METHODS[m] for m in ("densecl", "geometric_oracle", "random_positives")}
-    stages = stages_of(Plan(out="o", methods=methods, pretrain_seeds=2, detection_seeds={}, matching=False,
-                            correspondence=True))
+    stages = stages_of(Plan(out="o", methods=methods, pretrain_seeds=2, detection_seeds={}, correspondence=True))
     assert [s.command[s.command.index("MODEL.MATCHER") + 1] for s in stages if "pretrain_net.py" in s.command[1]] == [
         "argmax", "geometric", "random"] * 2
     runs = [s.command for s in stages if s.command[1] == "tools/correspondence.py"]
@@ -164,5 +163,7 @@ def test_the_controls_read_every_backbone_by_correspondence_against_both_baselin
     table, = [s.command for s in stages if s.command[-1] == "o/correspondence_table"]
     baselines = [table[i + 1] for i, word in enumerate(table) if word == "--baseline"]
     assert baselines == ["random_init", "densecl", "random_positives"]
+    picture, = [s.command for s in stages if s.command[1] == "tools/visualize_matches.py"]
+    assert picture[picture.index("--weights") + 1] == "o/pretrain_densecl_seed0/backbone.pth"  # no houghcl here
     plain = stages_of(Plan(out="o", methods=METHODS))
     assert not any("correspondence.py" in s.command[1] for s in plain)  # the demo keeps its 15 minutes
