@@ -50,8 +50,10 @@ def main(argv=None) -> int:
     for i, baseline in enumerate(args.baseline):
         for row in rows:
             if row["model"] not in args.baseline[:i + 1] and (row["model"], baseline) not in paired_models:
-                markdown += (f"\n{row['model']} shares no seed with {baseline} (seeds {row['seeds']} against "
-                             f"{next(r['seeds'] for r in rows if r['model'] == baseline)}): not compared.\n")
+                theirs = next(r["seeds"] for r in rows if r["model"] == baseline)
+                why = (f"shares no seed with {baseline} (seeds {row['seeds']} against {theirs})"
+                       if not set(row["seeds"]) & set(theirs) else f"has no metric in common with {baseline}")
+                markdown += f"\n{row['model']} {why}: not compared.\n"
     if noise:
         markdown += ("\nWhere the spread of the differences comes from (the test tiles resampled, the same draw for "
                      "both models of a seed):\n\n" + tile_bootstrap.to_markdown(noise, args.tile_bootstrap))

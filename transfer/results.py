@@ -19,8 +19,10 @@ from pretrain.runtime.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
 TASKS = ("bbox", "segm", "sem_seg")
-# Scored by Detectron2's SemSegEvaluator: the segmentation transfer and the dense retrieval; the others: METRICS
-TASK_METRICS = {"sem_seg": ("mIoU", "mACC", "pACC"), "retrieval": ("mIoU", "mACC", "pACC")}
+# Scored by Detectron2's SemSegEvaluator: the segmentation transfer and the dense retrieval; the correspondence
+# readout's own four; the others: METRICS
+TASK_METRICS = {"sem_seg": ("mIoU", "mACC", "pACC"), "retrieval": ("mIoU", "mACC", "pACC"),
+                "correspondence": ("C4_exact", "C4_within_one", "C5_exact", "C5_within_one")}
 RESULTS_FILE = "final_results.json"
 
 

@@ -65,3 +65,19 @@ def test_a_folder_without_images_is_one_line(tmp_path, capsys):
     assert main(["--images", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no readable image" in err[0]
+
+
+def test_collect_results_pairs_the_readout_by_pretraining_seed(tmp_path):
+    from tests.conftest import load_tool, run_main
+    from transfer.results import write_final_results
+    for name, offset in (("densecl", 0.0), ("geometric_oracle", 1.5)):
+        for seed in range(3):
+            values = {"C4_exact": 20.0 + seed + offset, "C4_within_one": 60.0 + seed, "C5_exact": 10.0 + seed,
+                      "C5_within_one": 40.0 + seed}
+            write_final_results(str(tmp_path / name / f"seed_{seed}"), {"correspondence": values}, seed, "w.pth",
+                                "{}", probe="correspondence")
+    done = run_main(load_tool("collect_results"), tmp_path / "densecl", tmp_path / "geometric_oracle",
+                    "--baseline", "densecl", "--out", tmp_path / "table")
+    assert done.returncode == 0, done.stderr
+    assert "| correspondence/C4_exact | correspondence/C4_within_one | correspondence/C5_exact |" in done.stdout
+    assert "| geometric_oracle | densecl | correspondence/C4_exact | 3 | +1.50 |" in done.stdout
