@@ -77,6 +77,10 @@ def setup(args):
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     if getattr(args, "allow_partial", False):
         cfg.TRANSFER.ALLOW_PARTIAL_WEIGHTS = True
+    if getattr(args, "eval_only", False) and cfg.TRANSFER.PROBE.ENABLED:
+        # An evaluation reads a trained probe as it was saved: re-estimating its BN statistics (the first step of
+        # the probe's training) would evaluate other weights, drawn anew on every call.
+        cfg.TRANSFER.PROBE.ENABLED = False
     notes = resolve_norms(cfg, comm.get_world_size())
     cfg.freeze()
     # default_setup logs the config files syntax-highlighted with ANSI colour codes, into log.txt and into

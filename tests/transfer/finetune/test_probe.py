@@ -1,5 +1,7 @@
 """The frozen-backbone probe: BN statistics re-estimated on training batches (against a direct computation),
-then the ResNet frozen; end to end, training leaves the backbone exactly as loaded."""
+then the ResNet frozen; end to end, training leaves the backbone exactly as loaded, and an evaluation of the
+trained probe reprints its final results."""
+import json
 import os
 import pickle
 
@@ -68,3 +70,14 @@ def test_probe_trains_heads_and_leaves_the_backbone_as_loaded(tmp_path, convert,
     assert torch.equal(conv, torch.as_tensor(loaded["res4.1.conv2.weight"]))  # frozen: not one step moved it
     assert not torch.equal(final["backbone.bottom_up.res4.1.conv2.norm.running_mean"],
                            torch.as_tensor(loaded["res4.1.conv2.norm.running_mean"]))  # re-estimated
+
+    # --eval-only evaluates the saved model as it is (no second BN re-estimation, which drew other statistics on
+    # every call): twice, the numbers the training's own final evaluation wrote.
+    trained = json.loads((tmp_path / "run" / "final_results.json").read_text())["results"]
+    for again in ("again_1", "again_2"):
+        result = run_script("train_net.py", "--config-file", PROBE, "--voc", "trees_train", voc, "trainval",
+                            "--voc", "trees_test", voc, "test", "--eval-only", "MODEL.WEIGHTS",
+                            tmp_path / "run" / "model_final.pth", "OUTPUT_DIR", tmp_path / again)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "probe: BN statistics" not in (tmp_path / again / "log.txt").read_text()
+        assert json.loads((tmp_path / again / "final_results.json").read_text())["results"] == trained
