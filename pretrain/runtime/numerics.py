@@ -15,6 +15,10 @@ What decides a float32 result on a CPU, kernel family by kernel family, and how 
 - element-wise math, reductions and BatchNorm: ATen's vectorised kernels, compiled per instruction set (the
   vector width changes the summation order); ``ATEN_CPU_CAPABILITY`` = ``avx2`` holds an AVX-512 machine to the
   kernels of an AVX2 one. Read once, when the first kernel is dispatched: also set before the process starts.
+- NumPy (the evaluations: VOC AP, COCO's pycocotools): its own run-time dispatch picks AVX-512 sorting kernels
+  (x86-simd-sort) where the CPU has them, and ``np.argsort``, unstable, orders tied scores by the kernel: the VOC
+  AP of the same detections moved in the fourth digit between an AVX-512 and an AVX2-only CPU. Held to the AVX2
+  level (``NPY_DISABLE_CPU_FEATURES``, read when NumPy loads; features a CPU lacks are ignored).
 - parallel reductions split their input by the number of threads: the count is fixed (``PORTABLE_THREADS``),
   not taken from the machine, for torch and for OpenMP/MKL.
 - ``torch.use_deterministic_algorithms``: no nondeterministic kernel (atomics, on GPUs) is used silently; on GPUs,
@@ -36,10 +40,12 @@ PORTABLE_ENV = {
     "OMP_NUM_THREADS": str(PORTABLE_THREADS),
     "MKL_NUM_THREADS": str(PORTABLE_THREADS),
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's names (2.4) of the AVX-512 levels
 }
 # The settings of ``portable``; ``NUMERICS_OMIT`` (a comma list of them, a diagnostic) leaves some out, to show
 # which ones matter (tests/pretrain/runtime/test_numerics.py); a run made so records it and is not called portable.
-SETTINGS = ("mkldnn", "nnpack", "threads", "deterministic", "MKL_CBWR", "ATEN_CPU_CAPABILITY")
+SETTINGS = ("mkldnn", "nnpack", "threads", "deterministic", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
+            "NPY_DISABLE_CPU_FEATURES")
 _APPLIED: Dict[str, object] = {}
 
 
@@ -64,11 +70,33 @@ class NumericsError(RuntimeError):
     pass
 
 
-def environment(mode: str, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment a process of ``mode`` must start with (``base``: default os.environ)."""
+def busy(load: Optional[float] = None, cores: Optional[int] = None) -> Optional[str]:
+    """One line when other work already holds the cores that portable's threads need (the load average of the
+    last minute above ``cores - PORTABLE_THREADS + 1``), else None. ``load``, ``cores``: default this machine's."""
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except OSError:  # no load average on this system
+        return None
+    cores = cores or os.cpu_count() or 1
+    if load <= cores - PORTABLE_THREADS + 1:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores): portable numerics keep their "
+            f"{PORTABLE_THREADS} threads (the bits depend on it), which wait passively (OMP_WAIT_POLICY=PASSIVE) "
+            "instead of spinning on cores that others hold; slower than on a quiet machine")
+
+
+def environment(mode: str, base: Optional[Dict[str, str]] = None, load: Optional[float] = None) -> Dict[str, str]:
+    """The environment a process of ``mode`` must start with (``base``: default os.environ). Portable, on a
+    busy machine (``busy``): OpenMP's threads also wait passively, which keeps the bits (the work is split as
+    before) and spares the time that spinning threads lose to descheduling (a step took 5 to 8 s spinning, under
+    3 s passive, on 2 cores shared with a second run; docs/numerics.md)."""
     env = dict(os.environ if base is None else base)
     if mode == "portable":
         env.update(portable_env())
+        note = None if "OMP_WAIT_POLICY" in env else busy(load)
+        if note:
+            print(note, file=sys.stderr, flush=True)
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 

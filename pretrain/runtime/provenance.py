@@ -21,7 +21,8 @@ VERSIONED = ("torch", "torchvision", "detectron2", "pb1-detectron2", "numpy", "P
              "pycocotools", "opencv-python-headless")
 # Variables that change which CPU kernels run, hence the floating-point results.
 KERNEL_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS",
-                    "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "MKL_CBWR", "NUMERICS_OMIT")
+                    "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "MKL_CBWR", "NUMERICS_OMIT",
+                    "NPY_DISABLE_CPU_FEATURES")
 # CPU flags that choose kernels (oneDNN, MKL and ATen dispatch on them).
 KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                 "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")

@@ -1,10 +1,13 @@
 """Portable numerics (pretrain/runtime/numerics.py): the same bits, pretraining, its dense probe and Detectron2
 iterations, with the machine's default kernels and with oneDNN, MKL and ATen held to AVX2 and another thread count
 (a stand-in for another x86-64 machine); leaving out oneDNN's switch or MKL_CBWR breaks it, on a CPU whose own
-kernels are wider than AVX2 (on an AVX2-only CPU the stand-in is the machine itself, and that half is skipped)."""
+kernels are wider than AVX2 (on an AVX2-only CPU the stand-in is the machine itself, and that half is skipped).
+The evaluation's NumPy: Detectron2's VOC AP of detections with tied scores is NumPy's AVX2 number in portable
+numerics, and another number with NumPy's AVX-512 kernels."""
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -16,8 +19,9 @@ from pretrain.runtime.provenance import cpu_description
 from transfer.data.synthetic import write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# ... and busy: its OpenMP threads wait passively, as portable has them do on an oversubscribed machine.
 OTHER_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1",
-                 "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2"}
+                 "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def run(tool, *args, extra_env=None):
@@ -104,6 +108,55 @@ def test_each_portable_setting_matters_where_the_stand_in_differs_from_the_machi
             pretrain_hash(tmp_path / f"d{setting}", image_folder, "portable", {**omit, **OTHER_MACHINE}), setting
 
 
+def write_tied_detections(folder, images=600, seed=0):
+    """A VOC test set of one box per image and two detections per image, the box itself and a miss elsewhere,
+    with scores of one decimal: true and false positives tie, and the order NumPy's unstable argsort gives the ties
+    decides the AP (Detectron2's ``voc_eval``, as on a detector's scores, which its evaluator rounds to 3 digits)."""
+    draw = random.Random(seed)
+    os.makedirs(os.path.join(folder, "annotations"))
+    obj = ("<object><name>box</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+           "<bndbox><xmin>10</xmin><ymin>10</ymin><xmax>50</xmax><ymax>50</ymax></bndbox></object>")
+    with open(os.path.join(folder, "test.txt"), "w") as names, open(os.path.join(folder, "box.txt"), "w") as dets:
+        for i in range(images):
+            names.write(f"im{i}\n")
+            with open(os.path.join(folder, "annotations", f"im{i}.xml"), "w") as f:
+                f.write(f"<annotation>{obj}</annotation>")
+            dets.write(f"im{i} {draw.randint(1, 9) / 10:.3f} 10.0 10.0 50.0 50.0\n"
+                       f"im{i} {draw.randint(1, 9) / 10:.3f} 100.0 100.0 140.0 140.0\n")
+
+
+def voc_ap(folder, env_changes):
+    """Detectron2's VOC AP of ``write_tied_detections``, in a new process started in portable numerics with
+    ``env_changes`` (None: leave the variable out)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}, **numerics.PORTABLE_ENV}
+    for key, value in env_changes.items():
+        env.pop(key, None) if value is None else env.__setitem__(key, value)
+    code = ("import sys; from detectron2.evaluation.pascal_voc_evaluation import voc_eval; "
+            "print(repr(float(voc_eval(*sys.argv[1:4], 'box')[2])))")
+    files = [os.path.join(folder, "{}.txt"), os.path.join(folder, "annotations", "{}.xml"),
+             os.path.join(folder, "test.txt")]
+    done = subprocess.run([sys.executable, "-c", code, *files], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split()[-1])
+
+
+def numpy_has_avx512():
+    from numpy._core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("X86_V4"))
+
+
+def test_the_evaluation_ranks_tied_scores_with_numpys_avx2_kernels_in_portable_numerics(tmp_path):
+    pytest.importorskip("detectron2")
+    write_tied_detections(tmp_path)
+    portable = voc_ap(tmp_path, {})
+    # NumPy told by its other switch to use the AVX2 level and nothing above: the kernels of an AVX2-only CPU.
+    assert portable == voc_ap(tmp_path, {"NPY_DISABLE_CPU_FEATURES": None, "NPY_ENABLE_CPU_FEATURES": "X86_V3"})
+    if not numpy_has_avx512():
+        pytest.skip("NumPy has no AVX-512 kernels on this CPU: what holding them prevents cannot be shown here")
+    # Without the hold, NumPy's AVX-512 sort orders the ties otherwise: another AP from the same detections.
+    assert voc_ap(tmp_path, {"NPY_DISABLE_CPU_FEATURES": None}) != portable
+
+
 def test_portable_refuses_a_process_without_its_variables(monkeypatch):
     for key in numerics.PORTABLE_ENV:
         monkeypatch.delenv(key, raising=False)
@@ -124,3 +177,14 @@ def test_the_mode_is_read_from_a_command_line():
     env = numerics.environment("portable", {"PATH": "/bin"})
     assert env["MKL_CBWR"] == "COMPATIBLE" and env["PATH"] == "/bin"
     assert numerics.environment("fast", {"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_a_busy_machine_is_named_in_one_line_and_portable_threads_wait_passively(capsys):
+    assert numerics.busy(load=0.6, cores=2) is None and numerics.busy(load=3.0, cores=16) is None
+    note = numerics.busy(load=3.9, cores=2)
+    assert note.startswith("note: this machine is busy (load 3.9 on 2 cores)") and "\n" not in note
+    env = numerics.environment("portable", {"PATH": "/bin"}, load=3.9)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and capsys.readouterr().err.strip().startswith("note: this machine")
+    assert "OMP_WAIT_POLICY" not in numerics.environment("portable", {"PATH": "/bin"}, load=0.0)
+    assert numerics.environment("portable", {"OMP_WAIT_POLICY": "ACTIVE"}, load=3.9)["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert "OMP_WAIT_POLICY" not in numerics.environment("fast", {"PATH": "/bin"}, load=3.9)
