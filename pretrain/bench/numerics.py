@@ -8,7 +8,11 @@ same-round ratios, as for the other parts. A second portable worker takes the sa
 equal the first's to the bit (``repeat_identical``), which on a GPU is what the deterministic settings buy
 (``use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``; no GPU result is portable across GPU models).
 
-    python -m pretrain.bench.numerics MODE DEPTH SIZE BATCH VARIANT DEVICE   (a worker: "step"/"digest" on stdin)
+Candidates for a cheaper portable mode (``CANDIDATES``) run as more workers, portable but for what they change; each
+is reported with its time and whether it ended with the portable worker's weights (the same bits: the same promise
+on this machine; other bits: a promise of its own, to be shown on other CPUs).
+
+    python -m pretrain.bench.numerics MODE DEPTH SIZE BATCH VARIANT DEVICE [CANDIDATE]   (a worker: "step"/"digest")
 """
 import argparse
 import hashlib
@@ -26,22 +30,36 @@ from pretrain.bench.timing import paired_ratio, sync
 from pretrain.runtime import numerics
 from pretrain.runtime.provenance import cpu_description
 
+# name: (what it changes in the portable environment, NUMERICS_OMIT, channels-last, why it is a candidate)
+CANDIDATES = {
+    "mkl_avx2_strict": ({"MKL_CBWR": "AVX2,STRICT"}, "MKL_CBWR", False,
+                        "MKL's AVX2 branch, strict: documented for Intel CPUs only"),
+    "onednn_avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "mkldnn", False,
+                    "oneDNN's convolutions held to AVX2 kernels: oneDNN promises run-to-run bits on one machine only"),
+    "channels_last": ({}, "", True, "portable's kernels on channels-last tensors (another im2col and GEMM layout)"),
+}
 
-def mode_environment(mode: str) -> Dict[str, str]:
-    """The environment of a worker in ``mode``: ``fast`` is this environment less the portable variables."""
+
+def mode_environment(mode: str, candidate: str = "") -> Dict[str, str]:
+    """The environment of a worker in ``mode``: ``fast`` is this environment less the portable variables;
+    ``candidate``: portable changed as CANDIDATES says."""
     if mode == "portable":
-        return numerics.environment("portable")
+        env = numerics.environment("portable")
+        if candidate:
+            changes, omit, _, _ = CANDIDATES[candidate]
+            env.update({**changes, "NUMERICS_OMIT": omit})
+        return env
     return {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV and k != "NUMERICS_OMIT"}
 
 
 class Worker:
     """A process that holds one model in ``mode`` and times one training step per request."""
 
-    def __init__(self, mode: str, args, variant: str):
+    def __init__(self, mode: str, args, variant: str, candidate: str = ""):
         command = [sys.executable, "-m", "pretrain.bench.numerics", mode, str(args.depth), str(args.size),
-                   str(args.batch), variant, args.device]
-        self.mode = mode
-        self.process = subprocess.Popen(command, env=mode_environment(mode), stdin=subprocess.PIPE,
+                   str(args.batch), variant, args.device, candidate]
+        self.mode = candidate or mode
+        self.process = subprocess.Popen(command, env=mode_environment(mode, candidate), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
         self.threads = int(self.read())  # "ready" carries the worker's thread count
 
@@ -66,36 +84,46 @@ class Worker:
 
 
 def bench_numerics(args) -> Dict:
-    """Median seconds per step of ``args.variant`` in each mode, and portable / fast (same-round ratios)."""
+    """Median seconds per step of ``args.variant`` in each mode and candidate (``args.candidates``), each / fast
+    (same-round ratios), and which of them end with the portable worker's weights."""
+    candidates = list(getattr(args, "candidates", None) or [])
     workers = {mode: Worker(mode, args, args.variant) for mode in numerics.MODES}
+    workers.update({name: Worker("portable", args, args.variant, name) for name in candidates})
     again = Worker("portable", args, args.variant)
     try:
         for worker in [*workers.values(), again]:
             for _ in range(args.warmup):
                 worker.step()
-        times = {mode: [] for mode in workers}
+        times = {name: [] for name in workers}
         for _ in range(args.repeats):
-            for mode, worker in workers.items():
-                times[mode].append(worker.step())
+            for name, worker in workers.items():
+                times[name].append(worker.step())
             again.step()
-        repeat_identical = workers["portable"].ask("digest") == again.ask("digest")
+        digests = {name: worker.ask("digest") for name, worker in workers.items()}
+        repeat_identical = digests["portable"] == again.ask("digest")
     finally:
         for worker in [*workers.values(), again]:
             worker.close()
-    timing = {mode: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
-              for mode, t in times.items()}
-    return {"numerics": timing, "ratios": {"portable/fast": paired_ratio(timing, "portable", "fast")},
-            "threads": {mode: w.threads for mode, w in workers.items()}, "repeat_identical": repeat_identical,
+    timing = {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t), "times": t}
+              for name, t in times.items()}
+    return {"numerics": timing, "ratios": {f"{name}/fast": paired_ratio(timing, name, "fast")
+                                           for name in workers if name != "fast"},
+            "threads": {name: w.threads for name, w in workers.items()}, "repeat_identical": repeat_identical,
+            "candidates": {name: {"same_bits_as_portable": digests[name] == digests["portable"],
+                                  "why": CANDIDATES[name][3]} for name in candidates},
             "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "variant": args.variant,
-                         "device": args.device}, "cpu": cpu_description(), "cores": os.cpu_count()}
+                         "device": args.device}, "cpu": cpu_description(), "cores": os.cpu_count(),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def worker_main(argv) -> int:
-    mode, depth, size, batch, variant, device = argv
+    mode, depth, size, batch, variant, device, *candidate = argv
     numerics.apply(mode)
+    channels_last = bool(candidate and candidate[0] and CANDIDATES[candidate[0]][2])
     args = argparse.Namespace(depth=int(depth), size=int(size), batch=int(batch), amp=False, compile=False)
     device = torch.device(device)
-    step = step_function(args, STEP_VARIANTS[variant], random_batch(args, args.batch, device, False), device, False)
+    step = step_function(args, STEP_VARIANTS[variant], random_batch(args, args.batch, device, channels_last), device,
+                         channels_last)
     print(torch.get_num_threads(), flush=True)
     for line in sys.stdin:
         if line.strip() == "digest":  # sha256 of every parameter and buffer
