@@ -37,6 +37,8 @@ CANDIDATES = {
     "onednn_avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "mkldnn", False,
                     "oneDNN's convolutions held to AVX2 kernels: oneDNN promises run-to-run bits on one machine only"),
     "channels_last": ({}, "", True, "portable's kernels on channels-last tensors (another im2col and GEMM layout)"),
+    "active_wait": ({"OMP_WAIT_POLICY": "ACTIVE"}, "OMP_WAIT_POLICY", False,
+                    "OpenMP's threads spin between parallel regions, OpenMP's default (portable has them sleep)"),
 }
 
 

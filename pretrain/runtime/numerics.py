@@ -41,11 +41,14 @@ PORTABLE_ENV = {
     "MKL_NUM_THREADS": str(PORTABLE_THREADS),
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's names (2.4) of the AVX-512 levels
+    # The pinned threads sleep between parallel regions instead of spinning: the same bits (the work is split as
+    # before) at the same speed on a quiet machine, and no collapse on a busy one (docs/numerics.md).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 # The settings of ``portable``; ``NUMERICS_OMIT`` (a comma list of them, a diagnostic) leaves some out, to show
 # which ones matter (tests/pretrain/runtime/test_numerics.py); a run made so records it and is not called portable.
 SETTINGS = ("mkldnn", "nnpack", "threads", "deterministic", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
-            "NPY_DISABLE_CPU_FEATURES")
+            "NPY_DISABLE_CPU_FEATURES", "OMP_WAIT_POLICY")
 _APPLIED: Dict[str, object] = {}
 
 
@@ -81,22 +84,19 @@ def busy(load: Optional[float] = None, cores: Optional[int] = None) -> Optional[
     if load <= cores - PORTABLE_THREADS + 1:
         return None
     return (f"note: this machine is busy (load {load:.1f} on {cores} cores): portable numerics keep their "
-            f"{PORTABLE_THREADS} threads (the bits depend on it), which wait passively (OMP_WAIT_POLICY=PASSIVE) "
-            "instead of spinning on cores that others hold; slower than on a quiet machine")
+            f"{PORTABLE_THREADS} threads (the bits depend on it), which wait passively rather than spin on cores "
+            "that others hold; the run is slower than on a quiet machine, with the same bits")
 
 
 def environment(mode: str, base: Optional[Dict[str, str]] = None, load: Optional[float] = None) -> Dict[str, str]:
-    """The environment a process of ``mode`` must start with (``base``: default os.environ). Portable, on a
-    busy machine (``busy``): OpenMP's threads also wait passively, which keeps the bits (the work is split as
-    before) and spares the time that spinning threads lose to descheduling (a step took 5 to 8 s spinning, under
-    3 s passive, on 2 cores shared with a second run; docs/numerics.md)."""
+    """The environment a process of ``mode`` must start with (``base``: default os.environ); portable on a busy
+    machine (``busy``, ``load``: default this machine's) says so in one line."""
     env = dict(os.environ if base is None else base)
     if mode == "portable":
         env.update(portable_env())
-        note = None if "OMP_WAIT_POLICY" in env else busy(load)
+        note = busy(load)
         if note:
             print(note, file=sys.stderr, flush=True)
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 

@@ -32,7 +32,8 @@ def print_table(result):
               f"{'bit-identical weights' if result['repeat_identical'] else 'DIFFERENT weights'}")
         for name, c in result.get("candidates", {}).items():
             print(f"{name}/fast: {result['ratios'][name + '/fast']:.3f}; "
-                  f"{'the same' if c['same_bits_as_portable'] else 'other'} weights than portable ({c['why']})")
+                  f"{'the same weights as' if c['same_bits_as_portable'] else 'other weights than'} portable "
+                  f"({c['why']})")
     if "match" in result:
         print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
         for grid, row in result["match"].items():

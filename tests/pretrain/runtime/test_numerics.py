@@ -1,6 +1,6 @@
 """Portable numerics (pretrain/runtime/numerics.py): the same bits, pretraining, its dense probe and Detectron2
-iterations, with the machine's default kernels and with oneDNN, MKL and ATen held to AVX2 and another thread count
-(a stand-in for another x86-64 machine); leaving out oneDNN's switch or MKL_CBWR breaks it, on a CPU whose own
+iterations, with the machine's default kernels and with oneDNN, MKL and ATen held to AVX2 (a stand-in for another
+x86-64 machine); leaving out oneDNN's switch or MKL_CBWR breaks it, on a CPU whose own
 kernels are wider than AVX2 (on an AVX2-only CPU the stand-in is the machine itself, and that half is skipped).
 The evaluation's NumPy: Detectron2's VOC AP of detections with tied scores is NumPy's AVX2 number in portable
 numerics, and another number with NumPy's AVX-512 kernels."""
@@ -19,9 +19,8 @@ from pretrain.runtime.provenance import cpu_description
 from transfer.data.synthetic import write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-# ... and busy: its OpenMP threads wait passively, as portable has them do on an oversubscribed machine.
-OTHER_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1",
-                 "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "OMP_WAIT_POLICY": "PASSIVE"}
+# What portable leaves to the machine, told to use AVX2 (portable sets the rest, threads included, itself).
+OTHER_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def run(tool, *args, extra_env=None):
@@ -184,7 +183,8 @@ def test_a_busy_machine_is_named_in_one_line_and_portable_threads_wait_passively
     note = numerics.busy(load=3.9, cores=2)
     assert note.startswith("note: this machine is busy (load 3.9 on 2 cores)") and "\n" not in note
     env = numerics.environment("portable", {"PATH": "/bin"}, load=3.9)
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and capsys.readouterr().err.strip().startswith("note: this machine")
-    assert "OMP_WAIT_POLICY" not in numerics.environment("portable", {"PATH": "/bin"}, load=0.0)
-    assert numerics.environment("portable", {"OMP_WAIT_POLICY": "ACTIVE"}, load=3.9)["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert "OMP_WAIT_POLICY" not in numerics.environment("fast", {"PATH": "/bin"}, load=3.9)
+    assert capsys.readouterr().err.strip() == note
+    numerics.environment("portable", {"PATH": "/bin"}, load=0.0)
+    assert capsys.readouterr().err == ""
+    # Passive waiting, busy or not: it keeps the bits (the stand-in tests run with it) and costs nothing quiet.
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and "OMP_WAIT_POLICY" not in numerics.environment("fast", {})
