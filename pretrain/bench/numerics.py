@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict
+from typing import Dict, NamedTuple
 
 import torch
 
@@ -30,15 +30,29 @@ from pretrain.bench.timing import paired_ratio, sync
 from pretrain.runtime import numerics
 from pretrain.runtime.provenance import cpu_description
 
-# name: (what it changes in the portable environment, NUMERICS_OMIT, channels-last, why it is a candidate)
+
+class Candidate(NamedTuple):
+    env: Dict[str, str]  # what it changes in the portable environment
+    omit: str  # the portable settings it leaves out (NUMERICS_OMIT)
+    why: str
+    channels_last: bool = False
+    threads: int = 0  # torch's thread count, when not portable's
+
+
 CANDIDATES = {
-    "mkl_avx2_strict": ({"MKL_CBWR": "AVX2,STRICT"}, "MKL_CBWR", False,
-                        "MKL's AVX2 branch, strict: documented for Intel CPUs only"),
-    "onednn_avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "mkldnn", False,
-                    "oneDNN's convolutions held to AVX2 kernels: oneDNN promises run-to-run bits on one machine only"),
-    "channels_last": ({}, "", True, "portable's kernels on channels-last tensors (another im2col and GEMM layout)"),
-    "active_wait": ({"OMP_WAIT_POLICY": "ACTIVE"}, "OMP_WAIT_POLICY", False,
-                    "OpenMP's threads spin between parallel regions, OpenMP's default (portable has them sleep)"),
+    "mkl_avx2_strict": Candidate({"MKL_CBWR": "AVX2,STRICT"}, "MKL_CBWR",
+                                 "MKL's AVX2 branch, strict: documented for Intel CPUs only"),
+    "mkl_auto": Candidate({"MKL_CBWR": "AUTO"}, "MKL_CBWR", "MKL's own dispatch, with CNR's fixed cache sizes, "
+                          "reductions and scheduling"),
+    "onednn_avx2": Candidate({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "mkldnn", "oneDNN's convolutions held to AVX2 "
+                             "kernels: oneDNN promises run-to-run bits on one machine only"),
+    "channels_last": Candidate({}, "", "portable's kernels on channels-last tensors (another im2col and GEMM layout)",
+                               channels_last=True),
+    "passive_wait": Candidate({"OMP_WAIT_POLICY": "PASSIVE"}, "", "OpenMP's threads sleep between parallel "
+                              "regions (portable's choice on a busy machine)"),
+    **{f"threads_{n}": Candidate({"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}, "threads",
+                                 f"{n} thread{'s' * (n > 1)} instead of {numerics.PORTABLE_THREADS}", threads=n)
+       for n in (1, 4)},
 }
 
 
@@ -46,10 +60,9 @@ def mode_environment(mode: str, candidate: str = "") -> Dict[str, str]:
     """The environment of a worker in ``mode``: ``fast`` is this environment less the portable variables;
     ``candidate``: portable changed as CANDIDATES says."""
     if mode == "portable":
-        env = numerics.environment("portable")
+        env = numerics.environment("portable", load=0.0)  # as on a quiet machine: passive_wait measures the other
         if candidate:
-            changes, omit, _, _ = CANDIDATES[candidate]
-            env.update({**changes, "NUMERICS_OMIT": omit})
+            env.update({**CANDIDATES[candidate].env, "NUMERICS_OMIT": CANDIDATES[candidate].omit})
         return env
     return {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV and k != "NUMERICS_OMIT"}
 
@@ -111,8 +124,10 @@ def bench_numerics(args) -> Dict:
     return {"numerics": timing, "ratios": {f"{name}/fast": paired_ratio(timing, name, "fast")
                                            for name in workers if name != "fast"},
             "threads": {name: w.threads for name, w in workers.items()}, "repeat_identical": repeat_identical,
+            "same_weights": [sorted(n for n in workers if digests[n] == d) for d in sorted(set(digests.values()))
+                             if sum(digests[n] == d for n in workers) > 1],
             "candidates": {name: {"same_bits_as_portable": digests[name] == digests["portable"],
-                                  "why": CANDIDATES[name][3]} for name in candidates},
+                                  "why": CANDIDATES[name].why} for name in candidates},
             "settings": {"depth": args.depth, "size": args.size, "batch": args.batch, "variant": args.variant,
                          "device": args.device}, "cpu": cpu_description(), "cores": os.cpu_count(),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -121,7 +136,10 @@ def bench_numerics(args) -> Dict:
 def worker_main(argv) -> int:
     mode, depth, size, batch, variant, device, *candidate = argv
     numerics.apply(mode)
-    channels_last = bool(candidate and candidate[0] and CANDIDATES[candidate[0]][2])
+    chosen = CANDIDATES[candidate[0]] if candidate and candidate[0] else Candidate({}, "", "")
+    channels_last = chosen.channels_last
+    if chosen.threads:
+        torch.set_num_threads(chosen.threads)
     args = argparse.Namespace(depth=int(depth), size=int(size), batch=int(batch), amp=False, compile=False)
     device = torch.device(device)
     step = step_function(args, STEP_VARIANTS[variant], random_batch(args, args.batch, device, channels_last), device,

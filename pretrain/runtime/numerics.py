@@ -41,14 +41,11 @@ PORTABLE_ENV = {
     "MKL_NUM_THREADS": str(PORTABLE_THREADS),
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's names (2.4) of the AVX-512 levels
-    # The pinned threads sleep between parallel regions instead of spinning: the same bits (the work is split as
-    # before) at the same speed on a quiet machine, and no collapse on a busy one (docs/numerics.md).
-    "OMP_WAIT_POLICY": "PASSIVE",
 }
 # The settings of ``portable``; ``NUMERICS_OMIT`` (a comma list of them, a diagnostic) leaves some out, to show
 # which ones matter (tests/pretrain/runtime/test_numerics.py); a run made so records it and is not called portable.
 SETTINGS = ("mkldnn", "nnpack", "threads", "deterministic", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
-            "NPY_DISABLE_CPU_FEATURES", "OMP_WAIT_POLICY")
+            "NPY_DISABLE_CPU_FEATURES")
 _APPLIED: Dict[str, object] = {}
 
 
@@ -89,14 +86,18 @@ def busy(load: Optional[float] = None, cores: Optional[int] = None) -> Optional[
 
 
 def environment(mode: str, base: Optional[Dict[str, str]] = None, load: Optional[float] = None) -> Dict[str, str]:
-    """The environment a process of ``mode`` must start with (``base``: default os.environ); portable on a busy
-    machine (``busy``, ``load``: default this machine's) says so in one line."""
+    """The environment a process of ``mode`` must start with (``base``: default os.environ). Portable on a busy
+    machine (``busy``; ``load``: default this machine's) says so in one line and has OpenMP's threads wait
+    passively: the same bits (the work is split as before), and a HoughCL step of 2.8 s where spinning threads
+    took 5 to 8 s, on 2 cores shared with a second run. Not on a quiet machine: there, with other processes
+    taking turns, passive threads cost up to twice the time (docs/numerics.md)."""
     env = dict(os.environ if base is None else base)
     if mode == "portable":
         env.update(portable_env())
-        note = busy(load)
+        note = None if "OMP_WAIT_POLICY" in env else busy(load)
         if note:
             print(note, file=sys.stderr, flush=True)
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 

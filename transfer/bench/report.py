@@ -34,6 +34,8 @@ def print_table(result):
             print(f"{name}/fast: {result['ratios'][name + '/fast']:.3f}; "
                   f"{'the same weights as' if c['same_bits_as_portable'] else 'other weights than'} portable "
                   f"({c['why']})")
+        for group in result.get("same_weights", []):
+            print("the same weights: " + " = ".join(group))
     if "match" in result:
         print("| grid | matcher | median s | peak MiB |\n|---|---|---|---|")
         for grid, row in result["match"].items():
