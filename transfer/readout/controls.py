@@ -113,25 +113,35 @@ def fit_markdown(regimes: Dict[str, List[Dict]]) -> str:
 
 
 def plot_curves(regimes: Dict[str, Dict], iterations: Dict[str, int], readout: str, path: str) -> None:
-    """One figure per readout: the three contrasts with their 95% intervals against pretraining iterations."""
+    """One figure per readout: the three contrasts with their 95% intervals against pretraining iterations, or,
+    where regimes share a length (levers at one length), against the regimes, in their order."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    names = list(regimes)
+    by_length = len(set(iterations[r] for r in names)) == len(names)
+    position = {r: iterations[r] if by_length else i for i, r in enumerate(names)}
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.axhline(0.0, color="grey", lw=0.8)
     for k, (model, baseline) in enumerate(CONTRASTS):
         name = f"{LABELS[model]} - {LABELS[baseline]}"
-        points = sorted((iterations[r], regimes[r][readout][name]) for r in regimes
-                        if regimes[r][readout].get(name) is not None)
+        points = sorted(((position[r], regimes[r][readout][name]) for r in names
+                         if regimes[r][readout].get(name) is not None), key=lambda point: point[0])
         if not points:
             continue
-        xs = [x * (1 + 0.04 * (k - 1)) for x, _ in points]  # side by side, on a log axis
+        # side by side: on a log axis of lengths, or around each regime's place
+        xs = [x * (1 + 0.04 * (k - 1)) if by_length else x + 0.08 * (k - 1) for x, _ in points]
         means = [c["mean"] for _, c in points]
         errors = [[c["mean"] - c["ci95"][0] if c["ci95"] else 0 for _, c in points],
                   [c["ci95"][1] - c["mean"] if c["ci95"] else 0 for _, c in points]]
-        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name)
-    ax.set_xscale("log")
-    ax.set(xlabel="pretraining iterations (ResNet-18, batch 16, 112 px)", ylabel=f"paired difference: {readout}",
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name, ls="-" if by_length else "none")
+    if by_length:
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining iterations (ResNet-18, batch 16, 112 px)")
+    else:
+        ax.set_xticks(range(len(names)), names, fontsize=7)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set(ylabel=f"paired difference: {readout}",
            title=f"Does the choice of positives reach the backbone? ({readout})")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -64,3 +64,14 @@ def test_the_curve_writes_one_table_and_a_figure_per_measured_readout(tmp_path):
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written[1:])
     text = (tmp_path / "curve.md").read_text()
     assert "| i240 | geometric_oracle | 5 | 2 | 10.000 ± 0.000 | 0.200 ± 0.000 | 0.500 ± 0.000 |" in text
+
+
+def test_levers_at_one_length_are_drawn_side_by_side_not_as_a_curve(tmp_path):
+    """Two regimes of the same length (a lever against its base) were sorted as (iterations, dict) pairs: a
+    TypeError after the table was written. They are drawn by regime."""
+    write_regime(tmp_path / "base", 10, {"geometric_oracle": 10.0, "densecl": 10.0, "random_positives": 10.0})
+    write_regime(tmp_path / "lever", 10, {"geometric_oracle": 12.0, "densecl": 10.0, "random_positives": 9.0})
+    written = write_curve([str(tmp_path / "base"), str(tmp_path / "lever")], ["base", "lever"], [60, 60],
+                          str(tmp_path / "levers"))
+    assert len(written) == 3 and all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written[1:])
+    assert "| lever | 60 | correspondence C5 | " in (tmp_path / "levers.md").read_text()
