@@ -88,9 +88,9 @@ def busy(load: Optional[float] = None, cores: Optional[int] = None) -> Optional[
 def environment(mode: str, base: Optional[Dict[str, str]] = None, load: Optional[float] = None) -> Dict[str, str]:
     """The environment a process of ``mode`` must start with (``base``: default os.environ). Portable on a busy
     machine (``busy``; ``load``: default this machine's) says so in one line and has OpenMP's threads wait
-    passively: the same bits (the work is split as before), and a HoughCL step of 2.8 s where spinning threads
-    took 5 to 8 s, on 2 cores shared with a second run. Not on a quiet machine: there, with other processes
-    taking turns, passive threads cost up to twice the time (docs/numerics.md)."""
+    passively: the same bits (the work is split as before), and about half the step time of spinning threads on
+    2 cores shared with other runs. Not on a quiet machine, where passive threads cost about a tenth more
+    (docs/numerics.md, "A busy machine")."""
     env = dict(os.environ if base is None else base)
     if mode == "portable":
         env.update(portable_env())
