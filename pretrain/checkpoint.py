@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from pretrain.runtime.files import atomic_torch_save, atomic_write
+from pretrain.runtime.files import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
 POINTER = "last_checkpoint"
@@ -31,7 +31,7 @@ def save_checkpoint(output_dir: str, iteration: int, state: Dict[str, Any], keep
     if keep > 0:
         prune(output_dir, max(1, keep - 1), but=path)
     atomic_torch_save(state, path)
-    atomic_write(os.path.join(output_dir, POINTER), lambda f: f.write(name.encode()))
+    atomic_write_text(os.path.join(output_dir, POINTER), name)
     if keep > 0:
         prune(output_dir, keep)
     return path

@@ -22,7 +22,7 @@ from pretrain.engine import MetricsLog, Placement, Schedule, amp_dtype, autocast
 from pretrain.run_folder import check_checkpoint_fits, full_disk_message, has_checkpoint, run_files
 from pretrain.runtime import distributed as du
 from pretrain.runtime import numerics
-from pretrain.runtime.files import atomic_write, remove_stale_temporaries
+from pretrain.runtime.files import atomic_write_text, remove_stale_temporaries
 from pretrain.runtime.lock import LockError, OutputLock
 from pretrain.runtime.provenance import provenance
 
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     try:
         setup_logging(cfg.OUTPUT_DIR)
         if du.is_main_process():
-            atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), lambda f: f.write(cfg.dump().encode()))
+            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
             # Where this run's weights come from; a resumed run keeps each part's record (provenance.jsonl).
             record = json.dumps({"resumed": bool(args.resume), "method": describe(cfg),
                                  **provenance(du.world_size(), cfg.SOLVER.BATCH_SIZE, device)}) + "\n"

@@ -17,7 +17,6 @@ HoughCL step in a fast and a portable process, in turn (pretrain/bench/numerics.
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ import torch
 from pretrain.bench.data import bench_data
 from pretrain.bench.numerics import CANDIDATES, bench_numerics
 from pretrain.bench.step import STEP_VARIANTS, bench_match, bench_step
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_json
 from transfer.bench.checks import bench_checks
 from transfer.bench.report import print_table
 from transfer.bench.retrieval import bench_retrieval
@@ -80,7 +79,7 @@ def main(argv=None):
                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     print_table(result)
     if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

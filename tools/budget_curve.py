@@ -11,12 +11,11 @@ metrics.jsonl), or ``--seconds-per-iteration``. Writes OUT.json, OUT.md and OUT.
 """
 import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
-import json
 import os
 import sys
 
 from pretrain.backbone import STAGES, BackboneError
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_json, atomic_write_text
 from transfer.data.voc_layout import scan_split
 from transfer.readout.budget import curve_markdown, plot, seconds_per_iteration
 from transfer.readout.dense_probe import budget_curve, load_tiles
@@ -48,9 +47,8 @@ def main(argv=None) -> int:
         return 1
     table = curve_markdown(rows, minutes)
     print(table, end="")
-    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
-    atomic_write(args.out + ".json", lambda f: f.write(json.dumps(
-        {"minutes_per_iteration": minutes, "rows": rows}, indent=1).encode()))
+    atomic_write_text(args.out + ".md", table)
+    atomic_write_json(args.out + ".json", {"minutes_per_iteration": minutes, "rows": rows}, indent=1)
     plot(rows, minutes, args.out + ".png")
     print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
     return 0

@@ -13,7 +13,7 @@ import _env  # noqa: F401  isort: skip  (first: outside the environment, one lin
 import argparse
 import sys
 
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_text
 from transfer.readout import tile_bootstrap
 from transfer.results import ResultsError, compare, comparisons_to_markdown, summarise, to_csv, to_json, to_markdown
 
@@ -59,9 +59,9 @@ def main(argv=None) -> int:
                      "both models of a seed):\n\n" + tile_bootstrap.to_markdown(noise, args.tile_bootstrap))
     print(markdown, end="")
     if args.out:
-        atomic_write(args.out + ".md", lambda f: f.write(markdown.encode()))
-        atomic_write(args.out + ".csv", lambda f: f.write(to_csv(rows, comparisons).encode()))
-        atomic_write(args.out + ".json", lambda f: f.write(to_json(rows, comparisons, noise).encode()))
+        atomic_write_text(args.out + ".md", markdown)
+        atomic_write_text(args.out + ".csv", to_csv(rows, comparisons))
+        atomic_write_text(args.out + ".json", to_json(rows, comparisons, noise))
         print(f"wrote {args.out}.md, {args.out}.csv and {args.out}.json")
     return 0
 

@@ -20,7 +20,6 @@ the options of the two Hough matchers, one change at a time from each one's defa
 ``--pair-sets`` seeds of view pairs, paired by pretraining seed (transfer/readout/matching_seeds.py; also OUT.md).
 """
 import argparse
-import json
 import sys
 
 from pretrain.backbone import BackboneError
@@ -29,7 +28,7 @@ from pretrain.evaluation.accuracy import matching_study, registered_variants
 from pretrain.evaluation.report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
 from pretrain.matchers import MATCHERS
 from pretrain.runtime import numerics
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_json, atomic_write_text
 from pretrain.runtime.provenance import provenance
 from transfer.readout.matching_seeds import seeds_markdown, seeds_study
 
@@ -79,7 +78,7 @@ def main(argv=None):
         table = ablation_markdown(rows, result, args.weights, command)
         print(table)
         written = {"rows": rows, "counts": result["counts"], "settings": result["settings"]}
-        atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
+        atomic_write_text(args.out + ".md", table)
     else:
         print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
               f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
@@ -89,7 +88,7 @@ def main(argv=None):
             print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
         written = result
     written = {**written, "provenance": provenance()}
-    atomic_write(args.out, lambda f: f.write((json.dumps(written, indent=2) + "\n").encode()))
+    atomic_write_json(args.out, written)
     print(f"wrote {args.out}" + (f" and {args.out}.md" if args.ablation else ""))
     return 0
 
@@ -108,8 +107,8 @@ def seeds_main(args) -> int:
     study["provenance"] = provenance()
     table = seeds_markdown(study)
     print(table)
-    atomic_write(args.out + ".md", lambda f: f.write(table.encode()))
-    atomic_write(args.out, lambda f: f.write((json.dumps(study, indent=2) + "\n").encode()))
+    atomic_write_text(args.out + ".md", table)
+    atomic_write_json(args.out, study)
     print(f"wrote {args.out} and {args.out}.md")
     return 0
 

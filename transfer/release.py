@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from pretrain.runtime.files import atomic_write, sha256_of
+from pretrain.runtime.files import atomic_write, atomic_write_json, atomic_write_text, sha256_of
 from transfer.results import read_results, summarise, tasks_of, to_markdown
 from transfer.weights import WeightsError, read_sidecar
 
@@ -149,6 +149,6 @@ def publish(weights: str, name: str, out_dir: str, recipe: Optional[str] = None,
             shutil.copyfileobj(source, f)
 
     atomic_write(stem + ".pkl", copy)
-    atomic_write(stem + ".pkl.json", lambda f: f.write((json.dumps(sidecar, indent=2) + "\n").encode()))
-    atomic_write(stem + ".md", lambda f: f.write(card.encode()))
+    atomic_write_json(stem + ".pkl.json", sidecar)
+    atomic_write_text(stem + ".md", card)
     return [stem + ".pkl", stem + ".pkl.json", stem + ".md"]

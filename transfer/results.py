@@ -14,7 +14,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_json
 from pretrain.runtime.provenance import provenance
 
 METRICS = ("AP", "AP50", "AP75")
@@ -60,7 +60,7 @@ def write_final_results(output_dir: str, results: Dict, seed: int, weights: str,
     path = os.path.join(output_dir, RESULTS_FILE)
     payload = {"results": results, "seed": seed, "weights": weights, **extra,
                "provenance": origin or provenance(), "config": config}
-    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    atomic_write_json(path, payload)
     return path
 
 

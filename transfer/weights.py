@@ -15,7 +15,7 @@ from typing import Dict, Optional
 import torch
 
 from pretrain.backbone import KNOWN_HEADS, BackboneError, ResNetWeights, architecture, extract_resnet, read_checkpoint
-from pretrain.runtime.files import atomic_write, sha256_of
+from pretrain.runtime.files import atomic_write, atomic_write_json, sha256_of
 
 # Settings a Detectron2 model needs for weights trained on torchvision-normalised RGB input.
 INPUT_SETTINGS = {
@@ -119,8 +119,7 @@ def sidecar_of(weights: ResNetWeights, source: str, fmt: str, drop=()) -> Dict:
 def mark_verified(path: str) -> None:
     """Record in ``path.json`` that ``--verify`` finished on these bytes (a kill during it leaves False)."""
     sidecar = read_sidecar(path)
-    atomic_write(path + ".json", lambda f: f.write((json.dumps({**sidecar, "verified": True}, indent=2)
-                                                    + "\n").encode()))
+    atomic_write_json(path + ".json", {**sidecar, "verified": True})
 
 
 def write_with_sidecar(path: str, data: bytes, sidecar: Dict) -> None:

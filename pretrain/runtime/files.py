@@ -48,6 +48,15 @@ def atomic_write(path: str, write) -> None:
         raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
+    """``obj`` as indented JSON with a final newline."""
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
 def no_space_behind(error: BaseException) -> bool:
     """An OSError "no space left" (or over quota) in the chain of causes and contexts of ``error``."""
     seen = set()

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import zipfile
 
-from pretrain.runtime.files import atomic_write, sha256_of
+from pretrain.runtime.files import atomic_write, atomic_write_json, atomic_write_text, sha256_of
 from transfer.data.voc_layout import make_layout, read_annotation, write_annotation, write_splits
 
 SOURCES = [
@@ -154,7 +154,7 @@ def build_tiles(raw_dir, out_dir, tile=TILE, test_fraction=TEST_FRACTION):
                 manifest.append({"tile": name, "source": os.path.basename(image_path), "region": region[:4],
                                  "split": region[4], "boxes": len(tile_boxes)})
     write_splits(out_dir, splits)
-    atomic_write(os.path.join(out_dir, "tiles.json"), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write_json(os.path.join(out_dir, "tiles.json"), manifest, indent=1)
     return manifest
 
 
@@ -201,7 +201,7 @@ def fetch(root, sources=SOURCES, pip_args=(), cache=None):
         print(f"fetch: nuclei: {len(nuclei['train'])} train tiles, {len(nuclei['test'])} test tiles of "
               f"{NUCLEI_TILE} px (classes {', '.join(NUCLEI_CLASSES)}) -> {os.path.join(root, 'nuclei')}")
     write_pretrain_list(root, manifest)
-    atomic_write(os.path.join(root, "SOURCES.json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    atomic_write_json(os.path.join(root, "SOURCES.json"), record, indent=1)
     return True
 
 
@@ -239,6 +239,6 @@ def build_nuclei(raw_dir, out_dir, tile=NUCLEI_TILE, test_fraction=TEST_FRACTION
             atomic_write(os.path.join(out_dir, folder, name + ".png"), lambda f: part.save(f, format="PNG"))
         splits[split].append(name)
     for split, names in splits.items():
-        atomic_write(os.path.join(out_dir, split + ".txt"), lambda f: f.write(("\n".join(names) + "\n").encode()))
-    atomic_write(os.path.join(out_dir, "classes.txt"), lambda f: f.write(("\n".join(NUCLEI_CLASSES) + "\n").encode()))
+        atomic_write_text(os.path.join(out_dir, split + ".txt"), "\n".join(names) + "\n")
+    atomic_write_text(os.path.join(out_dir, "classes.txt"), "\n".join(NUCLEI_CLASSES) + "\n")
     return splits

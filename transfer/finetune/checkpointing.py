@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from pretrain.runtime.files import atomic_torch_save, atomic_write
+from pretrain.runtime.files import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger("transfer")
 
@@ -91,7 +91,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 "now") from None
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        atomic_write(os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode()))
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def get_checkpoint_file(self) -> str:
         named = super().get_checkpoint_file()

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from pretrain.runtime.files import atomic_write, sha256_of
+from pretrain.runtime.files import atomic_write_json, sha256_of
 from transfer.finetune.checkpointing import ResumeError
 
 RECORD = "run.json"
@@ -53,5 +53,5 @@ def start_or_continue(output_dir: str, numerics: str, weights: str, resume: bool
         return record
     record = {"numerics": [numerics], "weights": weights, "weights_sha256": weights_sha256(weights)}
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write(os.path.join(output_dir, RECORD), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    atomic_write_json(os.path.join(output_dir, RECORD), record, indent=1)
     return record

@@ -9,7 +9,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from pretrain.matchers import list_matchers
-from pretrain.runtime.files import atomic_write, read_jsonl
+from pretrain.runtime.files import atomic_write_json, read_jsonl
 from transfer.data.synthetic import write_images, write_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -77,7 +77,7 @@ def run_check(smoke: bool, out: str, device_name: str) -> dict:
                   "steps": run_steps(*steps(smoke, out, data))}
     report["steps"]["gpu_tests"]["counts"] = pytest_counts(f"{out}/gpu_tests.xml")
     report["steps"]["faster_rcnn_c4"]["seconds_per_iter"] = detectron_rate(f"{out}/faster_rcnn_c4")
-    atomic_write(os.path.join(out, "result.json"), lambda f: f.write(json.dumps(report, indent=2).encode()))
+    atomic_write_json(os.path.join(out, "result.json"), report)
     return report
 
 

@@ -5,7 +5,7 @@ import os
 from typing import Sequence
 
 from pretrain.matchers import MATCHERS, list_matchers
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write_text
 from pretrain.runtime.provenance import provenance, provenance_lines
 from transfer.pipeline.plan import DEMO_ITERATIONS, INSTRUMENTS, PRETRAIN_CONFIG, SEGMENTATION, Plan, matched
 from transfer.pipeline.stages import Stages
@@ -177,5 +177,5 @@ only where it excludes zero; with one seed no spread and no verdict is given.
 {stage_lines(runner, root)}
 """
     path = f"{out}/report.md"
-    atomic_write(path, lambda f: f.write(report.encode()))
+    atomic_write_text(path, report)
     return path

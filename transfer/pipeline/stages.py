@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 import yaml
 from tqdm import tqdm
 
-from pretrain.runtime.files import atomic_write, read_jsonl
+from pretrain.runtime.files import atomic_write_json, read_jsonl
 from pretrain.runtime.provenance import KERNEL_VARIABLES, versions_line
 
 OUTPUT_FLAGS = ("--out", "OUTPUT_DIR")  # the argument after these is written, not read
@@ -125,7 +125,7 @@ class Stages:
 
     def record(self, title: str, inputs: str, seconds: Optional[float]) -> None:
         self.records[title] = {"inputs": inputs, "seconds": seconds}
-        atomic_write(self.record_path, lambda f: f.write(json.dumps(self.records, indent=1).encode()))
+        atomic_write_json(self.record_path, self.records, indent=1)
 
     def eta(self) -> float:
         elapsed = time.time() - self.started

@@ -17,7 +17,7 @@ import re
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write, atomic_write_text
 from transfer.results import load_runs, paired
 
 # readout -> (its folder prefix in a regime's output, the column it is read by, transfer or not)
@@ -157,7 +157,7 @@ def write_curve(outs: Sequence[str], names: Sequence[str], iterations: Sequence[
     fits = {name: dense_fit(out) for name, out in zip(names, outs)}
     text = (curve_markdown(regimes, its) + "\nWhether the dense loss is fit (each method's runs, their last logged "
             "iteration, mean ± std over pretraining seeds):\n\n" + fit_markdown(fits))
-    atomic_write(written[0], lambda f: f.write(text.encode()))
+    atomic_write_text(written[0], text)
     for readout in READOUTS:
         if any(any(c is not None for c in regimes[r][readout].values()) for r in regimes):
             path = f"{prefix}_{readout.replace(' ', '_')}.png"

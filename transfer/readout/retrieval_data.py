@@ -17,7 +17,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write, atomic_write_text
 from transfer.data.label_maps import read_label_png
 from transfer.data.voc_layout import scan_split, voc_records
 
@@ -47,7 +47,7 @@ def file_set(records: Sequence[Dict], fraction: fractions.Fraction, seed: int) -
 
 def write_file_set(path: str, records: Sequence[Dict]) -> None:
     stems = "".join(os.path.splitext(os.path.basename(r["file_name"]))[0] + "\n" for r in records)
-    atomic_write(path, lambda f: f.write(stems.encode()))
+    atomic_write_text(path, stems)
 
 
 def paint_boxes(boxes: Sequence[Tuple[int, Sequence[float]]], width: int, height: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from pretrain.runtime.files import atomic_write
+from pretrain.runtime.files import atomic_write, atomic_write_text
 
 
 class PrepareError(ValueError):
@@ -149,7 +149,7 @@ def interrupted(folders: Sequence[str]) -> List[str]:
 
 
 def write_list(path: str, names: Sequence[str]) -> None:
-    atomic_write(path, lambda f: f.write("".join(n + "\n" for n in names).encode()))
+    atomic_write_text(path, "".join(n + "\n" for n in names))
 
 
 def count_problem(what: str, found: int, published: Optional[int]) -> Optional[str]:
