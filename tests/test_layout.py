@@ -57,7 +57,8 @@ FLOORS = [
     ("pretrain.engine", "pretrain.main"),           # the loop and the entry point
     ("pretrain.evaluation",),                       # matching accuracy on real view pairs
     ("pretrain.bench",),                            # timing
-    ("transfer", "transfer.results", "transfer.weights", "transfer.release"),  # the shared ground of the transfer
+    ("transfer", "transfer.results", "transfer.weights", "transfer.release",  # the shared ground of the transfer
+     "transfer.detectron2_sdist"),
     ("transfer.data",),                             # datasets, checks, layouts, preparation
     ("transfer.segmentation",),                     # the FCN-D8 model and its mapper
     ("transfer.finetune",),                         # Detectron2 fine-tuning and the frozen detection probe
@@ -127,7 +128,7 @@ def test_conversion_tables_and_probes_import_without_detectron2():
                "        if name.split('.')[0] == 'detectron2':\n"
                "            raise ModuleNotFoundError(f'No module named {name!r} (blocked)')\n"
                "sys.meta_path.insert(0, Block())\n")
-    free = ["transfer", "transfer.weights", "transfer.results", "transfer.readout.dense_probe",
+    free = ["transfer", "transfer.detectron2_sdist", "transfer.weights", "transfer.results", "transfer.readout.dense_probe",
             "transfer.pipeline.stages", "transfer.readout.correspondence", "transfer.release",
             "transfer.pipeline.demo", "transfer.pipeline.plan", "transfer.pipeline.schedule",
             "transfer.pipeline.readouts", "transfer.pipeline.report"]
