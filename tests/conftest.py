@@ -29,13 +29,17 @@ def load_tool(name):
 
 
 def run_main(tool, *args):
-    """A tool's ``main(argv)`` run in this process, its stdout and stderr captured: a CompletedProcess."""
+    """A tool's ``main(argv)`` run in this process, its stdout and stderr captured: a CompletedProcess (an argparse
+    error's exit status included)."""
     import contextlib
     import io
     import subprocess
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = tool.main([str(a) for a in args])
+        try:
+            code = tool.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 

@@ -102,6 +102,13 @@ def test_no_module_holds_two_jobs():
     assert long == []
 
 
+def test_no_tool_holds_two_jobs():
+    """tools/ holds entry points that wire library code: one past 100 lines holds a second job (library code)."""
+    long = [f"{os.path.relpath(p, ROOT)}: {sum(1 for _ in open(p))} lines"
+            for p in glob.glob(os.path.join(ROOT, "tools", "*.py")) if sum(1 for _ in open(p)) > 100]
+    assert long == []
+
+
 def test_no_import_cycle_between_project_modules_even_inside_functions():
     graph = import_graph()
     state = {}
@@ -128,9 +135,9 @@ def test_conversion_tables_and_probes_import_without_detectron2():
                "        if name.split('.')[0] == 'detectron2':\n"
                "            raise ModuleNotFoundError(f'No module named {name!r} (blocked)')\n"
                "sys.meta_path.insert(0, Block())\n")
-    free = ["transfer", "transfer.detectron2_sdist", "transfer.weights", "transfer.results", "transfer.readout.dense_probe",
-            "transfer.pipeline.stages", "transfer.readout.correspondence", "transfer.release",
-            "transfer.pipeline.demo", "transfer.pipeline.plan", "transfer.pipeline.schedule",
+    free = ["transfer", "transfer.detectron2_sdist", "transfer.weights", "transfer.results",
+            "transfer.readout.dense_probe", "transfer.pipeline.stages", "transfer.readout.correspondence",
+            "transfer.release", "transfer.pipeline.demo", "transfer.pipeline.plan", "transfer.pipeline.schedule",
             "transfer.pipeline.readouts", "transfer.pipeline.report"]
     free += [m for m in project_modules() if m.startswith("pretrain")]
     check = blocker + "".join(f"import {m}\n" for m in free) + (

@@ -24,28 +24,8 @@ from pretrain.backbone import BackboneError
 from pretrain.runtime import numerics
 from transfer.readout.backbone_args import add_backbone_arguments
 from transfer.readout.retrieval import REFERENCE, MemorySpec
-from transfer.readout.retrieval_data import box_label_sets, file_set, parse_fraction, write_file_set
+from transfer.readout.retrieval_data import file_set, parse_fraction, retrieval_sets, write_file_set
 from transfer.results import seed_dir, write_final_results
-
-
-def datasets_of(args):
-    """``(train records, test records, classes)`` of the command line."""
-    if args.voc:
-        return box_label_sets(args.voc, args.train, args.test, os.path.join(args.out, "box_labels"))
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from transfer.data.datasets import register_from_args
-    register_from_args(classes=args.classes, sem_seg=args.sem_seg or ())
-    for name in (args.train, args.test):
-        if name not in DatasetCatalog.list():
-            raise ValueError(f"--train/--test {name}: no such set; register it with --sem-seg NAME IMAGES LABELS "
-                             "[LIST], or give a VOC-layout detection set with --voc DIR")
-    meta = MetadataCatalog.get(args.test)
-    if MetadataCatalog.get(args.train).get("stuff_classes") != meta.get("stuff_classes"):
-        raise ValueError(f"--train {args.train} and --test {args.test} name other classes")
-    if meta.get("ignore_label", 255) != 255:
-        raise ValueError(f"--test {args.test}: ignore label {meta.ignore_label}; the retrieval expects 255")
-    return DatasetCatalog.get(args.train), DatasetCatalog.get(args.test), list(meta.stuff_classes)
 
 
 def main(argv=None) -> int:
@@ -87,7 +67,8 @@ def main(argv=None) -> int:
     from transfer.weights import WeightsError
     try:
         fraction = parse_fraction(args.fraction)
-        train, test, classes = datasets_of(args)
+        train, test, classes = retrieval_sets(args.voc, args.train, args.test, os.path.join(args.out, "box_labels"),
+                                              args.classes, args.sem_seg)
         train = file_set(train, fraction, args.seed)
         write_file_set(os.path.join(seed_dir(args.out, args.seed), "file_set.txt"), train)
         spec = MemorySpec(args.layer, args.size, args.epochs, args.bank_size, seed=args.seed)

@@ -1,17 +1,15 @@
 #!/usr/bin/env python
-"""Matching accuracy of every registered matcher (pretrain/matchers/__init__.py) on the same features of real view
-pairs.
+"""Matching accuracy of every registered matcher (pretrain/matchers/__init__.py) on the same real view pairs.
 
     tools/eval_matching.py --images datasets/photos --pairs 96 --seed 0 --out output/matching.json
     tools/eval_matching.py --images datasets/photos --weights output/pretrain/x/backbone.pth --out m.json
 
 Over K seeded pairs of MoCo-v2 views of real images, for the query cells with a true partner: the fraction whose
-selected key cell IS the partner (exact), the fraction within one cell of it, and the sub-cell error (key cells
-import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
-from the selected cell's centre to the exact partner point), split by orientation and by the crops' scale
-ratio in the JSON. Random initialisation when no weights are given. Each matcher's options come from the
-pretraining config (``--config-file``, default: the built-in defaults) and KEY VALUE overrides. ``--ablation``:
-the options of the two Hough matchers, one change at a time from each one's defaults, on the same pairs.
+selected key cell IS the partner (exact), within one cell of it, and the sub-cell error (key cells from the
+selected cell's centre to the exact partner point), split by orientation and crop scale ratio in the JSON. Random
+init when no weights are given. Each matcher's options come from the pretraining config (``--config-file``,
+default: the built-in defaults) and KEY VALUE overrides. ``--ablation``: the options of the two Hough matchers,
+one change at a time from each one's defaults, on the same pairs (also OUT.md, with the command).
 
     tools/eval_matching.py --images datasets/photos --backbones 0=A/backbone.pth 1=B/backbone.pth 2=C/backbone.pth \
         --pair-sets 0 1 2 --out c5.json
@@ -19,17 +17,16 @@ the options of the two Hough matchers, one change at a time from each one's defa
 ``--backbones``: the `hough` options against the reference on backbones of several pretraining seeds, each over the
 ``--pair-sets`` seeds of view pairs, paired by pretraining seed (transfer/readout/matching_seeds.py; also OUT.md).
 """
+import _env  # noqa: F401  isort: skip  (first: outside the environment, one line on how to enter it)
 import argparse
+import shlex
 import sys
 
 from pretrain.backbone import BackboneError
 from pretrain.config import ConfigError, load_config
 from pretrain.evaluation.accuracy import matching_study, registered_variants
-from pretrain.evaluation.report import ablation_markdown, ablation_rows, ablation_variants, accuracy_markdown, fmt
-from pretrain.matchers import MATCHERS
+from pretrain.evaluation.report import ablation_markdown, ablation_rows, ablation_variants, accuracy_text, write_study
 from pretrain.runtime import numerics
-from pretrain.runtime.files import atomic_write_json, atomic_write_text
-from pretrain.runtime.provenance import provenance
 from transfer.readout.matching_seeds import seeds_markdown, seeds_study
 
 
@@ -37,8 +34,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", required=True, help="a folder of images or a list file")
     parser.add_argument("--weights", help="backbone.pth or a pretraining checkpoint (default: random init)")
-    parser.add_argument("--depth", type=int, default=None,
-                        help="ResNet depth (default: that of --weights; ResNet-18 at random init)")
+    parser.add_argument("--depth", type=int, help="ResNet depth (default: that of --weights; 18 at random init)")
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=224)
@@ -49,7 +45,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="JSON file to write (with --ablation: also OUT.md)")
     parser.add_argument("--ablation", action="store_true",
                         help="the options of both Hough matchers at C5, one change at a time from the defaults")
-    parser.add_argument("--backbones", nargs="+", metavar="SEED=PATH",
+    parser.add_argument("--backbones", nargs="+", metavar="SEED=PATH", type=seed_and_path,
                         help="the `hough` options against the reference over these backbones' pretraining seeds")
     parser.add_argument("--pair-sets", nargs="+", type=int, default=[0, 1, 2], help="with --backbones: pair seeds")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the config (e.g. MODEL.HOUGH.VOTE softmax)")
@@ -72,44 +68,30 @@ def main(argv=None):
         return 1
     if args.ablation:
         rows = ablation_rows(result, variants, overrides)
-        command = (f"tools/eval_matching.py --images {args.images} --pairs {args.pairs} --seed {args.seed} "
-                   f"--size {args.size}{f' --weights {args.weights}' if args.weights else ''}"
-                   f"{f' --depth {args.depth}' if args.depth else ''} --ablation --out x.json")
+        command = shlex.join(["tools/eval_matching.py", *map(str, sys.argv[1:] if argv is None else argv)])
         table = ablation_markdown(rows, result, args.weights, command)
-        print(table)
-        written = {"rows": rows, "counts": result["counts"], "settings": result["settings"]}
-        atomic_write_text(args.out + ".md", table)
-    else:
-        print(f"{args.pairs} view pairs of {result['counts']['images']} images, grid {result['counts']['grid']}, "
-              f"{result['counts']['query_cells_with_partner']} query cells with a true partner")
-        print(accuracy_markdown(result))
-        if args.tolerance is not None:
-            key = "exact" if args.tolerance == 0 else "within_one"
-            print(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
-        written = result
-    written = {**written, "provenance": provenance()}
-    atomic_write_json(args.out, written)
-    print(f"wrote {args.out}" + (f" and {args.out}.md" if args.ablation else ""))
+        write_study(args.out, {"rows": rows, "counts": result["counts"], "settings": result["settings"]}, table)
+        return 0
+    print(accuracy_text(result, args.pairs, args.tolerance))
+    write_study(args.out, result)
     return 0
+
+
+def seed_and_path(item: str):
+    seed, _, path = item.partition("=")
+    if not seed.isdigit() or not path:
+        raise argparse.ArgumentTypeError(f"takes SEED=PATH items, got {item!r}")
+    return int(seed), path
 
 
 def seeds_main(args) -> int:
     try:
-        weights = {int(k): v for k, v in (item.split("=", 1) for item in args.backbones)}
-    except ValueError:
-        print(f"error: --backbones takes SEED=PATH items, got {args.backbones}", file=sys.stderr)
-        return 2
-    try:
-        study = seeds_study(weights, args.images, args.pair_sets, args.pairs, args.size, args.config_file, args.opts)
+        study = seeds_study(dict(args.backbones), args.images, args.pair_sets, args.pairs, args.size, args.config_file,
+                            args.opts)
     except (ConfigError, BackboneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    study["provenance"] = provenance()
-    table = seeds_markdown(study)
-    print(table)
-    atomic_write_text(args.out + ".md", table)
-    atomic_write_json(args.out, study)
-    print(f"wrote {args.out} and {args.out}.md")
+    write_study(args.out, study, seeds_markdown(study))
     return 0
 
 

@@ -5,6 +5,8 @@ from typing import Dict, List, Sequence, Tuple
 from pretrain.config import load_config
 from pretrain.evaluation.accuracy import ABLATION, Variant
 from pretrain.matchers import MATCHERS, options_from_cfg
+from pretrain.runtime.files import atomic_write_json, atomic_write_text
+from pretrain.runtime.provenance import provenance
 
 
 def fmt(value) -> str:
@@ -23,6 +25,17 @@ def accuracy_markdown(result: Dict) -> str:
                      f"{fmt(near['mirrored'])} |")
     for name, stats in result["matcher_stats"].items():
         lines += [f"{name} {key}: {value:.3f}" for key, value in stats.items()]
+    return "\n".join(lines)
+
+
+def accuracy_text(result: Dict, pairs: int, tolerance=None) -> str:
+    """What tools/eval_matching.py prints: the counts, the table and (``tolerance`` 0 or 1) one summary line."""
+    counts = result["counts"]
+    lines = [f"{pairs} view pairs of {counts['images']} images, grid {counts['grid']}, "
+             f"{counts['query_cells_with_partner']} query cells with a true partner", accuracy_markdown(result)]
+    if tolerance is not None:
+        key = "exact" if tolerance == 0 else "within_one"
+        lines.append(f"{key}: " + ", ".join(f"{name} {fmt(result[key][name]['all'])}" for name in MATCHERS))
     return "\n".join(lines)
 
 
@@ -61,3 +74,12 @@ def ablation_markdown(rows: Dict, result: Dict, weights, command: str) -> str:
         lines.append(f"| {name} | {row['exact']:.3f} | {row['within_one']:.3f} | {row['median_error']:.2f} | "
                      f"{row['mean_error']:.2f} | {outside} | {' '.join(row['overrides']) or '(nothing)'} |")
     return "\n".join(lines) + "\n"
+
+
+def write_study(out: str, study: Dict, table: str = "") -> None:
+    """``study`` with the run's provenance as JSON at ``out``; ``table`` (printed) also at ``out.md``."""
+    if table:
+        print(table)
+        atomic_write_text(out + ".md", table)
+    atomic_write_json(out, {**study, "provenance": provenance()})
+    print(f"wrote {out}" + (f" and {out}.md" if table else ""))

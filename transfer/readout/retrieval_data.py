@@ -86,6 +86,27 @@ def box_label_sets(voc_dir: str, train: str, test: str, label_dir: str):
 Sample = Tuple[torch.Tensor, torch.Tensor]  # (image [3, H, W] float in [0, 1], labels [H, W] long)
 
 
+def retrieval_sets(voc_dir, train: str, test: str, label_dir: str, classes=None, sem_seg=()):
+    """``(train records, test records, classes)``: the splits of a VOC-layout detection set ``voc_dir`` with its
+    boxes painted under ``label_dir``, or else two Detectron2 sets (``sem_seg`` folders registered first)."""
+    if voc_dir:
+        return box_label_sets(voc_dir, train, test, label_dir)
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from transfer.data.datasets import register_from_args
+    register_from_args(classes=classes, sem_seg=sem_seg or ())
+    for name in (train, test):
+        if name not in DatasetCatalog.list():
+            raise ValueError(f"--train/--test {name}: no such set; register it with --sem-seg NAME IMAGES LABELS "
+                             "[LIST], or give a VOC-layout detection set with --voc DIR")
+    meta = MetadataCatalog.get(test)
+    if MetadataCatalog.get(train).get("stuff_classes") != meta.get("stuff_classes"):
+        raise ValueError(f"--train {train} and --test {test} name other classes")
+    if meta.get("ignore_label", IGNORE) != IGNORE:
+        raise ValueError(f"--test {test}: ignore label {meta.ignore_label}; the retrieval expects {IGNORE}")
+    return DatasetCatalog.get(train), DatasetCatalog.get(test), list(meta.stuff_classes)
+
+
 def read_sample(record: Dict) -> Sample:
     """``(image [3, H, W] float in [0, 1], labels [H, W] long)`` of a record; a label map of another size than
     its image is an error naming both."""
