@@ -3,7 +3,8 @@
 Each regime is one ``tools/demo.py --methods densecl geometric_oracle random_positives ...`` folder (a pretraining
 length, a corpus, a loss), whose readouts pair by pretraining seed: ``{readout}_{model}/seed_k/final_results.json``.
 For every regime and readout, three paired differences with their 95% intervals: oracle - argmax, oracle - random
-and argmax - random (its sign is reported, not assumed).
+and argmax - random (its sign is reported, not assumed). Where a regime also pretrained MoCo-v2 (``--methods ...
+mocov2``), what the dense loss adds to a global one: argmax - MoCo-v2 and oracle - MoCo-v2, in a table of their own.
 
 The rule, stated before the runs (docs/results.md section 4): a regime passes on a readout when the oracle is ahead
 of argmax AND ahead of random positives there, both paired 95% intervals above zero, over at least 10 pretraining
@@ -29,6 +30,7 @@ READOUTS = {
 }
 CONTRASTS = (("geometric_oracle", "densecl"), ("geometric_oracle", "random_positives"),
              ("densecl", "random_positives"))
+REFERENCE = (("densecl", "mocov2"), ("geometric_oracle", "mocov2"))  # the dense loss against a global one
 LABELS = {"geometric_oracle": "oracle", "densecl": "argmax", "random_positives": "random", "mocov2": "MoCo-v2"}
 MIN_SEEDS = 10
 
@@ -38,7 +40,7 @@ def regime_contrasts(out: str) -> Dict[str, Dict[str, Optional[Dict]]]:
     found = {}
     for readout, (prefix, column, _) in READOUTS.items():
         found[readout] = {}
-        for model, baseline in CONTRASTS:
+        for model, baseline in CONTRASTS + REFERENCE:
             paths = [os.path.join(out, f"{prefix}_{m}") for m in (model, baseline)]
             name = f"{LABELS[model]} - {LABELS[baseline]}"
             found[readout][name] = paired(load_runs(paths[0]), load_runs(paths[1]), column) if all(
@@ -76,6 +78,18 @@ def curve_markdown(regimes: Dict[str, Dict], iterations: Dict[str, int]) -> str:
             lines.append(f"| {name} | {iterations[name]} | {readout} | " + " | ".join(
                 cell(contrasts[f"{LABELS[m]} - {LABELS[b]}"]) for m, b in CONTRASTS) + f" | {verdict(contrasts)} |")
     return "\n".join(lines) + "\n"
+
+
+def reference_markdown(regimes: Dict[str, Dict], iterations: Dict[str, int]) -> str:
+    """argmax - MoCo-v2 and oracle - MoCo-v2 where a regime has MoCo-v2; "" where none has."""
+    names = [f"{LABELS[m]} - {LABELS[b]}" for m, b in REFERENCE]
+    rows = [f"| {name} | {iterations[name]} | {readout} | " + " | ".join(cell(contrasts[n]) for n in names) + " |"
+            for name, found in regimes.items() for readout, contrasts in found.items()
+            if any(contrasts[n] is not None for n in names)]
+    if not rows:
+        return ""
+    header = [f"| regime | iterations | readout | {' | '.join(names)} |", "|---|---|---|---|---|"]
+    return "\n".join(header + rows) + "\n"
 
 
 def dense_fit(out: str) -> List[Dict]:
@@ -155,8 +169,11 @@ def write_curve(outs: Sequence[str], names: Sequence[str], iterations: Sequence[
     its = dict(zip(names, iterations))
     written = [prefix + ".md"]
     fits = {name: dense_fit(out) for name, out in zip(names, outs)}
-    text = (curve_markdown(regimes, its) + "\nWhether the dense loss is fit (each method's runs, their last logged "
-            "iteration, mean ± std over pretraining seeds):\n\n" + fit_markdown(fits))
+    reference = reference_markdown(regimes, its)
+    if reference:
+        reference = f"\nWhat the dense loss adds to MoCo-v2's global one, paired by pretraining seed:\n\n{reference}"
+    text = (curve_markdown(regimes, its) + reference + "\nWhether the dense loss is fit (each method's runs, their "
+            "last logged iteration, mean ± std over pretraining seeds):\n\n" + fit_markdown(fits))
     atomic_write_text(written[0], text)
     for readout in READOUTS:
         if any(any(c is not None for c in regimes[r][readout].values()) for r in regimes):

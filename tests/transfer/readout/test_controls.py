@@ -75,3 +75,21 @@ def test_levers_at_one_length_are_drawn_side_by_side_not_as_a_curve(tmp_path):
                           str(tmp_path / "levers"))
     assert len(written) == 3 and all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written[1:])
     assert "| lever | 60 | correspondence C5 | " in (tmp_path / "levers.md").read_text()
+
+
+def test_moco_v2_beside_the_controls_gives_what_the_dense_loss_adds_in_a_table_of_its_own(tmp_path):
+    write_regime(tmp_path / "plain", 10, {"geometric_oracle": 10.0, "densecl": 10.0, "random_positives": 10.0})
+    write_regime(tmp_path / "moco", 10, {"geometric_oracle": 13.0, "densecl": 12.0, "random_positives": 11.0,
+                                         "mocov2": 10.0})
+    found = regime_contrasts(str(tmp_path / "moco"))["dense retrieval"]
+    assert found["argmax - MoCo-v2"]["mean"] == pytest.approx(2.0, abs=0.2)
+    assert found["oracle - MoCo-v2"]["ci95"][0] > 0
+    assert regime_contrasts(str(tmp_path / "plain"))["dense retrieval"]["argmax - MoCo-v2"] is None
+    write_curve([str(tmp_path / "plain")], ["plain"], [60], str(tmp_path / "without"))
+    assert "MoCo-v2" not in (tmp_path / "without.md").read_text()
+    write_curve([str(tmp_path / "plain"), str(tmp_path / "moco")], ["plain", "moco"], [60, 240],
+                str(tmp_path / "with"))
+    table = (tmp_path / "with.md").read_text()
+    assert "| regime | iterations | readout | argmax - MoCo-v2 | oracle - MoCo-v2 |" in table
+    assert "| moco | 240 | dense retrieval | +2.0" in table and "| plain | 60 | dense retrieval | +" not in \
+        table.split("MoCo-v2's global one")[1]
