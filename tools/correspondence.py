@@ -18,7 +18,7 @@ import sys
 
 from pretrain.backbone import BackboneError
 from pretrain.runtime import numerics
-from transfer.readout.backbone_args import add_backbone_arguments
+from transfer.readout.backbone_args import add_backbone_arguments, add_seed_and_out
 from transfer.results import seed_dir, write_final_results
 
 
@@ -28,9 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=64, help="view pairs (default: 64)")
     parser.add_argument("--size", type=int, default=224, help="views are SIZE x SIZE (default: 224: 14 x 14 C4)")
     add_backbone_arguments(parser, layer=False)
-    parser.add_argument("--seed", type=int, default=0, help="draws the view pairs (the same for every backbone "
-                        "of a seed) and the weights at random init; results go to OUT/seed_SEED (default: 0)")
-    parser.add_argument("--out", required=True, help="OUT/seed_SEED/final_results.json")
+    add_seed_and_out(parser, draws="the view pairs (the same for every backbone of a seed)")
     numerics.add_argument(parser)
     args = parser.parse_args(argv)
     if not numerics.switch(args.numerics):

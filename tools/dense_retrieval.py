@@ -22,7 +22,7 @@ import sys
 
 from pretrain.backbone import BackboneError
 from pretrain.runtime import numerics
-from transfer.readout.backbone_args import add_backbone_arguments
+from transfer.readout.backbone_args import add_backbone_arguments, add_seed_and_out
 from transfer.readout.retrieval import REFERENCE, MemorySpec
 from transfer.readout.retrieval_data import file_set, parse_fraction, retrieval_sets, write_file_set
 from transfer.results import seed_dir, write_final_results
@@ -49,9 +49,7 @@ def main(argv=None) -> int:
     bank.add_argument("--bank-size", type=int, default=None, help="patches kept (default: every patch)")
     bank.add_argument("--neighbours", type=int, default=REFERENCE["neighbours"], help="k (default: 30)")
     bank.add_argument("--temperature", type=float, default=REFERENCE["temperature"], help="default: 0.02")
-    parser.add_argument("--seed", type=int, default=0, help="draws the file set, the views and the bank's "
-                        "patches, and the weights at random init; results go to OUT/seed_SEED (default: 0)")
-    parser.add_argument("--out", required=True, help="OUT/seed_SEED/final_results.json")
+    add_seed_and_out(parser, draws="the file set, the views and the bank's patches")
     numerics.add_argument(parser)
     args = parser.parse_args(argv)
     if not numerics.switch(args.numerics):

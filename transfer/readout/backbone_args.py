@@ -1,5 +1,6 @@
 """The backbone arguments every readout tool takes (``tools/dense_probe.py``, ``dense_retrieval.py``,
-``correspondence.py``): which weights, which encoder of a checkpoint, the depth at random init, the stage read."""
+``correspondence.py``): which weights, which encoder of a checkpoint, the depth at random init, the stage read; and
+the seed and output folder of a readout that writes ``OUT/seed_SEED/final_results.json``."""
 import argparse
 
 from pretrain.backbone import STAGES
@@ -16,3 +17,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, layer: bool = True) 
     if layer:
         group.add_argument("--layer", default="layer3", choices=STAGES, help="stage read (default: layer3, C4)")
     return group
+
+
+def add_seed_and_out(parser: argparse.ArgumentParser, draws: str) -> None:
+    """``--seed`` (it draws ``draws`` and the weights at random init) and ``--out``: OUT/seed_SEED."""
+    parser.add_argument("--seed", type=int, default=0, help=f"draws {draws} and the weights at random init; "
+                        "results go to OUT/seed_SEED (default: 0)")
+    parser.add_argument("--out", required=True, help="OUT/seed_SEED/final_results.json")
