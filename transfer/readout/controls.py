@@ -156,7 +156,7 @@ def plot_curves(regimes: Dict[str, Dict], iterations: Dict[str, int], readout: s
         ax.set_xticks(range(len(names)), names, fontsize=7)
         ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set(ylabel=f"paired difference: {readout}",
-           title=f"Does the choice of positives reach the backbone? ({readout})")
+           title=f"Does the choice of positives reach the backbone?\n({readout})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
