@@ -15,6 +15,7 @@ with ``DATA.ROOT datasets/pretrain_images_large.txt``. A second call finds the l
 import fnmatch
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from typing import Dict, List
@@ -123,6 +124,9 @@ def fetch_corpus(root: str, cache: str = None) -> List[str]:
         if all(os.path.exists(os.path.join(root, line)) for line in lines):
             print(f"fetch: {listed} is up to date ({len(lines)} images)")
             return lines
+    missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
+    if missing:
+        raise FetchError(f"{' and '.join(missing)} not found: the larger corpus comes from Debian packages")
     cache = cache or os.path.join(root, "wheels")
     images, record = [], []
     for source in DEBIAN:

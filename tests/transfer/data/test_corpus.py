@@ -115,3 +115,10 @@ def test_a_file_that_is_not_a_video_is_named(tmp_path):
 
 def test_the_pinned_opencv_photos_are_named_once():
     assert len(corpus.OPENCV_PHOTOS) == len(set(corpus.OPENCV_PHOTOS))
+
+
+def test_a_machine_without_debians_tools_is_told_so(fake_sources, monkeypatch):
+    root, _ = fake_sources
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None if name == "apt-get" else "/usr/bin/" + name)
+    with pytest.raises(FetchError, match="apt-get not found: the larger corpus comes from Debian packages"):
+        corpus.fetch_corpus(str(root))
