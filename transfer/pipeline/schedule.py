@@ -27,6 +27,11 @@ from transfer.pipeline.readouts import (
 )
 from transfer.results import RESULTS_FILE, seed_dir
 
+# The readouts read a run's backbone.pth and its last two checkpoints (the "key" and "mean" instruments), so the
+# pipeline keeps two: at 143 MB a checkpoint of the demo's ResNet-18 (model, momentum encoder, two queues, optimizer),
+# a ten-seed regime of three methods at 240 iterations would otherwise keep 30 GB. --pretrain-opts may override it.
+KEEP_CHECKPOINTS = ("SOLVER.KEEP_LAST", 2)
+
 
 def stages_of(plan: Plan) -> List[Stage]:
     """Every stage of the pipeline, in order."""
@@ -41,7 +46,8 @@ def stages_of(plan: Plan) -> List[Stage]:
             run_dir = pretrain_dir(plan, method, seed)
             found.append(Stage(
                 f"pretrain {method}, seed {seed} (ResNet-18, {plan.pretrain_iters} iterations)", tool(
-                    plan, "pretrain_net.py", "--config-file", PRETRAIN_CONFIG, "--resume", *plan.pretrain_opts,
+                    plan, "pretrain_net.py", "--config-file", PRETRAIN_CONFIG, "--resume", *KEEP_CHECKPOINTS,
+                    *plan.pretrain_opts,
                     *opts, "NUMERICS", plan.numerics, "SEED", seed, "SOLVER.MAX_ITER", plan.pretrain_iters,
                     "OUTPUT_DIR", run_dir),
                 f"{run_dir}/backbone.pth", [run_dir], f"{run_dir}/metrics.jsonl", plan.pretrain_iters,

@@ -167,3 +167,16 @@ def test_the_controls_read_every_backbone_by_correspondence_against_both_baselin
     assert picture[picture.index("--weights") + 1] == "o/pretrain_densecl_seed0/backbone.pth"  # no houghcl here
     plain = stages_of(Plan(out="o", methods=METHODS))
     assert not any("correspondence.py" in s.command[1] for s in plain)  # the demo keeps its 15 minutes
+
+
+def test_each_pretraining_run_keeps_the_two_checkpoints_the_readouts_read_unless_the_recipe_says_otherwise():
+    from pretrain.config import load_config
+
+    def kept(pretrain_opts):
+        plan = Plan(out="o", methods=METHODS, pretrain_seeds=1, detection_seeds={}, pretrain_opts=pretrain_opts)
+        command = [s.command for s in stages_of(plan) if "pretrain_net.py" in s.command[1]][0]
+        opts = command[command.index("--resume") + 1:]
+        return load_config(command[command.index("--config-file") + 1], opts).SOLVER.KEEP_LAST
+
+    assert kept([]) == 2
+    assert kept(["SOLVER.KEEP_LAST", 0]) == 0
