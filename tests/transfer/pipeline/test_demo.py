@@ -117,6 +117,7 @@ def test_the_report_says_the_demo_regime_cannot_rank_and_other_regimes_are_read_
     from transfer.pipeline.report import regime_note
     demo = regime_note(Plan(out="x", methods=METHODS))
     assert demo.startswith("**A plumbing demonstration, not a ranking.**") and "section 2" in demo
+    assert "Section 4" in demo and "level with DenseCL" in demo
     for other in (Plan(out="x", methods=METHODS, pretrain_iters=240),
                   Plan(out="x", methods=METHODS, pretrain_opts=["SOLVER.BASE_LR", "0.25"]),
                   Plan(out="x", methods=METHODS, pretrain_seeds=10)):
